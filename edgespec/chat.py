@@ -1,0 +1,99 @@
+"""`edgespec chat`: a multi-turn terminal chat that streams as it decodes.
+
+Commands: /reset, /stats, /system TEXT, /exit. Ctrl-C stops the current
+answer and returns to the prompt; Ctrl-D or /exit leaves.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+
+from .errors import EdgespecError
+
+log = logging.getLogger(__name__)
+
+HELP = "commands: /reset  /stats  /system TEXT  /exit   (Ctrl-C stops an answer)"
+
+
+def run_chat(args, sampling) -> int:
+    from . import api
+
+    model = api.load(args.model)
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict") if hasattr(sys.stdin, "buffer") \
+        else sys.stdin
+    system = args.system
+    history: list[dict] = []
+    print(f"edgespec chat — {model.ref.name} on {model.backend_name}. {HELP}", file=sys.stderr)
+    while True:
+        try:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+            line = stdin.readline()
+        except UnicodeDecodeError as exc:
+            raise EdgespecError(f"input is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                                "the chat reads UTF-8 text") from None
+        except KeyboardInterrupt:
+            print()
+            continue
+        if not line:  # EOF
+            print()
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/"):
+            command, _, rest = text.partition(" ")
+            if command == "/exit":
+                return 0
+            if command == "/reset":
+                history.clear()
+                print("(conversation cleared)", file=sys.stderr)
+            elif command == "/system":
+                system = rest.strip() or None
+                history.clear()
+                print(f"(system message {'set' if system else 'cleared'}; conversation cleared)", file=sys.stderr)
+            elif command == "/stats":
+                print(_footer(model), file=sys.stderr)
+            else:
+                print(f"unknown command {command!r}; {HELP}", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": text})
+        answer = _answer(model, system, history, args, sampling)
+        history.append({"role": "assistant", "content": answer})
+        if not args.no_stats:
+            print(_footer(model), file=sys.stderr)
+
+
+def _answer(model, system, history, args, sampling) -> str:
+    """Stream one answer; Ctrl-C anywhere in it (prompt, prefill, decode) stops just this answer."""
+    pieces = []
+    try:
+        prompt = _fit_prompt(model, system, history)
+        for event in model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling):
+            pieces.append(event.text)
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        model.last_stats.stop_reason = "interrupted"
+        sys.stdout.write(" [stopped]")
+    print()
+    return "".join(pieces)
+
+
+def _fit_prompt(model, system, history) -> list[int]:
+    """The chat prompt, dropping the oldest turns (and saying so) until it fits the context."""
+    while True:
+        messages = ([{"role": "system", "content": system}] if system else []) + history
+        prompt = model.chat_prompt(messages)
+        if len(prompt) + 16 <= model.context_length or len(history) <= 1:
+            return prompt
+        del history[:2]  # the oldest user + assistant pair
+        print("(context full: dropped the oldest turn)", file=sys.stderr)
+
+
+def _footer(model) -> str:
+    s = model.last_stats
+    return (f"[{s.generated_tokens} tokens, prefill {s.prefill_tok_s:.1f} tok/s, decode {s.decode_tok_s:.1f} tok/s, "
+            f"{model.backend_name}, stop: {s.stop_reason or '-'}]")

@@ -1,0 +1,155 @@
+"""edgespec command line: a thin layer over the Python API.
+
+Errors the user can fix (EdgespecError) print one line and exit non-zero,
+without a traceback; `-v` shows debug logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import __version__, hub
+from .errors import EdgespecError
+
+log = logging.getLogger("edgespec")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(message)s" if not args.verbose else "%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.func(args) or 0
+    except EdgespecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgespec", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edgespec {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pull", help="fetch a known model into the local cache")
+    p.add_argument("name", nargs="?", help="known model name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the known models")
+    p.add_argument("--force", action="store_true", help="fetch again even if cached and valid")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("info", help="describe a model: architecture, shapes, tokenizer")
+    p.add_argument("model", help="known name, .gguf file or HF directory")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("generate", help="complete one prompt")
+    p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
+    p.add_argument("-p", "--prompt", required=True)
+    p.add_argument("--system", help="system message (chat template)")
+    p.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", help="interactive chat in the terminal")
+    p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
+    p.add_argument("--system", help="system message")
+    p.add_argument("--no-stats", action="store_true", help="no stats footer after each answer")
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_chat)
+    return parser
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _sampling(args):
+    from .sampling import SamplingParams
+
+    return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+
+
+def cmd_pull(args) -> int:
+    if args.list or not args.name:
+        for row in hub.list_models():
+            mark = "cached" if row["cached"] else ""
+            print(f"{row['name']:<22} {row['size']:>9}  {row['licence']:<11} {mark:<7} {row['description']}")
+        return 0
+    path = hub.pull(args.name, force=args.force)
+    print(path)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .formats import open_weights
+
+    ref = hub.resolve_model(args.model)
+    source = open_weights(ref.path)
+    print(f"model:        {ref.name} ({ref.kind}) {ref.path}")
+    for key, value in source.config.to_dict().items():
+        print(f"{key + ':':<26}{value}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from . import api
+
+    sampling = _sampling(args)  # validate before the (slow) load
+    model = api.load(args.model)
+    if args.no_chat_template:
+        prompt = model.tokenizer.encode(args.prompt)
+    else:
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        prompt = model.chat_prompt(messages + [{"role": "user", "content": args.prompt}])
+    pieces = []
+    for event in model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling):
+        pieces.append(event.text)
+        if not args.json:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+    stats = model.last_stats
+    if args.json:
+        print(json.dumps({"text": "".join(pieces), "token_ids": stats.token_ids, "stats": _stats_dict(model)}))
+    else:
+        print()
+    return 0
+
+
+def _stats_dict(model) -> dict:
+    s = model.last_stats
+    return {"backend": model.backend_name, "prompt_tokens": s.prompt_tokens, "tokens": s.generated_tokens,
+            "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
+            "stop_reason": s.stop_reason, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
+
+
+def peak_rss_bytes() -> int:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    except ImportError:  # Windows has no resource module: current RSS is the best we have
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+
+def cmd_chat(args) -> int:
+    from .chat import run_chat
+
+    return run_chat(args, _sampling(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
