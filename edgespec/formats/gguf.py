@@ -48,7 +48,8 @@ class GGUFModel:
         try:
             self._reader = GGUFReader(path, "r")
         except (ValueError, IndexError, KeyError, OSError) as exc:
-            raise ModelFormatError(f"'{path}' is corrupt or truncated: the GGUF header cannot be read ({exc})") from None
+            raise ModelFormatError(f"'{path}' is corrupt or truncated: its GGUF header and tensor table do not "
+                                   f"fit its {path.stat().st_size:,} bytes ({exc})") from None
         self._check_not_truncated()
         self.metadata: dict[str, Any] = {key: _plain(field) for key, field in self._reader.fields.items()
                                          if not key.startswith("GGUF.")}
