@@ -1,4 +1,6 @@
-"""Tiny random models built in-test (no download): one config per architecture."""
+"""Tiny random models built in-test (no download): one config per architecture.
+
+head_dim is 16 because onnxruntime's GroupQueryAttention needs a multiple of 16."""
 
 from __future__ import annotations
 
@@ -7,11 +9,11 @@ import numpy as np
 from edgespec.config import ModelConfig
 
 TINY_CONFIGS = {
-    "llama": ModelConfig(architecture="llama", vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=3,
-                         num_heads=4, num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5, rope_theta=10000.0,
+    "llama": ModelConfig(architecture="llama", vocab_size=97, hidden_size=64, intermediate_size=96, num_layers=3,
+                         num_heads=4, num_kv_heads=2, head_dim=16, rms_norm_eps=1e-5, rope_theta=10000.0,
                          max_position_embeddings=128, tie_word_embeddings=True),
-    "qwen2": ModelConfig(architecture="qwen2", vocab_size=101, hidden_size=48, intermediate_size=64, num_layers=2,
-                         num_heads=6, num_kv_heads=2, head_dim=8, rms_norm_eps=1e-6, rope_theta=1e6,
+    "qwen2": ModelConfig(architecture="qwen2", vocab_size=101, hidden_size=96, intermediate_size=128, num_layers=2,
+                         num_heads=6, num_kv_heads=2, head_dim=16, rms_norm_eps=1e-6, rope_theta=1e6,
                          max_position_embeddings=128, tie_word_embeddings=False, attention_bias=True),
 }
 

@@ -1,0 +1,169 @@
+"""ONNX graph for the Llama/Qwen2/SmolLM2 family, built from canonical weights (no tracing).
+
+One graph serves prefill, decode, tree verification and layer-skip drafting:
+
+  inputs   input_ids [1,T] int64      position_ids [1,T] int64 (tree depth + past for trees)
+           attention_bias [1,1,T,S]   0 / -inf, S = past+T: any token tree over the new tokens
+           seqlens_k [1] int32 (=S-1) total_sequence_length [] int32 (=S)
+           logits_index [N] int64     rows of T whose logits are wanted (the lm_head runs on N rows only)
+           layer_mask [L] bool        False = skip layer i (its K/V rows are left untouched)
+           past_key.i / past_value.i  [1, n_kv, max_len, head_dim]
+  outputs  logits [N, vocab]          present_key.i / present_value.i  [1, n_kv, max_len, head_dim]
+
+KV cache: com.microsoft GroupQueryAttention writes the new rows [P, P+T) into a
+max-length buffer; binding present_* to the same OrtValue as past_* (IOBinding)
+makes that in place, so rollback is only a smaller seqlens_k next call.
+Each layer sits in an If(layer_mask[i]) node: one session, one copy of the
+(prepacked) weights, any layer subset. A skipped layer passes its KV through.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..config import ModelConfig
+from .llama import rope_inv_freq
+
+OPSET = 23
+MS_DOMAIN = "com.microsoft"
+
+# A Linear strategy: (graph, input name [T, in], canonical weight name, output name) -> None.
+# It adds nodes/initializers to `graph` computing input @ W^T. fp32 uses Gemm(transB=1);
+# int4 (quant/int4.py) swaps in MatMulNBits.
+Linear = Callable[["GraphBuilder", str, str, str], None]
+
+
+class GraphBuilder:
+    """Collects nodes and initializers; `weights` are the canonical float32 arrays."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray], linear: Linear | None = None, float_type=np.float32):
+        self.weights = weights
+        self.linear = linear or gemm_linear
+        self.float_type = float_type
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._names: set[str] = set()
+        self._counter = 0
+
+    def fresh(self, stem: str) -> str:
+        self._counter += 1
+        return f"{stem}_{self._counter}"
+
+    def node(self, op: str, inputs: list[str], outputs: list[str] | None = None, domain: str = "", **attrs) -> str:
+        outputs = outputs or [self.fresh(op.lower())]
+        self.nodes.append(helper.make_node(op, inputs, outputs, domain=domain or None, **attrs))
+        return outputs[0]
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        if name not in self._names:
+            self._names.add(name)
+            self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def weight(self, canonical: str) -> str:
+        """The canonical weight as an initializer in the graph's float type (once)."""
+        return self.constant(canonical, self.weights[canonical].astype(self.float_type))
+
+
+def gemm_linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
+    g.node("Gemm", [x, g.weight(canonical)], [out], transB=1)
+
+
+def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len: int,
+                linear: Linear | None = None, lm_head_linear: Linear | None = None) -> onnx.ModelProto:
+    """The decoder graph (see the module docstring for its contract)."""
+    c = config
+    g = GraphBuilder(weights, linear)
+    lm_head_linear = lm_head_linear or g.linear
+    L, kv, hd = c.num_layers, c.num_kv_heads, c.head_dim
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "T"]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, "T"]),
+        helper.make_tensor_value_info("attention_bias", TensorProto.FLOAT, [1, 1, "T", "S"]),
+        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
+        helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
+        helper.make_tensor_value_info("logits_index", TensorProto.INT64, ["N"]),
+        helper.make_tensor_value_info("layer_mask", TensorProto.BOOL, [L]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", c.vocab_size])]
+    for i in range(L):
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, [1, kv, max_len, hd]))
+            outputs.append(helper.make_tensor_value_info(f"present_{kind}.{i}", TensorProto.FLOAT,
+                                                         [1, kv, max_len, hd]))
+
+    inv_freq = rope_inv_freq(hd, c.rope_theta, c.rope_scaling)
+    angles = np.arange(max_len, dtype=np.float64)[:, None] * inv_freq[None, :]
+    g.constant("rope_cos", np.cos(angles).astype(np.float32))
+    g.constant("rope_sin", np.sin(angles).astype(np.float32))
+    g.constant("axes0", np.array([0], np.int64))
+
+    ids = g.node("Squeeze", ["input_ids", "axes0"])  # [T]
+    h = g.node("Gather", [g.weight("embed"), ids])  # [T, d]
+    for i in range(L):
+        cond = g.node("Gather", ["layer_mask", g.constant(f"layer_index.{i}", np.array(i, np.int64))])
+        then_graph = _layer_subgraph(g, c, i, h, max_len)
+        else_graph = helper.make_graph(
+            [helper.make_node("Identity", [src], [f"skip_{dst}"]) for src, dst in
+             ((h, f"h.{i}"), (f"past_key.{i}", f"present_key.{i}"), (f"past_value.{i}", f"present_value.{i}"))],
+            f"skip_layer_{i}", [], [helper.make_tensor_value_info(f"skip_{n}", TensorProto.FLOAT, None)
+                                    for n in (f"h.{i}", f"present_key.{i}", f"present_value.{i}")])
+        g.node("If", [cond], [f"h.{i}", f"present_key.{i}", f"present_value.{i}"],
+               then_branch=then_graph, else_branch=else_graph)
+        h = f"h.{i}"
+
+    rows = g.node("Gather", [h, "logits_index"])  # [N, d]: only the rows someone reads
+    normed = g.node("RMSNormalization", [rows, g.weight("final_norm")], epsilon=c.rms_norm_eps, axis=-1)
+    lm_head_linear(g, normed, "lm_head" if "lm_head" in weights else "embed", "logits")
+
+    graph = helper.make_graph(g.nodes, "edgespec_decoder", inputs, outputs, g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
+                                                    helper.make_opsetid(MS_DOMAIN, 1)])
+    model.ir_version = 10
+    return model
+
+
+def _layer_subgraph(outer: GraphBuilder, c: ModelConfig, i: int, h: str, max_len: int) -> onnx.GraphProto:
+    """One decoder layer as an If branch. Its weights stay outer-graph initializers (shared)."""
+    g = GraphBuilder(outer.weights, outer.linear, outer.float_type)
+    g._counter = outer._counter + 100_000 * (i + 1)  # unique value names across branches
+    p = f"layers.{i}."
+    a = g.node("RMSNormalization", [h, outer.weight(p + "attn_norm")], epsilon=c.rms_norm_eps, axis=-1)
+    proj = {}
+    for kind in ("q", "k", "v"):
+        out = g.fresh(kind)
+        g.linear(g, a, p + kind, out)
+        if c.attention_bias:
+            out = g.node("Add", [out, outer.weight(p + kind + "_bias")])
+        proj[kind] = g.node("Unsqueeze", [out, "axes0"])  # [1, T, heads*hd]
+    attn = g.node("GroupQueryAttention",
+                  [proj["q"], proj["k"], proj["v"], f"past_key.{i}", f"past_value.{i}", "seqlens_k",
+                   "total_sequence_length", "rope_cos", "rope_sin", "position_ids", "attention_bias"],
+                  [g.fresh("attn"), f"then_present_key.{i}", f"then_present_value.{i}"], domain=MS_DOMAIN,
+                  num_heads=c.num_heads, kv_num_heads=c.num_kv_heads, do_rotary=1, rotary_interleaved=0,
+                  scale=float(1.0 / np.sqrt(c.head_dim)))
+    attn2d = g.node("Squeeze", [attn, "axes0"])
+    o = g.fresh("o")
+    g.linear(g, attn2d, p + "o", o)
+    h1 = g.node("Add", [h, o])
+    m = g.node("RMSNormalization", [h1, outer.weight(p + "ffn_norm")], epsilon=c.rms_norm_eps, axis=-1)
+    gate, up, down = g.fresh("gate"), g.fresh("up"), g.fresh("down")
+    g.linear(g, m, p + "gate", gate)
+    g.linear(g, m, p + "up", up)
+    act = g.node("Mul", [g.node("Mul", [gate, g.node("Sigmoid", [gate])]), up])  # SwiGLU
+    g.linear(g, act, p + "down", down)
+    g.node("Add", [h1, down], [f"then_h.{i}"])
+    # Initializers the branch created (e.g. int4 blobs) move to the outer graph: one copy, prepacked once.
+    for init in g.initializers:
+        if init.name not in outer._names:
+            outer._names.add(init.name)
+            outer.initializers.append(init)
+    outer._counter = g._counter
+    return helper.make_graph(g.nodes, f"layer_{i}", [], [
+        helper.make_tensor_value_info(f"then_h.{i}", TensorProto.FLOAT, None),
+        helper.make_tensor_value_info(f"then_present_key.{i}", TensorProto.FLOAT, None),
+        helper.make_tensor_value_info(f"then_present_value.{i}", TensorProto.FLOAT, None)])
