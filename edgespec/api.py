@@ -5,21 +5,25 @@
     for event in model.generate("Hello", max_tokens=32):
         print(event.text, end="")
 
-Until the ONNX runtime lands, generation runs on the numpy fp32 reference
-model: correct and fine for the 135M default, but not fast.
+A known name or a .gguf / HF source is exported to int4 ONNX on first use
+(cached under EDGESPEC_CACHE/exports) and runs on onnxruntime; an export
+directory runs directly (its manifest and hashes are checked first);
+backend="reference" runs the numpy fp32 oracle instead (slow, exact).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from . import hub
-from .errors import ContextOverflowError
+from .errors import ContextOverflowError, EdgespecError
 from .formats import open_weights
 from .models import reference_model_class
 from .sampling import Sampler, SamplingParams
@@ -52,24 +56,60 @@ class GenerationStats:
         return self.generated_tokens / self.decode_seconds if self.decode_seconds else 0.0
 
 
-class Model:
-    """A loaded model: tokenizer + a forward backend (today: the numpy reference)."""
+class ReferenceSession:
+    """The numpy reference behind the same forward/rollback/reset calls as the ORT decoder."""
 
-    def __init__(self, ref: hub.ModelRef):
+    def __init__(self, model):
+        self.model, self.cache = model, model.new_cache()
+
+    @property
+    def cache_len(self) -> int:
+        return self.cache.length
+
+    def forward(self, tokens, positions=None, tree_mask=None, logits_for=None):
+        mask = None
+        if tree_mask is not None:
+            mask = np.concatenate([np.ones((len(tokens), self.cache.length), bool), tree_mask], axis=1)
+        logits = self.model.forward(np.asarray(tokens), self.cache, positions, mask)
+        return logits if logits_for is None else logits[np.asarray(logits_for)]
+
+    def rollback(self, n: int) -> None:
+        self.cache.rollback(n)
+
+    def reset(self) -> None:
+        self.cache = self.model.new_cache()
+
+
+class Model:
+    """A loaded model: tokenizer + a forward backend (onnxruntime export, or the numpy reference)."""
+
+    def __init__(self, ref: hub.ModelRef, backend: str = "ort", threads: int = 0):
         self.ref = ref
-        source = open_weights(ref.path)
-        self.config = source.config
-        self.tokenizer = (Tokenizer.from_gguf(source.metadata) if ref.kind == "gguf"
-                          else Tokenizer.from_hf_dir(ref.path))
-        log.info("loading %s (%s, %d layers) on the numpy reference backend", ref.name, self.config.architecture,
-                 self.config.num_layers)
-        self.backend = reference_model_class(self.config.architecture).from_source(source)
-        self.backend_name = "reference"
+        if ref.kind == "export":
+            from .export.manifest import manifest_config, read_manifest
+            from .runtimes.ort_session import OrtDecoder
+
+            manifest = read_manifest(ref.path)  # checks every file's sha256 first
+            self.config = manifest_config(manifest)
+            self.tokenizer = Tokenizer.from_hf_dir(ref.path)
+            self.context = manifest["max_len"]
+            self.backend = OrtDecoder(str(ref.path / manifest["graph"]["file"]), self.config, self.context, threads)
+            self.backend_name = f"onnxruntime {manifest['quantization']['precision']}"
+        else:
+            source = open_weights(ref.path)
+            self.config = source.config
+            self.tokenizer = (Tokenizer.from_gguf(source.metadata) if ref.kind == "gguf"
+                              else Tokenizer.from_hf_dir(ref.path))
+            self.context = self.config.max_position_embeddings
+            log.info("loading %s (%s, %d layers) on the numpy reference backend", ref.name,
+                     self.config.architecture, self.config.num_layers)
+            self.backend = ReferenceSession(reference_model_class(self.config.architecture).from_source(source))
+            self.backend_name = "numpy reference"
         self.last_stats = GenerationStats()
 
     @property
     def context_length(self) -> int:
-        return self.config.max_position_embeddings
+        return self.context
 
     def chat_prompt(self, messages: list[dict]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
@@ -87,10 +127,10 @@ class Model:
         max_tokens = min(max_tokens, self.context_length - len(ids))
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
         sampler, detok = Sampler(sampling), self.tokenizer.stream_decoder()
-        cache = self.backend.new_cache()
+        self.backend.reset()
 
         start = time.perf_counter()
-        logits = self.backend.forward(np.asarray(ids), cache)[-1]
+        logits = self.backend.forward(ids, logits_for=[len(ids) - 1])[-1]
         stats.prefill_seconds = time.perf_counter() - start
         start = time.perf_counter()
         stats.stop_reason = "length"
@@ -104,14 +144,39 @@ class Model:
             yield TokenEvent(token, detok.push(token))
             if stats.generated_tokens == max_tokens:
                 break
-            logits = self.backend.forward(np.asarray([token]), cache)[-1]
-            stats.decode_seconds = time.perf_counter() - start
+            logits = self.backend.forward([token])[-1]
         stats.decode_seconds = time.perf_counter() - start
         tail = detok.flush()
         if tail:
             yield TokenEvent(-1, tail)
 
 
-def load(spec: str = hub.DEFAULT_MODEL) -> Model:
-    """spec: a known model name (pulled on first use), a .gguf file or an HF directory."""
-    return Model(hub.resolve_model(spec))
+def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0) -> Model:
+    """spec: a known model name, a .gguf file, an HF directory or an export directory.
+
+    backend "ort": sources are exported to int4 ONNX once, cached, and run on onnxruntime.
+    backend "reference": the numpy fp32 reference model (exact, slow; exports are refused).
+    """
+    if backend not in ("ort", "reference"):
+        raise EdgespecError(f"backend '{backend}' is not available; choose ort or reference")
+    ref = hub.resolve_model(spec)
+    if backend == "reference":
+        if ref.kind == "export":
+            raise EdgespecError("the reference backend needs the source weights, not an export directory")
+        return Model(ref, "reference")
+    if ref.kind != "export":
+        ref = hub.ModelRef("export", cached_export(ref), ref.name)
+    return Model(ref, "ort", threads)
+
+
+def cached_export(ref: hub.ModelRef) -> Path:
+    """The default int4 export of a source, made on first use under EDGESPEC_CACHE/exports."""
+    from .export.pipeline import export
+
+    stat = Path(ref.path).stat()
+    key = hashlib.sha256(f"{Path(ref.path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    out = hub.cache_dir() / "exports" / f"{ref.name}-int4-{key}"
+    if not (out / "edgespec.json").is_file():
+        log.info("first use of %s: exporting it to int4 ONNX in %s", ref.name, out)
+        export(ref.name if ref.name in hub.KNOWN_MODELS else str(ref.path), out, force=True)
+    return out

@@ -20,7 +20,7 @@ HELP = "commands: /reset  /stats  /system TEXT  /exit   (Ctrl-C stops an answer)
 def run_chat(args, sampling) -> int:
     from . import api
 
-    model = api.load(args.model)
+    model = api.load(args.model, backend=args.backend, threads=args.threads)
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict") if hasattr(sys.stdin, "buffer") \
         else sys.stdin
     system = args.system

@@ -45,9 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="fetch again even if cached and valid")
     p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("info", help="describe a model: architecture, shapes, tokenizer")
-    p.add_argument("model", help="known name, .gguf file or HF directory")
+    p = sub.add_parser("info", help="describe a model or an export (its manifest and validation)")
+    p.add_argument("model", help="known name, .gguf file, HF directory or export directory")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", help="export a model to ONNX (int4 by default), validated, with a manifest")
+    p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
+    p.add_argument("-o", "--output", help="output directory (default: ./<model>-<precision>)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--int4", dest="precision", action="store_const", const="int4")
+    precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32")
+    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16")
+    p.add_argument("--format", default="onnx", choices=["onnx", "gguf"])
+    p.add_argument("--block-size", type=int, default=32, help="int4 block for requantized weights (16/32/64/128)")
+    p.add_argument("--accuracy-level", type=int, default=4, help="MatMulNBits accuracy level (4 = fast)")
+    p.add_argument("--lm-head", default="int8", help="int8 | int4 | fp32")
+    p.add_argument("--embed", default="fp16", help="fp16 | fp32")
+    p.add_argument("--max-len", type=int, default=4096, help="context length of the KV buffers")
+    p.add_argument("--validate-tokens", type=int, default=256)
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_export, precision="int4")
 
     p = sub.add_parser("generate", help="complete one prompt")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
@@ -68,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="ort", choices=["ort", "reference"],
+                   help="ort: int4 ONNX export on onnxruntime (made and cached on first use); "
+                        "reference: the numpy fp32 oracle (slow)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=0)
@@ -92,10 +113,47 @@ def cmd_pull(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export.pipeline import ExportOptions, export
+
+    options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
+                            lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
+                            validate_tokens=args.validate_tokens, format=args.format)
+    output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
+                            f"{args.precision}"
+    out = export(args.model, output, options, force=args.force)
+    _print_manifest(out)
+    return 0
+
+
+def _print_manifest(directory) -> None:
+    from .export.manifest import read_manifest
+
+    m = read_manifest(directory)
+    q = m["quantization"]
+    print(f"export:       {directory}  (schema {m['schema_version']}, edgespec {m['edgespec_version']})")
+    print(f"source:       {m['source']['name']} ({m['source']['kind']}) sha256 {m['source'].get('sha256', '-')}")
+    print(f"model:        {m['architecture']}, {m['config']['num_layers']} layers, hidden "
+          f"{m['config']['hidden_size']}, vocab {m['config']['vocab_size']}, context {m['max_len']}")
+    print(f"precision:    {q['precision']} (lm_head {q['lm_head']}, embed {q['embed']}, accuracy level "
+          f"{q['accuracy_level']}); weights: {q['routes']}")
+    for name, entry in m["validation"].items():
+        if isinstance(entry, dict):
+            llama = entry.get("llamacpp_perplexity")
+            print(f"validation {name:<7} top-1 {entry['top1_agreement']:.2%}  max|dlogit| "
+                  f"{entry['max_abs_logit_diff']:.3g}  ppl {entry['perplexity']:.3f} (reference "
+                  f"{entry['reference_perplexity']:.3f}" + (f", llama.cpp {llama:.3f})" if llama else ")"))
+    print(f"files:        " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items()))
+    print(f"time:         {m['timing']['total_seconds']} s")
+
+
 def cmd_info(args) -> int:
     from .formats import open_weights
 
     ref = hub.resolve_model(args.model)
+    if ref.kind == "export":
+        _print_manifest(ref.path)
+        return 0
     source = open_weights(ref.path)
     print(f"model:        {ref.name} ({ref.kind}) {ref.path}")
     for key, value in source.config.to_dict().items():
@@ -107,7 +165,7 @@ def cmd_generate(args) -> int:
     from . import api
 
     sampling = _sampling(args)  # validate before the (slow) load
-    model = api.load(args.model)
+    model = api.load(args.model, backend=args.backend, threads=args.threads)
     if args.no_chat_template:
         prompt = model.tokenizer.encode(args.prompt)
     else:

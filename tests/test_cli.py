@@ -56,14 +56,17 @@ def test_info_on_real_model(smollm2_gguf):
     assert "llama" in out and "num_layers:" in out and "30" in out
 
 
-def test_generate_json_is_greedy_and_deterministic(smollm2_gguf):
-    args = ("generate", str(smollm2_gguf), "-p", "What is the capital of France?", "--max-tokens", "12", "--json")
+@pytest.mark.parametrize("backend", ["ort", "reference"])
+def test_generate_json_is_greedy_and_deterministic(smollm2_gguf, backend):
+    args = ("generate", str(smollm2_gguf), "-p", "What is the capital of France?", "--max-tokens", "12", "--json",
+            "--backend", backend)
     first, second = run_cli(*args), run_cli(*args)
     assert first.returncode == 0, first.stderr.decode()
     a, b = json.loads(first.stdout), json.loads(second.stdout)
     assert a["token_ids"] == b["token_ids"] and len(a["token_ids"]) > 0
-    assert "Paris" in a["text"]
     assert a["stats"]["decode_tok_s"] > 0 and a["stats"]["peak_rss_mb"] > 0
+    if backend == "reference":  # fp32: SmolLM2's own answer. (int4 flips a 0.08-logit near-tie at token 1,
+        assert "Paris" in a["text"]  # exactly as llama.cpp does on this GGUF, and answers differently)
 
 
 def test_negative_temperature_is_refused():

@@ -19,3 +19,26 @@ def open_weights(path):
         return open_gguf(path)
     raise ModelFormatError(f"'{path}' does not exist; expected a .gguf file or an HF model directory "
                            "(config.json + *.safetensors + tokenizer.json)")
+
+
+class LazyWeights:
+    """A read-only mapping canonical name -> float32 array that dequantizes on access,
+    so a graph builder never holds every float weight at once."""
+
+    def __init__(self, source):
+        self.source = source
+        self._names = set(source.names())
+
+    def __getitem__(self, name: str):
+        if name not in self._names:
+            raise KeyError(name)
+        return self.source.tensor(name)
+
+    def __contains__(self, name) -> bool:
+        return name in self._names
+
+    def __iter__(self):
+        return iter(sorted(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)

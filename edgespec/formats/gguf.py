@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class RawTensor:
     """A tensor as stored: ggml type, logical shape (rows, cols) in canonical layout, raw bytes."""
 
-    qtype: str
+    qtype: GGMLQuantizationType
     shape: tuple[int, ...]
     data: np.ndarray
 
@@ -99,7 +99,7 @@ class GGUFModel:
 
     def raw(self, canonical: str) -> RawTensor:
         t = self._canonical[canonical]
-        return RawTensor(GGMLQuantizationType(t.tensor_type).name, self.shape(canonical), np.asarray(t.data))
+        return RawTensor(GGMLQuantizationType(t.tensor_type), self.shape(canonical), np.asarray(t.data))
 
     def tensor(self, canonical: str) -> np.ndarray:
         """float32, canonical (HF) layout: [out, in]; llama Q/K rows in rotate-half order."""

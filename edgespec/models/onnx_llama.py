@@ -26,6 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..config import ModelConfig
+from ..errors import UnsupportedArchitectureError
 from .llama import rope_inv_freq
 
 OPSET = 23
@@ -74,11 +75,20 @@ def gemm_linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
 
 
 def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len: int,
-                linear: Linear | None = None, lm_head_linear: Linear | None = None) -> onnx.ModelProto:
-    """The decoder graph (see the module docstring for its contract)."""
+                linear: Linear | None = None, lm_head_linear: Linear | None = None,
+                embed_dtype=np.float32) -> onnx.ModelProto:
+    """The decoder graph (see the module docstring for its contract).
+
+    weights: canonical name -> float32 array (may be a lazy mapping over a weights file).
+    linear / lm_head_linear: how projections are computed (default fp32 Gemm).
+    embed_dtype: storage of the embedding table (float16 halves it; rows are cast after Gather).
+    """
     c = config
     g = GraphBuilder(weights, linear)
     lm_head_linear = lm_head_linear or g.linear
+    if c.head_dim % 16:
+        raise UnsupportedArchitectureError(f"head_dim {c.head_dim} is not a multiple of 16, which onnxruntime's "
+                                           "GroupQueryAttention needs")
     L, kv, hd = c.num_layers, c.num_kv_heads, c.head_dim
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "T"]),
@@ -103,7 +113,10 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     g.constant("axes0", np.array([0], np.int64))
 
     ids = g.node("Squeeze", ["input_ids", "axes0"])  # [T]
-    h = g.node("Gather", [g.weight("embed"), ids])  # [T, d]
+    embed = g.constant("embed.table", np.asarray(weights["embed"], dtype=embed_dtype))
+    h = g.node("Gather", [embed, ids])  # [T, d]
+    if np.dtype(embed_dtype) != np.float32:
+        h = g.node("Cast", [h], to=TensorProto.FLOAT)
     for i in range(L):
         cond = g.node("Gather", ["layer_mask", g.constant(f"layer_index.{i}", np.array(i, np.int64))])
         then_graph = _layer_subgraph(g, c, i, h, max_len)
@@ -118,7 +131,12 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
 
     rows = g.node("Gather", [h, "logits_index"])  # [N, d]: only the rows someone reads
     normed = g.node("RMSNormalization", [rows, g.weight("final_norm")], epsilon=c.rms_norm_eps, axis=-1)
-    lm_head_linear(g, normed, "lm_head" if "lm_head" in weights else "embed", "logits")
+    if "lm_head" in weights or lm_head_linear is not gemm_linear:
+        lm_head_linear(g, normed, "lm_head" if "lm_head" in weights else "embed", "logits")
+    elif np.dtype(embed_dtype) == np.float32:  # tied fp32: multiply by the embedding table itself, no copy
+        g.node("Gemm", [normed, embed], ["logits"], transB=1)
+    else:
+        gemm_linear(g, normed, "embed", "logits")
 
     graph = helper.make_graph(g.nodes, "edgespec_decoder", inputs, outputs, g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),

@@ -1,0 +1,177 @@
+"""`edgespec export`: load -> build graph -> (quantize) -> save -> validate -> manifest.
+
+Everything is written into a temporary sibling directory that is renamed into
+place only at the end, so a failed or interrupted export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .. import __version__, hub
+from ..errors import EdgespecError
+from ..formats import LazyWeights, open_weights
+from ..models import reference_model_class
+from ..models.onnx_llama import build_graph, gemm_linear
+from ..quant.int4 import BLOCK_SIZES
+from ..quant.linear import QuantizedLinear
+from ..runtimes.ort_session import OrtDecoder
+from ..tokenizer import Tokenizer
+from .manifest import write_manifest
+from .validate import validate
+
+log = logging.getLogger(__name__)
+
+GRAPH_FILE = "model.onnx"
+PRECISIONS = ("int4", "fp32")
+LM_HEAD_CHOICES = ("int8", "int4", "fp32")
+EMBED_CHOICES = ("fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    precision: str = "int4"
+    block_size: int = 32  # for weights that must be requantized (float sources)
+    accuracy_level: int = 4  # MatMulNBits: 4 = int8 activations (fast), 0/1 = fp32 (slow on CPU)
+    lm_head: str = "int8"
+    embed: str = "fp16"
+    max_len: int = 4096  # KV buffer length (context) the runtime allocates
+    validate_tokens: int = 256
+    format: str = "onnx"
+
+    def check(self) -> None:
+        problems = []
+        if self.format != "onnx":
+            problems.append(f"--format {self.format} is not implemented yet (only onnx)")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision '{self.precision}' is not supported; choose one of {PRECISIONS} "
+                            "(fp16 is not implemented yet)")
+        if self.block_size not in BLOCK_SIZES:
+            problems.append(f"block size {self.block_size} is not one of {BLOCK_SIZES}")
+        if self.lm_head not in LM_HEAD_CHOICES:
+            problems.append(f"lm_head '{self.lm_head}' is not one of {LM_HEAD_CHOICES}")
+        if self.embed not in EMBED_CHOICES:
+            problems.append(f"embed '{self.embed}' is not one of {EMBED_CHOICES}")
+        if self.precision == "fp32" and (self.lm_head != "int8" or self.embed != "fp16"):
+            problems.append("--lm-head / --embed choices apply to --int4 exports only")
+        if self.accuracy_level not in (0, 1, 2, 3, 4):
+            problems.append(f"accuracy level {self.accuracy_level} is not one of 0-4")
+        if problems:
+            raise EdgespecError("; ".join(problems))
+
+
+def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptions(), force: bool = False) -> Path:
+    options.check()
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise EdgespecError(f"output directory '{out}' already exists; pass --force to replace it")
+    ref = hub.resolve_model(model)
+    if ref.kind == "export":
+        raise EdgespecError(f"'{model}' is already an edgespec export; export from a .gguf file, an HF directory "
+                            "or a known model name")
+    started = time.monotonic()
+    source = open_weights(ref.path)
+    config = source.config
+    max_len = min(options.max_len, config.max_position_embeddings)
+    tokenizer = Tokenizer.from_gguf(source.metadata) if ref.kind == "gguf" else Tokenizer.from_hf_dir(ref.path)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        log.info("building the %s graph for %s (%d layers)", options.precision, ref.name, config.num_layers)
+        linear, lm_head = _strategies(source, options)
+        graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
+                            embed_dtype=np.float16 if options.precision == "int4" and options.embed == "fp16"
+                            else np.float32)
+        log.info("writing %s", GRAPH_FILE)
+        onnx.save_model(graph, str(tmp / GRAPH_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=GRAPH_FILE + ".data", size_threshold=1024)
+        del graph
+        tokenizer.save(tmp)
+        build_seconds = time.monotonic() - started
+
+        log.info("validating against the numpy reference")
+        decoder = OrtDecoder(str(tmp / GRAPH_FILE), config, max_len)
+        reference = reference_model_class(config.architecture).from_source(source)
+        report = validate(decoder, reference, tokenizer, options.precision, options.validate_tokens,
+                          ref.path if ref.kind == "gguf" else None)
+        del decoder, reference
+
+        quant_report = getattr(linear, "report", {})
+        write_manifest(tmp, {
+            "edgespec_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": {"name": ref.name, "kind": ref.kind, "path": str(ref.path), **_source_hash(ref)},
+            "architecture": config.architecture,
+            "config": config.to_dict(),
+            "max_len": max_len,
+            "quantization": {**asdict(options), "routes": _route_summary(quant_report),
+                             "lm_head_route": getattr(lm_head, "report", {})},
+            "graph": {"file": GRAPH_FILE, "inputs": [i.name for i in onnx.load(str(tmp / GRAPH_FILE),
+                                                                                 load_external_data=False).graph.input
+                                                     if not i.name.startswith("past_")]},
+            "tokenizer": {"files": ["tokenizer.json", "tokenizer_config.json"], "bos_id": tokenizer.bos_id,
+                          "eos_id": tokenizer.eos_id, "stop_ids": sorted(tokenizer.stop_ids)},
+            "chat_template": tokenizer.chat_template,
+            "drafters": [],
+            "validation": report,
+            "timing": {"build_seconds": round(build_seconds, 2),
+                       "total_seconds": round(time.monotonic() - started, 2)},
+        })
+        _move_into_place(tmp, out, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("export ready at %s (%.1f s)", out, time.monotonic() - started)
+    return out
+
+
+def _strategies(source, options: ExportOptions):
+    if options.precision == "fp32":
+        return gemm_linear, gemm_linear
+    layers = QuantizedLinear(source, 4, options.block_size, options.accuracy_level)
+    if options.lm_head == "fp32":
+        return layers, gemm_linear
+    bits = 8 if options.lm_head == "int8" else 4
+    return layers, QuantizedLinear(source, bits, options.block_size, options.accuracy_level)
+
+
+def _route_summary(report: dict) -> dict:
+    """Per-route counts (e.g. 'Q4_K levels kept': 96) plus the worst requantization error."""
+    summary: dict = {}
+    for entry in report.values():
+        summary[entry["route"]] = summary.get(entry["route"], 0) + 1
+    errors = [e["rel_rms"] for e in report.values() if "rel_rms" in e]
+    if errors:
+        summary["max_requantization_rel_rms"] = max(errors)
+    return summary
+
+
+def _source_hash(ref) -> dict:
+    if ref.name in hub.KNOWN_MODELS:
+        return {"sha256": hub.KNOWN_MODELS[ref.name].sha256}
+    if ref.kind == "gguf":
+        return {"sha256": hub.sha256_file(ref.path)}
+    return {}
+
+
+def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
+    if out.exists():
+        if not force:
+            raise EdgespecError(f"output directory '{out}' appeared during the export; not replacing it")
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -1,0 +1,76 @@
+"""Validation of every export (optimum-style), saved in the manifest and printed.
+
+fp32 exports: max |logit difference| against the numpy reference.
+int4 exports: teacher-forced top-1 agreement with the fp32 reference and
+perplexity on Python stdlib source and on pydoc's English prose, beside the
+reference's perplexity and llama.cpp's on the source GGUF (when
+llama-cpp-python is installed).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def stdlib_text(chars: int = 8000) -> str:
+    import json.decoder
+    import textwrap
+
+    return (inspect.getsource(textwrap) + inspect.getsource(json.decoder))[:chars]
+
+
+def prose_text(chars: int = 8000) -> str:
+    from pydoc_data import topics
+
+    return "\n\n".join(topics.topics[k] for k in sorted(topics.topics))[:chars]
+
+
+TEXT_SETS = {"stdlib": stdlib_text, "prose": prose_text}
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def perplexity(logits: np.ndarray, tokens: list[int]) -> float:
+    """exp(mean negative log-likelihood of token t+1 given logits at t)."""
+    lp = log_softmax(logits[:-1])
+    return float(np.exp(-lp[np.arange(len(tokens) - 1), tokens[1:]].mean()))
+
+
+def llamacpp_logits(gguf_path, tokens: list[int], threads: int = 2) -> np.ndarray | None:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=str(gguf_path), n_ctx=len(tokens) + 8, n_threads=threads, logits_all=True,
+                verbose=False)
+    llm.eval(tokens)
+    return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+
+
+def validate(decoder, reference, tokenizer, precision: str, n_tokens: int, gguf_source=None) -> dict:
+    """decoder: an OrtDecoder of the export; reference: the numpy model of the source."""
+    report: dict = {"tokens_per_text": n_tokens}
+    for name, make_text in TEXT_SETS.items():
+        tokens = tokenizer.encode(make_text(), add_bos=False)[:n_tokens]
+        decoder.reset()
+        ours = decoder.forward(tokens)
+        ref = reference.forward(np.asarray(tokens))
+        entry = {"max_abs_logit_diff": float(np.abs(ours - ref).max()),
+                 "top1_agreement": float(np.mean(ours.argmax(-1) == ref.argmax(-1))),
+                 "perplexity": perplexity(ours, tokens), "reference_perplexity": perplexity(ref, tokens)}
+        if precision != "fp32" and gguf_source is not None:
+            theirs = llamacpp_logits(gguf_source, tokens)
+            entry["llamacpp_perplexity"] = None if theirs is None else perplexity(theirs, tokens)
+        report[name] = entry
+        log.info("validation on %s (%d tokens): %s", name, len(tokens),
+                 ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if isinstance(v, float)))
+    decoder.reset()
+    return report

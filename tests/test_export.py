@@ -1,0 +1,107 @@
+"""`edgespec export` on the real smollm2-135m: validated, manifest-checked, atomic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edgespec.api import load
+from edgespec.errors import EdgespecError, ModelFormatError
+from edgespec.export import pipeline
+from edgespec.export.manifest import read_manifest
+from edgespec.export.pipeline import ExportOptions, export
+
+from .test_cli import assert_clean_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def int4_export(tmp_path_factory, smollm2_gguf):
+    return export(str(smollm2_gguf), tmp_path_factory.mktemp("exports") / "smol-int4", ExportOptions(validate_tokens=128))
+
+
+def test_int4_export_is_validated(int4_export):
+    m = read_manifest(int4_export)
+    assert m["quantization"]["routes"] == {"Q4_1 levels kept": 210}  # no weight requantized
+    for name in ("stdlib", "prose"):
+        v = m["validation"][name]
+        print(name, v)
+        assert v["top1_agreement"] >= 0.95  # int8 activations flip near-ties only (see README)
+        assert abs(v["perplexity"] / v["llamacpp_perplexity"] - 1) <= 0.05
+    assert set(m["files"]) == {"model.onnx", "model.onnx.data", "tokenizer.json", "tokenizer_config.json"}
+
+
+def test_fp32_export_equals_reference(tmp_path, smollm2_gguf):
+    out = export(str(smollm2_gguf), tmp_path / "fp32", ExportOptions(precision="fp32", validate_tokens=64))
+    for name in ("stdlib", "prose"):
+        v = read_manifest(out)["validation"][name]
+        assert v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] == 1.0
+
+
+def test_graph_asks_for_only_needed_logit_rows(int4_export):
+    inputs = [i.name for i in onnx.load(str(int4_export / "model.onnx"), load_external_data=False).graph.input]
+    assert "logits_index" in inputs and "layer_mask" in inputs and "attention_bias" in inputs
+
+
+def test_export_runs_and_is_deterministic(int4_export):
+    model = load(str(int4_export))
+    first = [e.token for e in model.generate("def fibonacci(n):", max_tokens=16)]
+    second = [e.token for e in model.generate("def fibonacci(n):", max_tokens=16)]
+    assert first == second and len(first) == 16
+
+
+def test_corrupt_export_is_refused(int4_export, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(int4_export, copy)
+    with open(copy / "model.onnx.data", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(ModelFormatError, match="model.onnx.data does not match its manifest"):
+        read_manifest(copy)
+    assert_clean_error(run_cli("generate", str(copy), "-p", "hi"), "model.onnx.data", "corrupt")
+
+
+def test_info_prints_the_manifest(int4_export):
+    out = run_cli("info", str(int4_export)).stdout.decode()
+    assert "validation stdlib" in out and "Q4_1 levels kept" in out and "llama.cpp" in out
+
+
+def test_existing_output_needs_force(int4_export, smollm2_gguf):
+    with pytest.raises(EdgespecError, match="already exists; pass --force"):
+        export(str(smollm2_gguf), int4_export)
+
+
+@pytest.mark.parametrize("options, message", [
+    (ExportOptions(precision="fp16"), "fp16 is not implemented yet"),
+    (ExportOptions(format="gguf"), "--format gguf is not implemented yet"),
+    (ExportOptions(block_size=48), "block size 48"),
+    (ExportOptions(precision="fp32", lm_head="int4"), "apply to --int4 exports only"),
+])
+def test_bad_option_combinations(options, message, tmp_path, smollm2_gguf):
+    with pytest.raises(EdgespecError, match=message):
+        export(str(smollm2_gguf), tmp_path / "x", options)
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_architecture_cli(tmp_path):
+    from .test_formats import write_tiny_gguf
+    from .tiny import TINY_CONFIGS, random_weights
+
+    config = TINY_CONFIGS["llama"]
+    write_tiny_gguf(tmp_path / "m.gguf", config, random_weights(config), arch="rwkv7")
+    assert_clean_error(run_cli("export", str(tmp_path / "m.gguf"), "-o", str(tmp_path / "out")), "'rwkv7'", "llama")
+    assert not (tmp_path / "out").exists()
+
+
+def test_disk_failure_mid_export_leaves_nothing(tmp_path, smollm2_gguf, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline.onnx, "save_model", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export(str(smollm2_gguf), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its .partial directory

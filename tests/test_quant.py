@@ -1,0 +1,100 @@
+"""int4/int8 MatMulNBits packing, GGUF blocks kept without requantizing, checked in onnxruntime."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import onnxruntime as ort
+import pytest
+from gguf import GGMLQuantizationType as Q
+from onnx import TensorProto, helper, numpy_helper
+
+from edgespec.errors import EdgespecError
+from edgespec.quant import int4
+from edgespec.quant.ggml_blocks import to_matmulnbits
+
+
+def run_matmulnbits(p: int4.PackedInt4, x: np.ndarray, accuracy_level: int = 0) -> np.ndarray:
+    inits = [numpy_helper.from_array(p.blob, "B"), numpy_helper.from_array(p.scales, "s")]
+    names = ["x", "B", "s"]
+    if p.zero_points is not None:
+        inits.append(numpy_helper.from_array(p.zero_points, "zp"))
+        names.append("zp")
+    node = helper.make_node("MatMulNBits", names, ["y"], domain="com.microsoft", K=p.K, N=p.N, bits=p.bits,
+                            block_size=p.block, accuracy_level=accuracy_level)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", p.K])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", p.N])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    return ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("block", int4.BLOCK_SIZES)
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_pack_round_trip_and_error_bound(block, symmetric):
+    w = np.random.default_rng(block).standard_normal((48, 256)).astype(np.float32)
+    p = int4.quantize(w, block, symmetric)
+    levels = np.random.default_rng(0).integers(0, 16, (48, 256 // block, block))
+    np.testing.assert_array_equal(int4.unpack_nibbles(int4.pack_nibbles(levels)), levels)
+    deq = int4.dequantize(p)
+    bound = np.repeat(np.abs(p.scales).reshape(48, -1), block, axis=1) * (1.0 if symmetric else 0.5) + 1e-6
+    assert np.all(np.abs(deq - w) <= bound)  # symmetric clips one level at the top: up to a full step
+    # onnxruntime multiplies by exactly this weight (identity input, fp32 accuracy level)
+    np.testing.assert_array_equal(run_matmulnbits(p, np.eye(256, dtype=np.float32)).T, deq)
+
+
+def test_accuracy_level_4_tolerance():
+    rng = np.random.default_rng(1)
+    w, x = rng.standard_normal((64, 256)).astype(np.float32), rng.standard_normal((5, 256)).astype(np.float32)
+    p = int4.quantize(w)
+    exact = x @ int4.dequantize(p).T
+    got = run_matmulnbits(p, x, accuracy_level=4)  # int8 activations
+    rel = np.abs(got - exact).max() / np.abs(exact).max()
+    print(f"accuracy level 4: max relative error {rel:.2e}")
+    assert rel < 2e-2
+
+
+def test_bad_block_size_names_both_values():
+    with pytest.raises(EdgespecError, match="K=100.*blocks of 32"):
+        int4.quantize(np.zeros((4, 100), np.float32), 32)
+    with pytest.raises(EdgespecError, match="block size 48"):
+        int4.quantize(np.zeros((4, 96), np.float32), 48)
+
+
+EXACT = [Q.Q4_0, Q.Q8_0, Q.Q5_0]  # no per-group offset: bit-exact
+AFFINE = [Q.Q4_1, Q.Q5_1]  # offset term: one float rounding
+
+
+@pytest.mark.parametrize("qtype", EXACT + AFFINE, ids=lambda t: t.name)
+def test_gguf_blocks_convert_without_requantizing(qtype):
+    w = np.random.default_rng(2).standard_normal((32, 256)).astype(np.float32)
+    raw = gguf.quants.quantize(w, qtype)
+    expected = gguf.quants.dequantize(raw, qtype)
+    packed, offset = to_matmulnbits(raw, qtype, w.shape)
+    x = np.eye(256, dtype=np.float32)
+    y = run_matmulnbits(packed, x)
+    if offset is not None:  # what the graph adds: (group sums of x) @ offset^T
+        y = y + x.reshape(256, -1, packed.block).sum(-1) @ offset.T
+    if qtype in EXACT:
+        assert offset is None
+        np.testing.assert_array_equal(y.T, expected)  # Q4_0 -> MatMulNBits is bit-exact
+    else:
+        np.testing.assert_allclose(y.T, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+
+
+def test_k_quants_convert_on_real_tensors(qwen05_gguf):
+    reader = gguf.GGUFReader(qwen05_gguf)
+    seen = {}
+    for t in reader.tensors:
+        if t.tensor_type in (Q.Q4_K, Q.Q6_K) and t.tensor_type not in seen:
+            seen[t.tensor_type] = t
+    assert set(seen) == {Q.Q4_K, Q.Q6_K}
+    for qtype, t in seen.items():
+        shape = tuple(int(d) for d in reversed(t.shape))
+        packed, offset = to_matmulnbits(np.asarray(t.data), qtype, shape)
+        deq = int4.dequantize(packed)
+        if offset is not None:
+            deq = deq + np.repeat(offset, packed.block, axis=1)
+        expected = gguf.quants.dequantize(t.data, qtype).reshape(shape)
+        assert np.abs(deq - expected).max() <= 1e-6 * np.abs(expected).max(), qtype.name
+        assert packed.bits == (4 if qtype == Q.Q4_K else 8)
