@@ -20,7 +20,7 @@ from .. import __version__, hub
 from ..errors import EdgespecError
 from ..formats import LazyWeights, open_weights
 from ..models import reference_model_class
-from ..models.onnx_llama import build_graph, gemm_linear
+from ..models.onnx_llama import ExternalData, build_graph, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
 from ..runtimes.ort_session import OrtDecoder
@@ -90,22 +90,24 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
     try:
         log.info("building the %s graph for %s (%d layers)", options.precision, ref.name, config.num_layers)
         linear, lm_head = _strategies(source, options)
-        graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
-                            embed_dtype=np.float16 if options.precision == "int4" and options.embed == "fp16"
-                            else np.float32)
+        external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
+        try:
+            graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
+                                embed_dtype=np.float16 if options.precision == "int4" and options.embed == "fp16"
+                                else np.float32, external=external)
+        finally:
+            external.close()
         log.info("writing %s", GRAPH_FILE)
-        onnx.save_model(graph, str(tmp / GRAPH_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=GRAPH_FILE + ".data", size_threshold=1024)
+        onnx.save_model(graph, str(tmp / GRAPH_FILE))
         del graph
         tokenizer.save(tmp)
         build_seconds = time.monotonic() - started
 
         log.info("validating against the numpy reference")
-        decoder = OrtDecoder(str(tmp / GRAPH_FILE), config, max_len)
-        reference = reference_model_class(config.architecture).from_source(source)
-        report = validate(decoder, reference, tokenizer, options.precision, options.validate_tokens,
+        report = validate(lambda: OrtDecoder(str(tmp / GRAPH_FILE), config, options.validate_tokens + 8),
+                          lambda: reference_model_class(config.architecture).from_source(source, lazy=True),
+                          tokenizer, options.precision, options.validate_tokens,
                           ref.path if ref.kind == "gguf" else None)
-        del decoder, reference
 
         quant_report = getattr(linear, "report", {})
         write_manifest(tmp, {

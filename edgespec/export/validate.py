@@ -33,15 +33,13 @@ def prose_text(chars: int = 8000) -> str:
 TEXT_SETS = {"stdlib": stdlib_text, "prose": prose_text}
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
 def perplexity(logits: np.ndarray, tokens: list[int]) -> float:
-    """exp(mean negative log-likelihood of token t+1 given logits at t)."""
-    lp = log_softmax(logits[:-1])
-    return float(np.exp(-lp[np.arange(len(tokens) - 1), tokens[1:]].mean()))
+    """exp(mean negative log-likelihood of token t+1 given the logits at t), row by row in float32."""
+    nll = 0.0
+    for row, target in zip(logits[:-1], tokens[1:]):
+        z = row - row.max()
+        nll += float(np.log(np.exp(z).sum()) - z[target])
+    return float(np.exp(nll / (len(tokens) - 1)))
 
 
 def llamacpp_logits(gguf_path, tokens: list[int], threads: int = 2) -> np.ndarray | None:
@@ -55,22 +53,32 @@ def llamacpp_logits(gguf_path, tokens: list[int], threads: int = 2) -> np.ndarra
     return np.array(llm.scores[: len(tokens)], dtype=np.float32)
 
 
-def validate(decoder, reference, tokenizer, precision: str, n_tokens: int, gguf_source=None) -> dict:
-    """decoder: an OrtDecoder of the export; reference: the numpy model of the source."""
-    report: dict = {"tokens_per_text": n_tokens}
-    for name, make_text in TEXT_SETS.items():
-        tokens = tokenizer.encode(make_text(), add_bos=False)[:n_tokens]
+def validate(make_decoder, make_reference, tokenizer, precision: str, n_tokens: int, gguf_source=None) -> dict:
+    """make_decoder() -> an OrtDecoder of the export; make_reference() -> the numpy model of the source.
+
+    One engine at a time is alive (export, then reference, then llama.cpp) to keep peak memory
+    near the largest of them rather than their sum.
+    """
+    texts = {name: tokenizer.encode(make_text(), add_bos=False)[:n_tokens] for name, make_text in TEXT_SETS.items()}
+    decoder = make_decoder()
+    ours = {}
+    for name, tokens in texts.items():
         decoder.reset()
-        ours = decoder.forward(tokens)
+        ours[name] = decoder.forward(tokens)
+    del decoder
+    report: dict = {"tokens_per_text": n_tokens}
+    reference = make_reference()
+    for name, tokens in texts.items():
         ref = reference.forward(np.asarray(tokens))
-        entry = {"max_abs_logit_diff": float(np.abs(ours - ref).max()),
-                 "top1_agreement": float(np.mean(ours.argmax(-1) == ref.argmax(-1))),
-                 "perplexity": perplexity(ours, tokens), "reference_perplexity": perplexity(ref, tokens)}
+        report[name] = {"max_abs_logit_diff": float(np.abs(ours[name] - ref).max()),
+                        "top1_agreement": float(np.mean(ours[name].argmax(-1) == ref.argmax(-1))),
+                        "perplexity": perplexity(ours[name], tokens), "reference_perplexity": perplexity(ref, tokens)}
+        del ref
+    del reference, ours
+    for name, tokens in texts.items():
         if precision != "fp32" and gguf_source is not None:
             theirs = llamacpp_logits(gguf_source, tokens)
-            entry["llamacpp_perplexity"] = None if theirs is None else perplexity(theirs, tokens)
-        report[name] = entry
+            report[name]["llamacpp_perplexity"] = None if theirs is None else perplexity(theirs, tokens)
         log.info("validation on %s (%d tokens): %s", name, len(tokens),
-                 ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if isinstance(v, float)))
-    decoder.reset()
+                 ", ".join(f"{k} {v:.4g}" for k, v in report[name].items() if isinstance(v, float)))
     return report

@@ -95,16 +95,23 @@ def causal_mask(past: int, new: int) -> np.ndarray:
 class LlamaReference:
     """fp32 reference. weights: canonical name -> float32 array (see formats/names.py)."""
 
-    def __init__(self, config: ModelConfig, weights: Mapping[str, np.ndarray]):
+    def __init__(self, config: ModelConfig, weights: Mapping[str, np.ndarray], materialize: bool = True):
+        """materialize=False keeps `weights` as given (e.g. formats.LazyWeights, which dequantizes
+        on access): slower, but only one tensor is ever held in fp32."""
         self.config = config
-        self.w = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()}
-        if "lm_head" not in self.w:
-            self.w["lm_head"] = self.w["embed"]  # tied embeddings
+        self.w = weights
+        if materialize:
+            self.w = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()}
+        self._lm_head = "lm_head" if "lm_head" in weights else "embed"  # tied embeddings
         self.inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
 
     @classmethod
-    def from_source(cls, source) -> "LlamaReference":
-        """source: an opened weights file (formats.open_weights)."""
+    def from_source(cls, source, lazy: bool = False) -> "LlamaReference":
+        """source: an opened weights file (formats.open_weights). lazy: dequantize per use."""
+        from ..formats import LazyWeights
+
+        if lazy:
+            return cls(source.config, LazyWeights(source), materialize=False)
         return cls(source.config, {name: source.tensor(name) for name in source.names()})
 
     def new_cache(self) -> KVCache:
@@ -127,12 +134,12 @@ class LlamaReference:
             mask = causal_mask(past, len(tokens))
         bias = np.where(mask, 0.0, -np.inf).astype(np.float32)
 
-        h = self.w["embed"][tokens]  # [T, d]
+        h = np.asarray(self.w["embed"][tokens], dtype=np.float32)  # [T, d]
         first_call = not cache.keys
         for i in range(self.config.num_layers):
             h = self._layer(i, h, positions, bias, cache, first_call)
         h = rms_norm(h, self.w["final_norm"], self.config.rms_norm_eps)
-        return h @ self.w["lm_head"].T
+        return h @ self.w[self._lm_head].T
 
     def _layer(self, i, h, positions, bias, cache, first_call):
         c, w = self.config, self.w

@@ -7,8 +7,8 @@ One graph serves prefill, decode, tree verification and layer-skip drafting:
            seqlens_k [1] int32 (=S-1) total_sequence_length [] int32 (=S)
            logits_index [N] int64     rows of T whose logits are wanted (the lm_head runs on N rows only)
            layer_mask [L] bool        False = skip layer i (its K/V rows are left untouched)
-           past_key.i / past_value.i  [1, n_kv, max_len, head_dim]
-  outputs  logits [N, vocab]          present_key.i / present_value.i  [1, n_kv, max_len, head_dim]
+           past_key.i / past_value.i  [1, n_kv, kv_len, head_dim]   kv_len <= max_len, the runtime's choice
+  outputs  logits [N, vocab]          present_key.i / present_value.i  [1, n_kv, kv_len, head_dim]
 
 KV cache: com.microsoft GroupQueryAttention writes the new rows [P, P+T) into a
 max-length buffer; binding present_* to the same OrtValue as past_* (IOBinding)
@@ -38,13 +38,44 @@ MS_DOMAIN = "com.microsoft"
 Linear = Callable[["GraphBuilder", str, str, str], None]
 
 
+class ExternalData:
+    """Streams large initializers into one data file as the graph is built, so the builder
+    never holds the whole model in memory. Offsets are page-aligned (ORT can map them)."""
+
+    ALIGN = 4096
+    MIN_BYTES = 1024
+
+    def __init__(self, path, location: str):
+        self.file = open(path, "wb")
+        self.location = location
+
+    def tensor(self, name: str, value: np.ndarray) -> onnx.TensorProto:
+        value = np.ascontiguousarray(value)
+        offset = self.file.seek(0, 2)
+        pad = -offset % self.ALIGN
+        self.file.write(b"\0" * pad)
+        self.file.write(value.tobytes())
+        proto = helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+        tensor = onnx.TensorProto(name=name, data_type=proto.type.tensor_type.elem_type, dims=value.shape)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, val in (("location", self.location), ("offset", str(offset + pad)), ("length", str(value.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, val
+        return tensor
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class GraphBuilder:
     """Collects nodes and initializers; `weights` are the canonical float32 arrays."""
 
-    def __init__(self, weights: Mapping[str, np.ndarray], linear: Linear | None = None, float_type=np.float32):
+    def __init__(self, weights: Mapping[str, np.ndarray], linear: Linear | None = None, float_type=np.float32,
+                 external: ExternalData | None = None):
         self.weights = weights
         self.linear = linear or gemm_linear
         self.float_type = float_type
+        self.external = external
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._names: set[str] = set()
@@ -62,7 +93,11 @@ class GraphBuilder:
     def constant(self, name: str, value: np.ndarray) -> str:
         if name not in self._names:
             self._names.add(name)
-            self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+            value = np.asarray(value)
+            if self.external is not None and value.nbytes >= ExternalData.MIN_BYTES:
+                self.initializers.append(self.external.tensor(name, value))
+            else:
+                self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
     def weight(self, canonical: str) -> str:
@@ -76,15 +111,16 @@ def gemm_linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
 
 def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len: int,
                 linear: Linear | None = None, lm_head_linear: Linear | None = None,
-                embed_dtype=np.float32) -> onnx.ModelProto:
+                embed_dtype=np.float32, external: ExternalData | None = None) -> onnx.ModelProto:
     """The decoder graph (see the module docstring for its contract).
 
     weights: canonical name -> float32 array (may be a lazy mapping over a weights file).
     linear / lm_head_linear: how projections are computed (default fp32 Gemm).
     embed_dtype: storage of the embedding table (float16 halves it; rows are cast after Gather).
+    external: stream initializers into this data file instead of keeping them in the proto.
     """
     c = config
-    g = GraphBuilder(weights, linear)
+    g = GraphBuilder(weights, linear, external=external)
     lm_head_linear = lm_head_linear or g.linear
     if c.head_dim % 16:
         raise UnsupportedArchitectureError(f"head_dim {c.head_dim} is not a multiple of 16, which onnxruntime's "
@@ -102,9 +138,10 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", c.vocab_size])]
     for i in range(L):
         for kind in ("key", "value"):
-            inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, [1, kv, max_len, hd]))
+            # The buffer length is the runtime's choice (<= max_len, which bounds the RoPE tables).
+            inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, [1, kv, "kv_len", hd]))
             outputs.append(helper.make_tensor_value_info(f"present_{kind}.{i}", TensorProto.FLOAT,
-                                                         [1, kv, max_len, hd]))
+                                                         [1, kv, "kv_len", hd]))
 
     inv_freq = rope_inv_freq(hd, c.rope_theta, c.rope_scaling)
     angles = np.arange(max_len, dtype=np.float64)[:, None] * inv_freq[None, :]
@@ -147,7 +184,7 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
 
 def _layer_subgraph(outer: GraphBuilder, c: ModelConfig, i: int, h: str, max_len: int) -> onnx.GraphProto:
     """One decoder layer as an If branch. Its weights stay outer-graph initializers (shared)."""
-    g = GraphBuilder(outer.weights, outer.linear, outer.float_type)
+    g = GraphBuilder(outer.weights, outer.linear, outer.float_type, outer.external)
     g._counter = outer._counter + 100_000 * (i + 1)  # unique value names across branches
     p = f"layers.{i}."
     a = g.node("RMSNormalization", [h, outer.weight(p + "attn_norm")], epsilon=c.rms_norm_eps, axis=-1)
