@@ -17,7 +17,7 @@ from edgespec.formats import open_weights
 from edgespec.models import reference_model_class
 from edgespec.tokenizer import Tokenizer
 
-from .corpus import stdlib_code
+from edgespec.export.validate import stdlib_text
 from .llamacpp_util import llama, teacher_forced_logits, write_f32_copy
 
 N_TOKENS = 512
@@ -26,7 +26,7 @@ GGML_TYPE_F32 = 0
 
 def reference_logits(path):
     source = open_weights(path)
-    tokens = Tokenizer.from_gguf(source.metadata).encode(stdlib_code(6000), add_bos=False)[:N_TOKENS]
+    tokens = Tokenizer.from_gguf(source.metadata).encode(stdlib_text(6000), add_bos=False)[:N_TOKENS]
     assert len(tokens) == N_TOKENS
     return tokens, reference_model_class(source.config.architecture).from_source(source).forward(np.array(tokens))
 

@@ -10,7 +10,7 @@ from edgespec.errors import TokenizerError
 from edgespec.formats import open_weights
 from edgespec.tokenizer import Tokenizer
 
-from .corpus import pydoc_prose
+from edgespec.export.validate import prose_text
 
 
 def corpus() -> list[str]:
@@ -20,7 +20,7 @@ def corpus() -> list[str]:
     for module in (argparse, collections, difflib, json.encoder, textwrap):
         source = inspect.getsource(module)
         texts += [source[i:i + 3000] for i in range(0, min(len(source), 15000), 3000)]
-    prose = pydoc_prose(30000)
+    prose = prose_text(30000)
     texts += [prose[i:i + 3000] for i in range(0, len(prose), 3000)]
     texts += [
         "héllo wörld, café, naïve, Ångström, Œuvre, façade",
