@@ -27,7 +27,7 @@ from .errors import ContextOverflowError, EdgespecError
 from .formats import open_weights
 from .models import reference_model_class
 from .sampling import Sampler, SamplingParams
-from .tokenizer import Tokenizer
+from .tokenizer import tokenizer_for
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,14 @@ class Model:
 
             manifest = read_manifest(ref.path)  # checks every file's sha256 first
             self.config = manifest_config(manifest)
-            self.tokenizer = Tokenizer.from_hf_dir(ref.path)
+            self.tokenizer = tokenizer_for("export", ref.path, {}, self.config.vocab_size)
             self.context = manifest["max_len"]
             self.backend = OrtDecoder(str(ref.path / manifest["graph"]["file"]), self.config, self.context, threads)
             self.backend_name = f"onnxruntime {manifest['quantization']['precision']}"
         else:
             source = open_weights(ref.path)
             self.config = source.config
-            self.tokenizer = (Tokenizer.from_gguf(source.metadata) if ref.kind == "gguf"
-                              else Tokenizer.from_hf_dir(ref.path))
+            self.tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, self.config.vocab_size)
             self.context = self.config.max_position_embeddings
             log.info("loading %s (%s, %d layers) on the numpy reference backend", ref.name,
                      self.config.architecture, self.config.num_layers)

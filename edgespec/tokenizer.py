@@ -159,6 +159,16 @@ class Tokenizer:
                                      eos_token=self._content(self.eos_id) or "")
 
 
+def tokenizer_for(kind: str, path, metadata: Mapping[str, Any], vocab_size: int) -> Tokenizer:
+    """The tokenizer of a model source ("gguf": from its metadata; "hf"/"export": tokenizer.json),
+    checked against the model's vocabulary so ids can never index past the embedding."""
+    tokenizer = Tokenizer.from_gguf(metadata) if kind == "gguf" else Tokenizer.from_hf_dir(path)
+    if tokenizer.vocab_size > vocab_size:
+        raise TokenizerError(f"tokenizer mismatch: the tokenizer of '{path}' has {tokenizer.vocab_size} tokens but "
+                             f"the model's vocabulary has {vocab_size}; they must come from the same model")
+    return tokenizer
+
+
 class StreamDecoder:
     """Token ids in, text out, never splitting a multi-byte UTF-8 character."""
 

@@ -24,7 +24,7 @@ from ..models.onnx_llama import ExternalData, build_graph, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
 from ..runtimes.ort_session import OrtDecoder
-from ..tokenizer import Tokenizer
+from ..tokenizer import tokenizer_for
 from .manifest import write_manifest
 from .validate import validate
 
@@ -81,7 +81,7 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
     source = open_weights(ref.path)
     config = source.config
     max_len = min(options.max_len, config.max_position_embeddings)
-    tokenizer = Tokenizer.from_gguf(source.metadata) if ref.kind == "gguf" else Tokenizer.from_hf_dir(ref.path)
+    tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, config.vocab_size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
