@@ -83,17 +83,18 @@ class ReferenceSession:
 class Model:
     """A loaded model: tokenizer + a forward backend (onnxruntime export, or the numpy reference)."""
 
-    def __init__(self, ref: hub.ModelRef, backend: str = "ort", threads: int = 0):
+    def __init__(self, ref: hub.ModelRef, backend: str = "ort", threads: int = 0, device: str = "cpu"):
         self.ref = ref
         if ref.kind == "export":
             from .export.manifest import manifest_config, read_manifest
-            from .runtimes.ort_session import OrtDecoder
+            from .runtimes.ort import OrtBackend
 
             manifest = read_manifest(ref.path)  # checks every file's sha256 first
             self.config = manifest_config(manifest)
             self.tokenizer = tokenizer_for("export", ref.path, {}, self.config.vocab_size)
             self.context = manifest["max_len"]
-            self.backend = OrtDecoder(str(ref.path / manifest["graph"]["file"]), self.config, self.context, threads)
+            self.backend = OrtBackend(str(ref.path / manifest["graph"]["file"]), self.config, self.context, threads,
+                                      device)
             self.backend_name = f"onnxruntime {manifest['quantization']['precision']}"
         else:
             source = open_weights(ref.path)
@@ -115,8 +116,11 @@ class Model:
         return self.tokenizer.encode(text, add_bos=False)
 
     def generate(self, prompt: str | list[int], max_tokens: int = 128, sampling: SamplingParams = SamplingParams(),
-                 stop_on_eos: bool = True) -> Iterator[TokenEvent]:
-        """Yield tokens one by one; `self.last_stats` holds the stats when the iterator ends."""
+                 stop_on_eos: bool = True, stop: tuple[str, ...] = ()) -> Iterator[TokenEvent]:
+        """Yield tokens one by one; `self.last_stats` holds the stats when the iterator ends.
+
+        stop: strings that end generation; the text of the token that completes one is cut
+        just before it (like llama.cpp / OpenAI `stop`)."""
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ContextOverflowError("the prompt is empty: nothing to continue from")
@@ -133,31 +137,53 @@ class Model:
         stats.prefill_seconds = time.perf_counter() - start
         start = time.perf_counter()
         stats.stop_reason = "length"
+        pending, history = "", list(ids)  # pending: text held back while it could begin a stop string
         for _ in range(max_tokens):
-            token = sampler(logits)
+            token = sampler(logits, history)
             if stop_on_eos and token in self.tokenizer.stop_ids:
                 stats.stop_reason = "eos"
                 break
+            history.append(token)
             stats.token_ids.append(token)
             stats.generated_tokens += 1
-            yield TokenEvent(token, detok.push(token))
+            pending += detok.push(token)
+            hits = [i for s in stop if s and (i := pending.find(s)) >= 0]
+            if hits:
+                stats.stop_reason = "stop"
+                yield TokenEvent(token, pending[:min(hits)])
+                break
+            hold = _stop_prefix_length(pending, stop)
+            yield TokenEvent(token, pending[:len(pending) - hold])
+            pending = pending[len(pending) - hold:]
             if stats.generated_tokens == max_tokens:
                 break
             logits = self.backend.forward([token])[-1]
         stats.decode_seconds = time.perf_counter() - start
-        tail = detok.flush()
-        if tail:
+        tail = pending + detok.flush()
+        if tail and stats.stop_reason != "stop":
             yield TokenEvent(-1, tail)
 
 
-def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0) -> Model:
+def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of `text` that is the start of some stop string."""
+    return max((k for s in stops for k in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:k])),
+               default=0)
+
+
+def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, device: str = "cpu") -> Model:
     """spec: a known model name, a .gguf file, an HF directory or an export directory.
 
     backend "ort": sources are exported to int4 ONNX once, cached, and run on onnxruntime.
     backend "reference": the numpy fp32 reference model (exact, slow; exports are refused).
     """
+    if backend == "llamacpp":
+        raise EdgespecError("the llama.cpp backend is not implemented yet (issue 6); use --backend ort or reference")
     if backend not in ("ort", "reference"):
         raise EdgespecError(f"backend '{backend}' is not available; choose ort or reference")
+    if device != "cpu":
+        from .runtimes.ort import providers_for
+
+        providers_for(device)  # fail before any export work
     ref = hub.resolve_model(spec)
     if backend == "reference":
         if ref.kind == "export":
@@ -165,7 +191,7 @@ def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0) 
         return Model(ref, "reference")
     if ref.kind != "export":
         ref = hub.ModelRef("export", cached_export(ref), ref.name)
-    return Model(ref, "ort", threads)
+    return Model(ref, "ort", threads, device)
 
 
 def cached_export(ref: hub.ModelRef) -> Path:

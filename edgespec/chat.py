@@ -20,7 +20,7 @@ HELP = "commands: /reset  /stats  /system TEXT  /exit   (Ctrl-C stops an answer)
 def run_chat(args, sampling) -> int:
     from . import api
 
-    model = api.load(args.model, backend=args.backend, threads=args.threads)
+    model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict") if hasattr(sys.stdin, "buffer") \
         else sys.stdin
     system = args.system
@@ -71,7 +71,7 @@ def _answer(model, system, history, args, sampling) -> str:
     pieces = []
     try:
         prompt = _fit_prompt(model, system, history)
-        for event in model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling):
+        for event in model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop)):
             pieces.append(event.text)
             sys.stdout.write(event.text)
             sys.stdout.flush()

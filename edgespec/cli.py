@@ -85,21 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="ort", choices=["ort", "reference"],
+    p.add_argument("--backend", default="ort", choices=["ort", "llamacpp", "reference"],
                    help="ort: int4 ONNX export on onnxruntime (made and cached on first use); "
-                        "reference: the numpy fp32 oracle (slow)")
+                        "reference: the numpy fp32 oracle (slow); llamacpp: not yet")
+    p.add_argument("--device", default="cpu", help="onnxruntime device: cpu, xnnpack, qnn, nnapi, coreml, "
+                                                   "openvino, webgpu, dml, cuda (if this build has it)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
+    p.add_argument("--spec", default="off", help="speculative decoding: off (speculation is not implemented yet)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=None)
 
 
 def _sampling(args):
     from .sampling import SamplingParams
 
-    return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if args.spec != "off":
+        raise EdgespecError(f"--spec {args.spec}: speculative decoding is not implemented yet; use --spec off")
+    return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repetition_penalty=args.repetition_penalty, seed=args.seed)
 
 
 def cmd_pull(args) -> int:
@@ -165,14 +174,14 @@ def cmd_generate(args) -> int:
     from . import api
 
     sampling = _sampling(args)  # validate before the (slow) load
-    model = api.load(args.model, backend=args.backend, threads=args.threads)
+    model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     if args.no_chat_template:
         prompt = model.tokenizer.encode(args.prompt)
     else:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
         prompt = model.chat_prompt(messages + [{"role": "user", "content": args.prompt}])
     pieces = []
-    for event in model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling):
+    for event in model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop)):
         pieces.append(event.text)
         if not args.json:
             sys.stdout.write(event.text)
@@ -189,7 +198,8 @@ def _stats_dict(model) -> dict:
     s = model.last_stats
     return {"backend": model.backend_name, "prompt_tokens": s.prompt_tokens, "tokens": s.generated_tokens,
             "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
-            "stop_reason": s.stop_reason, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
+            "stop_reason": s.stop_reason, "accepted_drafts_per_step": 0.0,  # no speculation yet
+            "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
 
 
 def peak_rss_bytes() -> int:

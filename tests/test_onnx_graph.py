@@ -9,7 +9,7 @@ import pytest
 
 from edgespec.models.llama import LlamaReference
 from edgespec.models.onnx_llama import build_graph
-from edgespec.runtimes.ort_session import OrtDecoder
+from edgespec.runtimes.ort import OrtBackend
 
 from .tiny import TINY_CONFIGS, random_weights
 
@@ -21,7 +21,7 @@ TOL = 1e-3
 def pair(request):
     config = TINY_CONFIGS[request.param]
     weights = random_weights(config)
-    decoder = OrtDecoder(build_graph(config, weights, MAX_LEN).SerializeToString(), config, MAX_LEN, threads=1)
+    decoder = OrtBackend(build_graph(config, weights, MAX_LEN).SerializeToString(), config, MAX_LEN, threads=1)
     return decoder, LlamaReference(config, weights), weights
 
 
@@ -92,8 +92,46 @@ def test_layer_mask_skips_a_layer(pair):
     tokens = tokens_for(c, 7)
     mask = np.ones(c.num_layers, dtype=bool)
     mask[skip] = False
-    got = decoder.forward(tokens, layer_mask=mask)
+    got = decoder.forward(tokens, plan=mask)
     assert np.abs(got - shallow.forward(tokens)).max() <= TOL
     # The skipped layer's cache was not written; the full model still works after a rollback.
     decoder.rollback(len(tokens))
     assert np.abs(decoder.forward(tokens) - ref.forward(tokens)).max() <= TOL
+
+
+@pytest.mark.parametrize("path", [[0, 1, 2], [0, 3, 5]])
+def test_keep_compacts_an_accepted_tree_path(pair, path):
+    decoder, ref, _ = pair
+    prefix = tokens_for(ref.config, 6, seed=1)
+    parents = [-1, 0, 1, 0, 1, 3]
+    nodes = tokens_for(ref.config, len(parents), seed=2)
+    depth, mask = [0] * len(parents), np.eye(len(parents), dtype=bool)
+    for i, p in enumerate(parents):
+        if p >= 0:
+            depth[i], mask[i] = depth[p] + 1, mask[i] | mask[p]
+    decoder.forward(prefix)
+    decoder.forward(nodes, positions=len(prefix) + np.array(depth), tree_mask=mask)
+    decoder.keep(path)  # the accepted root-to-leaf path
+    assert decoder.cache_len == len(prefix) + len(path)
+    nxt = tokens_for(ref.config, 1, seed=3)
+    expected = ref.forward(np.concatenate([prefix, nodes[path], nxt]))[-1]
+    assert np.abs(decoder.forward(nxt)[0] - expected).max() <= TOL
+
+
+def test_unknown_and_missing_devices_are_named():
+    from edgespec.errors import EdgespecError
+    from edgespec.runtimes.ort import providers_for
+
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(EdgespecError, match="unknown device 'tpu'; known devices: cpu, xnnpack"):
+        providers_for("tpu")
+    with pytest.raises(EdgespecError, match="QNNExecutionProvider.*it has: .*CPUExecutionProvider"):
+        providers_for("qnn")
+
+
+def test_memory_report(pair):
+    decoder, ref, _ = pair
+    m = decoder.memory()
+    c = ref.config
+    assert m["kv_per_token"] == 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4
+    assert m["kv_allocated"] == m["kv_per_token"] * MAX_LEN and m["weights"] > 0 and m["rss"] > 0

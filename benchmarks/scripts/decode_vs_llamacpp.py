@@ -4,10 +4,10 @@ Usage: python benchmarks/scripts/decode_vs_llamacpp.py EXPORT_DIR SOURCE.gguf (a
 import numpy as np, time, sys
 from llama_cpp import Llama
 from edgespec.export.manifest import read_manifest, manifest_config
-from edgespec.runtimes.ort_session import OrtDecoder
+from edgespec.runtimes.ort import OrtBackend
 d, g = sys.argv[1], sys.argv[2]
 m=read_manifest(d); c=manifest_config(m)
-dec=OrtDecoder(d+'/model.onnx', c, 1024, 2)
+dec=OrtBackend(d+'/model.onnx', c, 1024, 2)
 llm=Llama(model_path=g, n_ctx=1024, n_threads=2, n_batch=512, verbose=False)
 ids=list(range(1000,1064)); N=64
 def ours():

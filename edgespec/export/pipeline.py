@@ -23,7 +23,7 @@ from ..models import reference_model_class
 from ..models.onnx_llama import ExternalData, build_graph, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
-from ..runtimes.ort_session import OrtDecoder
+from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
 from .manifest import write_manifest
 from .validate import validate
@@ -104,7 +104,7 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
         build_seconds = time.monotonic() - started
 
         log.info("validating against the numpy reference")
-        report = validate(lambda: OrtDecoder(str(tmp / GRAPH_FILE), config, options.validate_tokens + 8),
+        report = validate(lambda: OrtBackend(str(tmp / GRAPH_FILE), config, options.validate_tokens + 8),
                           lambda: reference_model_class(config.architecture).from_source(source, lazy=True),
                           tokenizer, options.precision, options.validate_tokens,
                           ref.path if ref.kind == "gguf" else None)

@@ -54,7 +54,7 @@ def llamacpp_logits(gguf_path, tokens: list[int], threads: int = 2) -> np.ndarra
 
 
 def validate(make_decoder, make_reference, tokenizer, precision: str, n_tokens: int, gguf_source=None) -> dict:
-    """make_decoder() -> an OrtDecoder of the export; make_reference() -> the numpy model of the source.
+    """make_decoder() -> an OrtBackend of the export; make_reference() -> the numpy model of the source.
 
     One engine at a time is alive (export, then reference, then llama.cpp) to keep peak memory
     near the largest of them rather than their sum.

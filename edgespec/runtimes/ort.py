@@ -1,0 +1,141 @@
+"""The onnxruntime Backend: the exported graph with the KV cache in preallocated buffers.
+
+The K/V buffers [1, n_kv, kv_len, head_dim] per layer are numpy arrays whose
+memory the OrtValues share; each is bound as both the past_* input and the
+present_* output (IOBinding), so GroupQueryAttention writes new rows in place.
+`cache_len` says how many rows are valid:
+  rollback(n)   cache_len -= n                       (no copy: stale rows are masked, then overwritten)
+  keep(idx)     rows start+idx -> start..start+len(idx) of the last forward, O(kept) copies
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ..config import ModelConfig
+from ..errors import ContextOverflowError, EdgespecError
+
+log = logging.getLogger(__name__)
+
+# --device name -> onnxruntime execution provider
+DEVICES = {
+    "cpu": "CPUExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+}
+
+
+def providers_for(device: str) -> list[str]:
+    """The provider list for --device, or a clear error naming what this onnxruntime build has."""
+    available = ort.get_available_providers()
+    provider = DEVICES.get(device)
+    if provider is None:
+        raise EdgespecError(f"unknown device '{device}'; known devices: {', '.join(DEVICES)}")
+    if provider not in available:
+        have = [d for d, p in DEVICES.items() if p in available]
+        raise EdgespecError(f"device '{device}' needs {provider}, which this onnxruntime {ort.__version__} build "
+                            f"does not have; it has: {', '.join(available)} (devices: {', '.join(have)})")
+    return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+
+
+class OrtBackend:
+    def __init__(self, model_path_or_bytes, config: ModelConfig, max_len: int, threads: int = 0,
+                 device: str = "cpu"):
+        self.config, self.max_len = config, max_len
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(model_path_or_bytes, options, providers=providers_for(device))
+        self.weights_bytes = _weights_bytes(model_path_or_bytes)
+        shape = (1, config.num_kv_heads, max_len, config.head_dim)
+        # The numpy arrays own the memory; the OrtValues view it (and do not keep it alive).
+        self.kv = [np.zeros(shape, np.float32) for _ in range(2 * config.num_layers)]
+        self.cache_len = 0
+        self._last_start = 0
+        self.all_layers = np.ones(config.num_layers, dtype=bool)
+        self.binding = self.session.io_binding()
+        self.binding.bind_output("logits")
+        for i in range(config.num_layers):
+            for j, kind in enumerate(("key", "value")):
+                value = ort.OrtValue.ortvalue_from_numpy(self.kv[2 * i + j])
+                self.binding.bind_ortvalue_input(f"past_{kind}.{i}", value)
+                self.binding.bind_ortvalue_output(f"present_{kind}.{i}", value)
+
+    def forward(self, tokens, positions=None, tree_mask=None, logits_for=None, plan=None) -> np.ndarray:
+        """Logits [N, vocab] for the rows `logits_for` (default: all T) of T new tokens.
+
+        tree_mask: [T, T] bool over the new tokens (True = may attend); the past is always visible.
+        positions: [T] (default cache_len + arange(T)). plan: a layer mask [L] bool (default all layers).
+        """
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        T, P = tokens.shape[1], self.cache_len
+        if P + T > self.max_len:
+            raise ContextOverflowError(f"{P} cached + {T} new tokens exceed the context of {self.max_len} tokens")
+        positions = P + np.arange(T) if positions is None else np.asarray(positions)
+        new_mask = np.tri(T, dtype=bool) if tree_mask is None else np.asarray(tree_mask, dtype=bool)
+        bias = np.zeros((1, 1, T, P + T), np.float32)
+        bias[0, 0, :, P:][~new_mask] = -np.inf
+        rows = np.arange(T) if logits_for is None else np.asarray(logits_for)
+        feeds = {
+            "input_ids": tokens,
+            "position_ids": positions.astype(np.int64).reshape(1, -1),
+            "attention_bias": bias,
+            "seqlens_k": np.array([P + T - 1], np.int32),
+            "total_sequence_length": np.array(P + T, np.int32),
+            "logits_index": rows.astype(np.int64),
+            "layer_mask": self.all_layers if plan is None else np.asarray(plan, dtype=bool),
+        }
+        for name, value in feeds.items():
+            self.binding.bind_cpu_input(name, value)
+        self.binding.bind_output("logits")  # re-bound each run: its row count changes
+        self.session.run_with_iobinding(self.binding)
+        self._last_start, self.cache_len = P, P + T
+        return self.binding.get_outputs()[0].numpy()
+
+    def rollback(self, n: int) -> None:
+        """Forget the last n cached tokens (a length change: no copy)."""
+        if not 0 <= n <= self.cache_len:
+            raise ValueError(f"cannot roll back {n} of {self.cache_len} cached tokens")
+        self.cache_len -= n
+
+    def keep(self, indices) -> None:
+        """After a (tree) forward, keep only its tokens `indices` (in order), e.g. the accepted path."""
+        indices = np.asarray(indices, dtype=np.int64)
+        start, count = self._last_start, self.cache_len - self._last_start
+        if indices.size and (indices.min() < 0 or indices.max() >= count):
+            raise ValueError(f"keep({indices.tolist()}) outside the last forward's {count} tokens")
+        if not np.array_equal(indices, np.arange(len(indices))):
+            src = start + indices
+            for buffer in self.kv:  # fancy indexing copies first, so overlapping moves are safe
+                buffer[:, :, start:start + len(indices)] = buffer[:, :, src]
+        self.cache_len = start + len(indices)
+
+    def reset(self) -> None:
+        self.cache_len = 0
+
+    def memory(self) -> dict[str, int]:
+        """Bytes: weights on disk/mapped, KV buffers allocated, KV per token, this process's RSS."""
+        import psutil
+
+        kv_per_token = 2 * self.config.num_layers * self.config.num_kv_heads * self.config.head_dim * 4
+        return {"weights": self.weights_bytes, "kv_allocated": kv_per_token * self.max_len,
+                "kv_per_token": kv_per_token, "rss": psutil.Process().memory_info().rss}
+
+
+def _weights_bytes(model) -> int:
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        data = path.with_name(path.name + ".data")
+        return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+    return len(model)
