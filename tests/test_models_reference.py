@@ -10,7 +10,7 @@ from edgespec.errors import UnsupportedArchitectureError
 from edgespec.models import reference_model_class, supported_architectures
 from edgespec.models.llama import causal_mask, rope_inv_freq
 
-from .tiny import TINY_CONFIGS, random_weights
+from .tiny import TINY_CONFIGS, random_weights, root_path, tree_layout
 
 # Architectures whose reference model this file tests. test_every_architecture_is_tested
 # fails when the registry gains a name that is not listed here.
@@ -59,21 +59,13 @@ def test_tree_mask_matches_paths(tiny):
     # tree: 0 -> 1 -> 2, 0 -> 3, 1 -> 4   (parents[i] = parent node index, -1 = root)
     parents = [-1, 0, 1, 0, 1]
     nodes = rng.integers(0, tiny.config.vocab_size, len(parents))
-    depth = [0] * len(parents)
-    ancestors = np.eye(len(parents), dtype=bool)
-    for i, p in enumerate(parents):
-        if p >= 0:
-            depth[i] = depth[p] + 1
-            ancestors[i] |= ancestors[p]
+    depth, ancestors = tree_layout(parents)
     cache = tiny.new_cache()
     tiny.forward(prefix, cache)
     mask = np.concatenate([np.ones((len(nodes), len(prefix)), bool), ancestors], axis=1)
-    tree_logits = tiny.forward(nodes, cache, positions=len(prefix) + np.array(depth), mask=mask)
+    tree_logits = tiny.forward(nodes, cache, positions=len(prefix) + depth, mask=mask)
     for i in range(len(nodes)):
-        path = [i]
-        while parents[path[-1]] >= 0:
-            path.append(parents[path[-1]])
-        alone = tiny.forward(np.concatenate([prefix, nodes[path[::-1]]]))[-1]
+        alone = tiny.forward(np.concatenate([prefix, nodes[root_path(parents, i)]]))[-1]
         np.testing.assert_allclose(tree_logits[i], alone, atol=1e-4, rtol=0)
 
 

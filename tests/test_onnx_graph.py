@@ -11,7 +11,7 @@ from edgespec.models.llama import LlamaReference
 from edgespec.models.onnx_llama import build_graph
 from edgespec.runtimes.ort import OrtBackend
 
-from .tiny import TINY_CONFIGS, random_weights
+from .tiny import TINY_CONFIGS, random_weights, root_path, tree_layout
 
 MAX_LEN = 64
 TOL = 1e-3
@@ -65,17 +65,11 @@ def test_tree_mask_nodes_equal_their_paths(pair):
     prefix = tokens_for(ref.config, 6, seed=1)
     parents = [-1, 0, 1, 0, 1, 3]  # 0->1->2, 0->3->5, 1->4
     nodes = tokens_for(ref.config, len(parents), seed=2)
-    depth, mask = [0] * len(parents), np.eye(len(parents), dtype=bool)
-    for i, p in enumerate(parents):
-        if p >= 0:
-            depth[i], mask[i] = depth[p] + 1, mask[i] | mask[p]
+    depth, mask = tree_layout(parents)
     decoder.forward(prefix)
-    tree_logits = decoder.forward(nodes, positions=len(prefix) + np.array(depth), tree_mask=mask)
+    tree_logits = decoder.forward(nodes, positions=len(prefix) + depth, tree_mask=mask)
     for i in range(len(nodes)):
-        path = [i]
-        while parents[path[-1]] >= 0:
-            path.append(parents[path[-1]])
-        alone = ref.forward(np.concatenate([prefix, nodes[path[::-1]]]))[-1]
+        alone = ref.forward(np.concatenate([prefix, nodes[root_path(parents, i)]]))[-1]
         assert np.abs(tree_logits[i] - alone).max() <= TOL, f"node {i}"
 
 
@@ -105,12 +99,9 @@ def test_keep_compacts_an_accepted_tree_path(pair, path):
     prefix = tokens_for(ref.config, 6, seed=1)
     parents = [-1, 0, 1, 0, 1, 3]
     nodes = tokens_for(ref.config, len(parents), seed=2)
-    depth, mask = [0] * len(parents), np.eye(len(parents), dtype=bool)
-    for i, p in enumerate(parents):
-        if p >= 0:
-            depth[i], mask[i] = depth[p] + 1, mask[i] | mask[p]
+    depth, mask = tree_layout(parents)
     decoder.forward(prefix)
-    decoder.forward(nodes, positions=len(prefix) + np.array(depth), tree_mask=mask)
+    decoder.forward(nodes, positions=len(prefix) + depth, tree_mask=mask)
     decoder.keep(path)  # the accepted root-to-leaf path
     assert decoder.cache_len == len(prefix) + len(path)
     nxt = tokens_for(ref.config, 1, seed=3)
