@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embed", default="fp16", help="fp16 | fp32")
     p.add_argument("--max-len", type=int, default=4096, help="context length of the KV buffers")
     p.add_argument("--validate-tokens", type=int, default=256)
+    p.add_argument("--requantize", action="store_true",
+                   help="requantize GGUF weights to plain int4 (asymmetric, --block-size) instead of keeping "
+                        "their own levels: smaller and faster, lossy")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_export, precision="int4")
 
@@ -127,7 +130,7 @@ def cmd_export(args) -> int:
 
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                             lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
-                            validate_tokens=args.validate_tokens, format=args.format)
+                            validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize)
     output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
                             f"{args.precision}"
     out = export(args.model, output, options, force=args.force)

@@ -46,6 +46,7 @@ class ExportOptions:
     max_len: int = 4096  # KV buffer length (context) the runtime allocates
     validate_tokens: int = 256
     format: str = "onnx"
+    requantize: bool = False  # True: requantize GGUF blocks to plain int4 too (smaller, faster, lossy)
 
     def check(self) -> None:
         problems = []
@@ -141,7 +142,8 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
 def _strategies(source, options: ExportOptions):
     if options.precision == "fp32":
         return gemm_linear, gemm_linear
-    layers = QuantizedLinear(source, 4, options.block_size, options.accuracy_level)
+    layers = QuantizedLinear(source, 4, options.block_size, options.accuracy_level,
+                             keep_gguf_blocks=not options.requantize)
     if options.lm_head == "fp32":
         return layers, gemm_linear
     bits = 8 if options.lm_head == "int8" else 4
