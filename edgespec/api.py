@@ -27,7 +27,7 @@ from .errors import ContextOverflowError, EdgespecError
 from .formats import open_weights
 from .models import reference_model_class
 from .sampling import Sampler, SamplingParams
-from .tokenizer import tokenizer_for
+from .tokenizer import chat_ids, tokenizer_for
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,7 @@ class Model:
         return self.context
 
     def chat_prompt(self, messages: list[dict]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-        return self.tokenizer.encode(text, add_bos=False)
+        return chat_ids(self.tokenizer, messages)
 
     def generate(self, prompt: str | list[int], max_tokens: int = 128, sampling: SamplingParams = SamplingParams(),
                  stop_on_eos: bool = True, stop: tuple[str, ...] = ()) -> Iterator[TokenEvent]:

@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_export, precision="int4")
 
+    p = sub.add_parser("bench", help="plain decode: our export vs llama.cpp on the same GGUF")
+    p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
+    p.add_argument("--tokens", type=int, default=128, help="new tokens per prompt")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    p.add_argument("--prompts", help="a question.jsonl file (question_id, category, turns)")
+    p.add_argument("--json", dest="json_out", help="write the full report here")
+    p.add_argument("--markdown", help="append the markdown table to this file")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("generate", help="complete one prompt")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
     p.add_argument("-p", "--prompt", required=True)
@@ -122,6 +132,22 @@ def cmd_pull(args) -> int:
         return 0
     path = hub.pull(args.name, force=args.force)
     print(path)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench.runner import markdown, run_bench
+
+    report = run_bench(args.model, tokens=args.tokens, threads=args.threads, reps=args.reps,
+                       prompts_file=args.prompts)
+    table = markdown(report)
+    print(table)
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as f:
+            f.write(table + "\n\n")
     return 0
 
 

@@ -169,6 +169,11 @@ def tokenizer_for(kind: str, path, metadata: Mapping[str, Any], vocab_size: int)
     return tokenizer
 
 
+def chat_ids(tokenizer: "Tokenizer", messages: list[dict]) -> list[int]:
+    """Token ids of a chat, rendered with the model's template and ready for the assistant's turn."""
+    return tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True), add_bos=False)
+
+
 class StreamDecoder:
     """Token ids in, text out, never splitting a multi-byte UTF-8 character."""
 

@@ -1,0 +1,180 @@
+"""`edgespec bench`: plain decoding of our export against llama.cpp on the same source GGUF.
+
+Same prompts (chat-templated token ids), same threads, same number of new
+tokens; engines run in their own processes (so each one's peak RSS is its own),
+interleaved repetition by repetition. Reported per engine: prefill and decode
+tok/s (medians), peak RSS, and the effective weight bandwidth (bytes of weights
+read per decoded token / time per token) beside the memory bandwidth this
+machine measures for a large copy, the physical limit of plain decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__, hub
+from ..errors import EdgespecError
+from ..progress import Progress
+from ..tokenizer import Tokenizer, chat_ids
+
+log = logging.getLogger(__name__)
+
+
+def load_prompts(path: str | None = None) -> list[dict]:
+    """MT-Bench / Spec-Bench `question.jsonl` rows: question_id, category, turns."""
+    text = Path(path).read_text(encoding="utf-8") if path else \
+        resources.files("edgespec.bench").joinpath("prompts/default.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for row in rows:
+        if not isinstance(row.get("turns"), list) or not row["turns"]:
+            raise EdgespecError(f"prompt row {row.get('question_id')} has no 'turns' list; expected the "
+                                "question.jsonl format (question_id, category, turns)")
+    return rows
+
+
+def machine_info(threads: int) -> dict:
+    flags = ""
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line
+                break
+    model = platform.processor() or "?"
+    if Path("/proc/cpuinfo").exists():
+        model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                      if l.startswith("model name")), model)
+    return {"cpu": model, "avx512": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags,
+            "avx2": "avx2" in flags, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version()}
+
+
+def memory_bandwidth(size_mb: int = 512, reps: int = 5) -> float:
+    """GB/s of a large array copy (bytes read + written), best of `reps`."""
+    src = np.ones(size_mb * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best / 1e9
+
+
+def peer_versions() -> dict:
+    import onnxruntime
+
+    versions = {"edgespec": __version__, "onnxruntime": onnxruntime.__version__}
+    try:
+        import llama_cpp
+
+        versions["llama-cpp-python"] = llama_cpp.__version__
+    except ImportError:
+        versions["llama-cpp-python"] = None
+    return versions
+
+
+def _weights_per_token(export_dir: Path, gguf: Path) -> dict:
+    """Bytes of weights one decode step reads: all of them but the embedding table (only one row is read)."""
+    import gguf as gguf_lib
+
+    from ..export.manifest import read_manifest
+
+    manifest = read_manifest(export_dir, verify=False)
+    c = manifest["config"]
+    embed_bytes = c["vocab_size"] * c["hidden_size"] * (2 if manifest["quantization"].get("embed") == "fp16" else 4)
+    ours = manifest["files"]["model.onnx.data"]["size"] - embed_bytes
+    reader = gguf_lib.GGUFReader(gguf)
+    theirs = sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
+    if not any(t.name == "output.weight" for t in reader.tensors):  # tied: the table is the lm_head too
+        theirs += next(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight")
+    return {"edgespec-ort": ours, "llama.cpp": theirs}
+
+
+def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, prompts_file: str | None = None,
+              engines: tuple[str, ...] = ("edgespec-ort", "llama.cpp")) -> dict:
+    from ..api import cached_export
+    from ..export.manifest import read_manifest
+
+    ref = hub.resolve_model(model)
+    if ref.kind == "export":
+        export_dir = ref.path
+        gguf = Path(read_manifest(export_dir, verify=False)["source"]["path"])
+    elif ref.kind == "gguf":
+        export_dir, gguf = cached_export(ref), ref.path
+    else:
+        raise EdgespecError("bench needs a GGUF source for llama.cpp: give a known name, a .gguf or an export of one")
+    tokenizer = Tokenizer.from_hf_dir(export_dir)  # prompts are tokenized once, the same for every engine
+    rows = load_prompts(prompts_file)
+    prompts = [chat_ids(tokenizer, [{"role": "user", "content": r["turns"][0]}]) for r in rows]
+    spec = {"export": str(export_dir), "gguf": str(gguf), "threads": threads, "tokens": tokens, "prompts": prompts,
+            "n_ctx": max(len(p) for p in prompts) + tokens + 16}
+
+    runs: dict[str, list] = {e: [] for e in engines}
+    with Progress(reps * len(engines), "bench", unit="runs") as bar:
+        for _ in range(reps):
+            for engine in engines:  # interleaved: every repetition runs every engine once
+                runs[engine].append(_run_worker({**spec, "engine": engine}))
+                bar.update(1)
+
+    bandwidth = memory_bandwidth()
+    weights = _weights_per_token(export_dir, gguf)
+    report = {"model": ref.name, "export": str(export_dir), "gguf": str(gguf), "tokens": tokens, "reps": reps,
+              "machine": machine_info(threads), "versions": peer_versions(),
+              "memory_bandwidth_gb_s": round(bandwidth, 2), "engines": {}, "prompts": rows,
+              "command": "edgespec " + " ".join(sys.argv[1:]) if sys.argv and "edgespec" in sys.argv[0] else None}
+    for engine, reps_runs in runs.items():
+        decode = [sum(r["steps"] for r in run["results"]) / sum(r["decode_s"] for r in run["results"])
+                  for run in reps_runs]
+        prefill = [sum(r["prompt_tokens"] for r in run["results"]) / sum(r["prefill_s"] for r in run["results"])
+                   for run in reps_runs]
+        tok_s = float(np.median(decode))
+        report["engines"][engine] = {
+            "decode_tok_s": round(tok_s, 2), "prefill_tok_s": round(float(np.median(prefill)), 1),
+            "decode_tok_s_runs": [round(x, 2) for x in decode],
+            "peak_rss_mb": round(max(run["peak_rss"] for run in reps_runs) / 2**20, 1),
+            "weight_bytes_per_token": weights[engine],
+            "effective_weight_gb_s": round(weights[engine] * tok_s / 1e9, 2),
+            "token_ids": [r["token_ids"] for r in reps_runs[0]["results"]],
+        }
+    if len(engines) == 2:
+        a, b = (report["engines"][e] for e in engines)
+        report["decode_ratio"] = {f"{engines[0]} / {engines[1]}": round(a["decode_tok_s"] / b["decode_tok_s"], 3)}
+        same = sum(x == y for x, y in zip(a["token_ids"], b["token_ids"]))
+        report["identical_outputs"] = f"{same}/{len(prompts)}"
+    return report
+
+
+def _run_worker(spec: dict) -> dict:
+    result = subprocess.run([sys.executable, "-m", "edgespec.bench.worker", json.dumps(spec)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise EdgespecError(f"bench worker for {spec['engine']} failed:\n{result.stderr.strip()[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"### {report['model']}: plain decoding, {report['tokens']} new tokens, {m['threads']} threads, "
+             f"median of {report['reps']} interleaved runs",
+             "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, AVX-512 {'yes' if m['avx512'] else 'no'}, VNNI "
+             f"{'yes' if m['avx512_vnni'] else 'no'}; memory bandwidth (copy) {report['memory_bandwidth_gb_s']} GB/s. "
+             f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}.",
+             "",
+             "| engine | decode tok/s | prefill tok/s | peak RSS MB | weights read/token MB | effective GB/s |",
+             "|---|---|---|---|---|---|"]
+    for name, e in report["engines"].items():
+        lines.append(f"| {name} | {e['decode_tok_s']} | {e['prefill_tok_s']} | {e['peak_rss_mb']} | "
+                     f"{e['weight_bytes_per_token'] / 1e6:.0f} | {e['effective_weight_gb_s']} |")
+    for key, value in report.get("decode_ratio", {}).items():
+        lines += ["", f"Decode ratio {key}: **{value}**; identical greedy outputs: {report['identical_outputs']}."]
+    return "\n".join(lines)

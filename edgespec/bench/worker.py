@@ -1,0 +1,78 @@
+"""One engine, one process: load it, decode every prompt, report timings and this process's peak RSS.
+
+Decode speed counts forward steps after prefill: N new tokens are N-1 single-token
+forwards (the first comes from the prefill logits), the same for every engine.
+
+Run by the bench runner as `python -m edgespec.bench.worker SPEC_JSON`, so every engine's
+memory is measured alone. Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def run_ours(spec: dict) -> list[dict]:
+    from ..api import load
+
+    model = load(spec["export"], threads=spec["threads"])
+    results = []
+    for prompt in spec["prompts"]:
+        list(model.generate(prompt, max_tokens=spec["tokens"], stop_on_eos=False))
+        s = model.last_stats
+        results.append({"prefill_s": s.prefill_seconds, "prompt_tokens": s.prompt_tokens,
+                        "decode_s": s.decode_seconds, "steps": s.generated_tokens - 1, "token_ids": s.token_ids})
+    return results
+
+
+def run_llamacpp(spec: dict) -> list[dict]:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=512, verbose=False)
+    results = []
+    for prompt in spec["prompts"]:
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(prompt)
+        prefill = time.perf_counter() - start
+        tokens, start = [], time.perf_counter()
+        # The same loop llama-cpp-python's generate() runs: sample greedily, eval one token.
+        n_vocab = llm.n_vocab()
+        for _ in range(spec["tokens"]):
+            # logits of the last evaluated token (llama-cpp-python keeps no scores without logits_all)
+            token = int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).argmax())
+            tokens.append(token)
+            if len(tokens) == spec["tokens"]:
+                break
+            llm.eval([token])
+        results.append({"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
+                        "steps": len(tokens) - 1, "token_ids": tokens})
+    return results
+
+
+ENGINES = {"edgespec-ort": run_ours, "llama.cpp": run_llamacpp}
+
+
+def peak_rss() -> int:
+    """This process's high-water RSS (VmHWM: unlike ru_maxrss it does not carry the parent's over exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    results = ENGINES[spec["engine"]](spec)
+    print(json.dumps({"results": results, "peak_rss": peak_rss()}))
+
+
+if __name__ == "__main__":
+    main()

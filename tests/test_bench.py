@@ -1,0 +1,37 @@
+"""`edgespec bench`: real engines in their own processes, a complete report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgespec.bench.runner import load_prompts
+from edgespec.errors import EdgespecError
+
+from .test_cli import run_cli
+
+
+def test_bench_smollm2(tmp_path, smollm2_gguf):
+    out = tmp_path / "r.json"
+    result = run_cli("bench", str(smollm2_gguf), "--tokens", "8", "--reps", "1", "--json", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(out.read_text())
+    assert set(report["engines"]) == {"edgespec-ort", "llama.cpp"}
+    for engine in report["engines"].values():
+        assert engine["decode_tok_s"] > 0 and engine["prefill_tok_s"] > 0 and engine["peak_rss_mb"] > 50
+        assert len(engine["token_ids"]) == 5 and all(len(t) == 8 for t in engine["token_ids"])
+    assert report["memory_bandwidth_gb_s"] > 0 and report["machine"]["threads"] == 2
+    assert "edgespec-ort / llama.cpp" in report["decode_ratio"]
+    assert "| edgespec-ort |" in result.stdout.decode()
+
+
+def test_question_jsonl_prompts(tmp_path):
+    good = tmp_path / "q.jsonl"
+    good.write_text('{"question_id": 7, "category": "writing", "turns": ["Write a limerick.", "Now another."]}\n')
+    assert load_prompts(str(good))[0]["category"] == "writing"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question_id": 8, "prompt": "no turns"}\n')
+    with pytest.raises(EdgespecError, match="row 8 has no 'turns'"):
+        load_prompts(str(bad))
+    assert len(load_prompts()) == 5  # the shipped default set
