@@ -90,6 +90,9 @@ class Model:
             from .runtimes.ort import OrtBackend
 
             manifest = read_manifest(ref.path)  # checks every file's sha256 first
+            if manifest.get("format") == "gguf":
+                raise EdgespecError(f"'{ref.path}' holds a GGUF for llama.cpp; the llama.cpp backend is not "
+                                    "implemented yet (issue 6) — run its model.gguf with llama.cpp")
             self.config = manifest_config(manifest)
             self.tokenizer = tokenizer_for("export", ref.path, {}, self.config.vocab_size)
             self.context = manifest["max_len"]

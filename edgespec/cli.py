@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--int4", dest="precision", action="store_const", const="int4")
     precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32")
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16")
-    p.add_argument("--format", default="onnx", choices=["onnx", "gguf"])
+    p.add_argument("--format", default="onnx", choices=["onnx", "gguf"],
+                   help="gguf: a GGUF for llama.cpp (Q4_0 for --int4, F32 for --fp32, or --gguf-type)")
+    p.add_argument("--gguf-type", help="Q8_0 | Q4_0 | F16 | F32 (with --format gguf)")
     p.add_argument("--block-size", type=int, default=32, help="int4 block for requantized weights (16/32/64/128)")
     p.add_argument("--accuracy-level", type=int, default=4, help="MatMulNBits accuracy level (4 = fast)")
     p.add_argument("--lm-head", default="int8", help="int8 | int4 | fp32")
@@ -156,7 +158,8 @@ def cmd_export(args) -> int:
 
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                             lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
-                            validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize)
+                            validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
+                            gguf_type=args.gguf_type)
     output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
                             f"{args.precision}"
     out = export(args.model, output, options, force=args.force)
@@ -173,8 +176,11 @@ def _print_manifest(directory) -> None:
     print(f"source:       {m['source']['name']} ({m['source']['kind']}) sha256 {m['source'].get('sha256', '-')}")
     print(f"model:        {m['architecture']}, {m['config']['num_layers']} layers, hidden "
           f"{m['config']['hidden_size']}, vocab {m['config']['vocab_size']}, context {m['max_len']}")
-    print(f"precision:    {q['precision']} (lm_head {q['lm_head']}, embed {q['embed']}, accuracy level "
-          f"{q['accuracy_level']}); weights: {q['routes']}")
+    if m.get("format") == "gguf":
+        print(f"format:       GGUF for llama.cpp, {q['gguf_type']}: {q['tensors']}")
+    else:
+        print(f"precision:    {q['precision']} (lm_head {q['lm_head']}, embed {q['embed']}, accuracy level "
+              f"{q['accuracy_level']}); weights: {q['routes']}")
     for name, entry in m["validation"].items():
         if isinstance(entry, dict):
             llama = entry.get("llamacpp_perplexity")

@@ -77,7 +77,7 @@ def test_existing_output_needs_force(int4_export, smollm2_gguf):
 
 @pytest.mark.parametrize("options, message", [
     (ExportOptions(precision="fp16"), "fp16 is not implemented yet"),
-    (ExportOptions(format="gguf"), "--format gguf is not implemented yet"),
+    (ExportOptions(gguf_type="Q8_0"), "--gguf-type Q8_0 needs --format gguf"),
     (ExportOptions(block_size=48), "block size 48"),
     (ExportOptions(precision="fp32", lm_head="int4"), "apply to --int4 exports only"),
 ])

@@ -25,12 +25,14 @@ from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
 from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
+from .gguf_writer import GGUF_TYPES, write_gguf
 from .manifest import write_manifest
-from .validate import validate
+from .validate import LlamaCppLogits, validate
 
 log = logging.getLogger(__name__)
 
 GRAPH_FILE = "model.onnx"
+GGUF_FILE = "model.gguf"
 PRECISIONS = ("int4", "fp32")
 LM_HEAD_CHOICES = ("int8", "int4", "fp32")
 EMBED_CHOICES = ("fp16", "fp32")
@@ -47,11 +49,14 @@ class ExportOptions:
     validate_tokens: int = 256
     format: str = "onnx"
     requantize: bool = False  # True: requantize GGUF blocks to plain int4 too (smaller, faster, lossy)
+    gguf_type: str | None = None  # --format gguf: Q8_0, Q4_0, F16, F32 (default Q4_0 for int4, F32 for fp32)
 
     def check(self) -> None:
         problems = []
-        if self.format != "onnx":
-            problems.append(f"--format {self.format} is not implemented yet (only onnx)")
+        if self.format not in ("onnx", "gguf"):
+            problems.append(f"--format {self.format} is not one of onnx, gguf")
+        if self.gguf_type is not None and (self.format != "gguf" or self.gguf_type not in GGUF_TYPES):
+            problems.append(f"--gguf-type {self.gguf_type} needs --format gguf and one of {list(GGUF_TYPES)}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision '{self.precision}' is not supported; choose one of {PRECISIONS} "
                             "(fp16 is not implemented yet)")
@@ -89,28 +94,12 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        log.info("building the %s graph for %s (%d layers)", options.precision, ref.name, config.num_layers)
-        linear, lm_head = _strategies(source, options)
-        external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
-        try:
-            graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
-                                embed_dtype=np.float16 if options.precision == "int4" and options.embed == "fp16"
-                                else np.float32, external=external)
-        finally:
-            external.close()
-        log.info("writing %s", GRAPH_FILE)
-        onnx.save_model(graph, str(tmp / GRAPH_FILE))
-        del graph
+        if options.format == "gguf":
+            artifact, report, build_seconds = _write_gguf_export(ref, source, tokenizer, tmp, options, started)
+        else:
+            artifact, report, build_seconds = _write_onnx_export(ref, source, tokenizer, tmp, options, max_len,
+                                                                 started)
         tokenizer.save(tmp)
-        build_seconds = time.monotonic() - started
-
-        log.info("validating against the numpy reference")
-        report = validate(lambda: OrtBackend(str(tmp / GRAPH_FILE), config, options.validate_tokens + 8),
-                          lambda: reference_model_class(config.architecture).from_source(source, lazy=True),
-                          tokenizer, options.precision, options.validate_tokens,
-                          ref.path if ref.kind == "gguf" else None)
-
-        quant_report = getattr(linear, "report", {})
         write_manifest(tmp, {
             "edgespec_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -118,11 +107,7 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
             "architecture": config.architecture,
             "config": config.to_dict(),
             "max_len": max_len,
-            "quantization": {**asdict(options), "routes": _route_summary(quant_report),
-                             "lm_head_route": getattr(lm_head, "report", {})},
-            "graph": {"file": GRAPH_FILE, "inputs": [i.name for i in onnx.load(str(tmp / GRAPH_FILE),
-                                                                                 load_external_data=False).graph.input
-                                                     if not i.name.startswith("past_")]},
+            **artifact,
             "tokenizer": {"files": ["tokenizer.json", "tokenizer_config.json"], "bos_id": tokenizer.bos_id,
                           "eos_id": tokenizer.eos_id, "stop_ids": sorted(tokenizer.stop_ids)},
             "chat_template": tokenizer.chat_template,
@@ -137,6 +122,51 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
         raise
     log.info("export ready at %s (%.1f s)", out, time.monotonic() - started)
     return out
+
+
+def _reference(source):
+    return lambda: reference_model_class(source.config.architecture).from_source(source, lazy=True)
+
+
+def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions, max_len: int, started: float):
+    """model.onnx + model.onnx.data; returns (manifest entries, validation report, build seconds)."""
+    config = source.config
+    log.info("building the %s graph for %s (%d layers)", options.precision, ref.name, config.num_layers)
+    linear, lm_head = _strategies(source, options)
+    external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
+    try:
+        graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
+                            embed_dtype=np.float16 if options.precision == "int4" and options.embed == "fp16"
+                            else np.float32, external=external)
+    finally:
+        external.close()
+    log.info("writing %s", GRAPH_FILE)
+    onnx.save_model(graph, str(tmp / GRAPH_FILE))
+    inputs = [i.name for i in graph.graph.input if not i.name.startswith("past_")]
+    del graph
+    build_seconds = time.monotonic() - started
+    log.info("validating against the numpy reference")
+    report = validate(lambda: OrtBackend(str(tmp / GRAPH_FILE), config, options.validate_tokens + 8),
+                      _reference(source), tokenizer, options.precision, options.validate_tokens,
+                      ref.path if ref.kind == "gguf" else None)
+    artifact = {"format": "onnx",
+                "quantization": {**asdict(options), "routes": _route_summary(getattr(linear, "report", {})),
+                                 "lm_head_route": getattr(lm_head, "report", {})},
+                "graph": {"file": GRAPH_FILE, "inputs": inputs}}
+    return artifact, report, build_seconds
+
+
+def _write_gguf_export(ref, source, tokenizer, tmp: Path, options: ExportOptions, started: float):
+    """model.gguf for llama.cpp; validated by running it in llama.cpp against the reference."""
+    type_name = options.gguf_type or ("Q4_0" if options.precision == "int4" else "F32")
+    log.info("writing %s as %s", GGUF_FILE, type_name)
+    written = write_gguf(ref, source, tmp / GGUF_FILE, type_name)
+    build_seconds = time.monotonic() - started
+    log.info("validating %s in llama.cpp against the numpy reference", GGUF_FILE)
+    report = validate(lambda: LlamaCppLogits(tmp / GGUF_FILE, options.validate_tokens + 8), _reference(source),
+                      tokenizer, options.precision, options.validate_tokens, ref.path if ref.kind == "gguf" else None)
+    return {"format": "gguf", "quantization": {**asdict(options), **written}, "gguf": {"file": GGUF_FILE}}, \
+        report, build_seconds
 
 
 def _strategies(source, options: ExportOptions):

@@ -42,15 +42,35 @@ def perplexity(logits: np.ndarray, tokens: list[int]) -> float:
     return float(np.exp(nll / (len(tokens) - 1)))
 
 
+class LlamaCppLogits:
+    """llama.cpp as a teacher-forcing engine: forward(tokens) -> logits of every position."""
+
+    def __init__(self, gguf_path, n_ctx: int, threads: int = 2):
+        from ..errors import MissingDependencyError
+
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise MissingDependencyError("this needs llama-cpp-python: pip install 'edgespec[llamacpp]'") from None
+        self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=threads, logits_all=True, verbose=False)
+
+    def reset(self) -> None:
+        self.llm.reset()
+
+    def forward(self, tokens: list[int]) -> np.ndarray:
+        self.llm.reset()
+        self.llm.eval(tokens)
+        return np.array(self.llm.scores[: len(tokens)], dtype=np.float32)
+
+
 def llamacpp_logits(gguf_path, tokens: list[int], threads: int = 2) -> np.ndarray | None:
+    """Teacher-forced logits of llama.cpp on `gguf_path`, or None without llama-cpp-python."""
+    from ..errors import MissingDependencyError
+
     try:
-        from llama_cpp import Llama
-    except ImportError:
+        return LlamaCppLogits(gguf_path, len(tokens) + 8, threads).forward(tokens)
+    except MissingDependencyError:
         return None
-    llm = Llama(model_path=str(gguf_path), n_ctx=len(tokens) + 8, n_threads=threads, logits_all=True,
-                verbose=False)
-    llm.eval(tokens)
-    return np.array(llm.scores[: len(tokens)], dtype=np.float32)
 
 
 def validate(make_decoder, make_reference, tokenizer, precision: str, n_tokens: int, gguf_source=None) -> dict:

@@ -91,6 +91,10 @@ class GGUFModel:
                 raise ModelFormatError(f"'{self.path}': tensor {name} has shape {self.shape(name)}, "
                                        f"expected {shape} from the model's metadata")
 
+    def field(self, key: str):
+        """The raw gguf ReaderField (value types included), for copying metadata."""
+        return self._reader.fields[key]
+
     def names(self) -> list[str]:
         return list(self._canonical)
 
