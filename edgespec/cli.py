@@ -187,7 +187,7 @@ def _print_manifest(directory) -> None:
             print(f"validation {name:<7} top-1 {entry['top1_agreement']:.2%}  max|dlogit| "
                   f"{entry['max_abs_logit_diff']:.3g}  ppl {entry['perplexity']:.3f} (reference "
                   f"{entry['reference_perplexity']:.3f}" + (f", llama.cpp {llama:.3f})" if llama else ")"))
-    print(f"files:        " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items()))
+    print("files:        " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items()))
     print(f"time:         {m['timing']['total_seconds']} s")
 
 
@@ -230,22 +230,13 @@ def cmd_generate(args) -> int:
 
 
 def _stats_dict(model) -> dict:
+    from .sysinfo import peak_rss
+
     s = model.last_stats
     return {"backend": model.backend_name, "prompt_tokens": s.prompt_tokens, "tokens": s.generated_tokens,
             "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
             "stop_reason": s.stop_reason, "accepted_drafts_per_step": 0.0,  # no speculation yet
-            "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
-
-
-def peak_rss_bytes() -> int:
-    try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    except ImportError:  # Windows has no resource module: current RSS is the best we have
-        import psutil
-
-        return psutil.Process().memory_info().rss
+            "peak_rss_mb": round(peak_rss() / 2**20, 1)}
 
 
 def cmd_chat(args) -> int:

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import subprocess
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import numpy as np
 from .. import __version__, hub
 from ..errors import EdgespecError
 from ..progress import Progress
+from ..sysinfo import machine_info, memory_bandwidth
 from ..tokenizer import Tokenizer, chat_ids
 
 log = logging.getLogger(__name__)
@@ -40,33 +38,6 @@ def load_prompts(path: str | None = None) -> list[dict]:
             raise EdgespecError(f"prompt row {row.get('question_id')} has no 'turns' list; expected the "
                                 "question.jsonl format (question_id, category, turns)")
     return rows
-
-
-def machine_info(threads: int) -> dict:
-    flags = ""
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
-    model = platform.processor() or "?"
-    if Path("/proc/cpuinfo").exists():
-        model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                      if l.startswith("model name")), model)
-    return {"cpu": model, "avx512": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags,
-            "avx2": "avx2" in flags, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version()}
-
-
-def memory_bandwidth(size_mb: int = 512, reps: int = 5) -> float:
-    """GB/s of a large array copy (bytes read + written), best of `reps`."""
-    src = np.ones(size_mb * 2**20 // 8)
-    dst = np.empty_like(src)
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - start)
-    return 2 * src.nbytes / best / 1e9
 
 
 def peer_versions() -> dict:

@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from ..sysinfo import peak_rss
+
 
 def run_ours(spec: dict) -> list[dict]:
     from ..api import load
@@ -55,17 +57,6 @@ def run_llamacpp(spec: dict) -> list[dict]:
 
 
 ENGINES = {"edgespec-ort": run_ours, "llama.cpp": run_llamacpp}
-
-
-def peak_rss() -> int:
-    """This process's high-water RSS (VmHWM: unlike ru_maxrss it does not carry the parent's over exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        import psutil
-
-        return psutil.Process().memory_info().rss
 
 
 def main() -> None:
