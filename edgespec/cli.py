@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", help="a question.jsonl file (question_id, category, turns)")
     p.add_argument("--json", dest="json_out", help="write the full report here")
     p.add_argument("--markdown", help="append the markdown table to this file")
+    p.add_argument("--ortgenai", help="also run onnxruntime-genai on this model dir (built by its builder)")
+    p.add_argument("--peers-python", help="the Python that has onnxruntime-genai (default: this one)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("generate", help="complete one prompt")
@@ -141,7 +143,7 @@ def cmd_bench(args) -> int:
     from .bench.runner import markdown, run_bench
 
     report = run_bench(args.model, tokens=args.tokens, threads=args.threads, reps=args.reps,
-                       prompts_file=args.prompts)
+                       prompts_file=args.prompts, ortgenai_model=args.ortgenai, peers_python=args.peers_python)
     table = markdown(report)
     print(table)
     if args.json_out:

@@ -22,7 +22,7 @@ def test_bench_smollm2(tmp_path, smollm2_gguf):
         assert engine["decode_tok_s"] > 0 and engine["prefill_tok_s"] > 0 and engine["peak_rss_mb"] > 50
         assert len(engine["token_ids"]) == 5 and all(len(t) == 8 for t in engine["token_ids"])
     assert report["memory_bandwidth_gb_s"] > 0 and report["machine"]["threads"] == 2
-    assert "edgespec-ort / llama.cpp" in report["decode_ratio"]
+    assert "edgespec-ort / llama.cpp" in report["decode_ratio"] and "edgespec-ort vs llama.cpp" in report["identical_outputs"]
     assert "| edgespec-ort |" in result.stdout.decode()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from importlib import resources
@@ -53,7 +54,7 @@ def peer_versions() -> dict:
     return versions
 
 
-def _weights_per_token(export_dir: Path, gguf: Path) -> dict:
+def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) -> dict:
     """Bytes of weights one decode step reads: all of them but the embedding table (only one row is read)."""
     import gguf as gguf_lib
 
@@ -67,11 +68,18 @@ def _weights_per_token(export_dir: Path, gguf: Path) -> dict:
     theirs = sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
     if not any(t.name == "output.weight" for t in reader.tensors):  # tied: the table is the lm_head too
         theirs += next(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight")
-    return {"edgespec-ort": ours, "llama.cpp": theirs}
+    sizes = {"edgespec-ort": ours, "llama.cpp": theirs}
+    if genai_model:  # its data file holds an fp32 embedding table that decoding does not read
+        data = sum(p.stat().st_size for p in Path(genai_model).glob("*.onnx*"))
+        sizes["onnxruntime-genai"] = data - c["vocab_size"] * c["hidden_size"] * 4
+    return sizes
 
 
 def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, prompts_file: str | None = None,
-              engines: tuple[str, ...] = ("edgespec-ort", "llama.cpp")) -> dict:
+              ortgenai_model: str | None = None, peers_python: str | None = None) -> dict:
+    """ortgenai_model: a model dir onnxruntime-genai's builder made from the same weights, run with
+    peers_python (a Python that has onnxruntime-genai; the [peers] extra) — see benchmarks/plain-decode.md."""
+    engines = ("edgespec-ort", "llama.cpp") + (("onnxruntime-genai",) if ortgenai_model else ())
     from ..api import cached_export
     from ..export.manifest import read_manifest
 
@@ -87,17 +95,18 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     rows = load_prompts(prompts_file)
     prompts = [chat_ids(tokenizer, [{"role": "user", "content": r["turns"][0]}]) for r in rows]
     spec = {"export": str(export_dir), "gguf": str(gguf), "threads": threads, "tokens": tokens, "prompts": prompts,
-            "n_ctx": max(len(p) for p in prompts) + tokens + 16}
+            "n_ctx": max(len(p) for p in prompts) + tokens + 16, "genai_model": ortgenai_model}
 
     runs: dict[str, list] = {e: [] for e in engines}
     with Progress(reps * len(engines), "bench", unit="runs") as bar:
         for _ in range(reps):
             for engine in engines:  # interleaved: every repetition runs every engine once
-                runs[engine].append(_run_worker({**spec, "engine": engine}))
+                python = peers_python if engine == "onnxruntime-genai" and peers_python else sys.executable
+                runs[engine].append(_run_worker({**spec, "engine": engine}, python))
                 bar.update(1)
 
     bandwidth = memory_bandwidth()
-    weights = _weights_per_token(export_dir, gguf)
+    weights = _weights_per_token(export_dir, gguf, ortgenai_model)
     report = {"model": ref.name, "export": str(export_dir), "gguf": str(gguf), "tokens": tokens, "reps": reps,
               "machine": machine_info(threads), "versions": peer_versions(),
               "memory_bandwidth_gb_s": round(bandwidth, 2), "engines": {}, "prompts": rows,
@@ -109,6 +118,7 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
                    for run in reps_runs]
         tok_s = float(np.median(decode))
         report["engines"][engine] = {
+            "version": reps_runs[0].get("version"),
             "decode_tok_s": round(tok_s, 2), "prefill_tok_s": round(float(np.median(prefill)), 1),
             "decode_tok_s_runs": [round(x, 2) for x in decode],
             "peak_rss_mb": round(max(run["peak_rss"] for run in reps_runs) / 2**20, 1),
@@ -116,17 +126,21 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
             "effective_weight_gb_s": round(weights[engine] * tok_s / 1e9, 2),
             "token_ids": [r["token_ids"] for r in reps_runs[0]["results"]],
         }
-    if len(engines) == 2:
-        a, b = (report["engines"][e] for e in engines)
-        report["decode_ratio"] = {f"{engines[0]} / {engines[1]}": round(a["decode_tok_s"] / b["decode_tok_s"], 3)}
-        same = sum(x == y for x, y in zip(a["token_ids"], b["token_ids"]))
-        report["identical_outputs"] = f"{same}/{len(prompts)}"
+    ours = report["engines"]["edgespec-ort"]
+    report["decode_ratio"], report["identical_outputs"] = {}, {}
+    for peer in engines[1:]:
+        theirs = report["engines"][peer]
+        report["decode_ratio"][f"edgespec-ort / {peer}"] = round(ours["decode_tok_s"] / theirs["decode_tok_s"], 3)
+        same = sum(x == y for x, y in zip(ours["token_ids"], theirs["token_ids"]))
+        report["identical_outputs"][f"edgespec-ort vs {peer}"] = f"{same}/{len(prompts)}"
     return report
 
 
-def _run_worker(spec: dict) -> dict:
-    result = subprocess.run([sys.executable, "-m", "edgespec.bench.worker", json.dumps(spec)], capture_output=True,
-                            text=True)
+def _run_worker(spec: dict, python: str) -> dict:
+    # PYTHONPATH lets a peers-only Python import the worker module (it needs only numpy besides its engine).
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run([python, "-m", "edgespec.bench.worker", json.dumps(spec)], capture_output=True,
+                            text=True, env=env)
     if result.returncode != 0:
         raise EdgespecError(f"bench worker for {spec['engine']} failed:\n{result.stderr.strip()[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -141,11 +155,12 @@ def markdown(report: dict) -> str:
              f"{'yes' if m['avx512_vnni'] else 'no'}; memory bandwidth (copy) {report['memory_bandwidth_gb_s']} GB/s. "
              f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}.",
              "",
-             "| engine | decode tok/s | prefill tok/s | peak RSS MB | weights read/token MB | effective GB/s |",
-             "|---|---|---|---|---|---|"]
+             "| engine | version | decode tok/s | prefill tok/s | peak RSS MB | weights read/token MB | effective GB/s |",
+             "|---|---|---|---|---|---|---|"]
     for name, e in report["engines"].items():
-        lines.append(f"| {name} | {e['decode_tok_s']} | {e['prefill_tok_s']} | {e['peak_rss_mb']} | "
+        lines.append(f"| {name} | {e.get('version')} | {e['decode_tok_s']} | {e['prefill_tok_s']} | {e['peak_rss_mb']} | "
                      f"{e['weight_bytes_per_token'] / 1e6:.0f} | {e['effective_weight_gb_s']} |")
-    for key, value in report.get("decode_ratio", {}).items():
-        lines += ["", f"Decode ratio {key}: **{value}**; identical greedy outputs: {report['identical_outputs']}."]
+    lines.append("")
+    for (key, value), same in zip(report["decode_ratio"].items(), report["identical_outputs"].values()):
+        lines.append(f"Decode ratio {key}: **{value}**; identical greedy outputs: {same}.")
     return "\n".join(lines)

@@ -56,13 +56,50 @@ def run_llamacpp(spec: dict) -> list[dict]:
     return results
 
 
-ENGINES = {"edgespec-ort": run_ours, "llama.cpp": run_llamacpp}
+def run_ortgenai(spec: dict) -> list[dict]:
+    """onnxruntime-genai on a model its own builder made from the same weights (the [peers] setup)."""
+    import onnxruntime_genai as og
+
+    config_file = f"{spec['genai_model']}/genai_config.json"
+    with open(config_file) as f:
+        config = json.load(f)
+    config["model"]["decoder"].setdefault("session_options", {})["intra_op_num_threads"] = spec["threads"]
+    with open(config_file, "w") as f:
+        json.dump(config, f, indent=1)
+    model = og.Model(spec["genai_model"])
+    results = []
+    for prompt in spec["prompts"]:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(prompt) + spec["tokens"], do_sample=False)
+        generator = og.Generator(model, params)
+        start = time.perf_counter()
+        generator.append_tokens(prompt)  # prefill
+        generator.generate_next_token()  # picks the first new token from the prefill logits
+        prefill = time.perf_counter() - start
+        tokens, start = [int(generator.get_next_tokens()[0])], time.perf_counter()
+        while len(tokens) < spec["tokens"] and not generator.is_done():
+            generator.generate_next_token()  # one forward on the last token, then pick
+            tokens.append(int(generator.get_next_tokens()[0]))
+        results.append({"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
+                        "steps": len(tokens) - 1, "token_ids": tokens})
+    return results
+
+
+ENGINES = {"edgespec-ort": run_ours, "llama.cpp": run_llamacpp, "onnxruntime-genai": run_ortgenai}
 
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
     results = ENGINES[spec["engine"]](spec)
-    print(json.dumps({"results": results, "peak_rss": peak_rss()}))
+    print(json.dumps({"results": results, "peak_rss": peak_rss(), "version": _version(spec["engine"])}))
+
+
+def _version(engine: str) -> str:
+    from importlib.metadata import version
+
+    package = {"edgespec-ort": "onnxruntime", "llama.cpp": "llama-cpp-python",
+               "onnxruntime-genai": "onnxruntime-genai"}[engine]
+    return f"{package} {version(package)}"
 
 
 if __name__ == "__main__":

@@ -177,7 +177,8 @@ def _strategies(source, options: ExportOptions):
     if options.lm_head == "fp32":
         return layers, gemm_linear
     bits = 8 if options.lm_head == "int8" else 4
-    return layers, QuantizedLinear(source, bits, options.block_size, options.accuracy_level)
+    return layers, QuantizedLinear(source, bits, options.block_size, options.accuracy_level,
+                                   keep_gguf_blocks=not options.requantize)
 
 
 def _route_summary(report: dict) -> dict:

@@ -107,3 +107,27 @@ def write_safetensors(file: Path, tensors: dict[str, np.ndarray]) -> None:
         f.write(struct.pack("<Q", len(encoded)) + encoded)
         for blob in blobs:
             f.write(blob)
+
+
+def write_hf_dir(source, tokenizer, directory: Path, dtype=np.float16) -> None:
+    """An HF model directory (config.json, model.safetensors, tokenizer files) from any weights source,
+    e.g. to hand the same weights to another tool's exporter (onnxruntime-genai's builder)."""
+    c = source.config
+    directory.mkdir(parents=True, exist_ok=True)
+    model_type = {"llama": "llama", "qwen2": "qwen2"}[c.architecture]
+    config = {"architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[model_type]],
+              "model_type": model_type, "vocab_size": c.vocab_size, "hidden_size": c.hidden_size,
+              "intermediate_size": c.intermediate_size, "num_hidden_layers": c.num_layers,
+              "num_attention_heads": c.num_heads, "num_key_value_heads": c.num_kv_heads, "head_dim": c.head_dim,
+              "rms_norm_eps": c.rms_norm_eps, "rope_theta": c.rope_theta,
+              "max_position_embeddings": c.max_position_embeddings, "tie_word_embeddings": c.tie_word_embeddings,
+              "hidden_act": "silu", "torch_dtype": "float16" if dtype == np.float16 else "float32",
+              "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
+    if c.rope_scaling.kind != "none":
+        config["rope_scaling"] = {"rope_type": c.rope_scaling.kind, "factor": c.rope_scaling.factor}
+    if model_type == "llama":
+        config["attention_bias"] = c.attention_bias
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    write_safetensors(directory / "model.safetensors",
+                      {names.from_canonical(n, names.HF): source.tensor(n).astype(dtype) for n in source.names()})
+    tokenizer.save(directory)
