@@ -38,6 +38,17 @@ def test_fp32_export_equals_reference(tmp_path, smollm2_gguf):
         assert v["max_abs_logit_diff"] <= 1e-3 and v["top1_agreement"] == 1.0
 
 
+def test_fp16_export(tmp_path, smollm2_gguf):
+    out = export(str(smollm2_gguf), tmp_path / "fp16", ExportOptions(precision="fp16", validate_tokens=64))
+    m = read_manifest(out)
+    for name in ("stdlib", "prose"):
+        v = m["validation"][name]
+        assert v["top1_agreement"] >= 0.98 and abs(v["perplexity"] / v["reference_perplexity"] - 1) < 0.005
+    # fp16 weights: 2 bytes per parameter, and the tied lm_head reuses the embedding table (no second copy)
+    params = 134_515_008
+    assert m["files"]["model.onnx.data"]["size"] < 2 * params * 1.02
+
+
 def test_graph_asks_for_only_needed_logit_rows(int4_export):
     inputs = [i.name for i in onnx.load(str(int4_export / "model.onnx"), load_external_data=False).graph.input]
     assert "logits_index" in inputs and "layer_mask" in inputs and "attention_bias" in inputs
@@ -74,7 +85,8 @@ def test_existing_output_needs_force(int4_export, smollm2_gguf):
 
 
 @pytest.mark.parametrize("options, message", [
-    (ExportOptions(precision="fp16"), "fp16 is not implemented yet"),
+    (ExportOptions(precision="fp8"), "precision 'fp8' is not supported"),
+    (ExportOptions(precision="fp16", requantize=True), "apply to --int4 exports only"),
     (ExportOptions(gguf_type="Q8_0"), "--gguf-type Q8_0 needs --format gguf"),
     (ExportOptions(block_size=48), "block size 48"),
     (ExportOptions(precision="fp32", lm_head="int4"), "apply to --int4 exports only"),

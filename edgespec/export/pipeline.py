@@ -20,7 +20,7 @@ from .. import __version__, hub
 from ..errors import EdgespecError
 from ..formats import LazyWeights, open_weights
 from ..models import reference_model_class
-from ..models.onnx_llama import ExternalData, build_graph, gemm_linear
+from ..models.onnx_llama import ExternalData, build_graph, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
 from ..runtimes.ort import OrtBackend
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 GRAPH_FILE = "model.onnx"
 GGUF_FILE = "model.gguf"
-PRECISIONS = ("int4", "fp32")
+PRECISIONS = ("int4", "fp16", "fp32")
 LM_HEAD_CHOICES = ("int8", "int4", "fp32")
 EMBED_CHOICES = ("fp16", "fp32")
 
@@ -58,16 +58,15 @@ class ExportOptions:
         if self.gguf_type is not None and (self.format != "gguf" or self.gguf_type not in GGUF_TYPES):
             problems.append(f"--gguf-type {self.gguf_type} needs --format gguf and one of {list(GGUF_TYPES)}")
         if self.precision not in PRECISIONS:
-            problems.append(f"precision '{self.precision}' is not supported; choose one of {PRECISIONS} "
-                            "(fp16 is not implemented yet)")
+            problems.append(f"precision '{self.precision}' is not supported; choose one of {PRECISIONS}")
         if self.block_size not in BLOCK_SIZES:
             problems.append(f"block size {self.block_size} is not one of {BLOCK_SIZES}")
         if self.lm_head not in LM_HEAD_CHOICES:
             problems.append(f"lm_head '{self.lm_head}' is not one of {LM_HEAD_CHOICES}")
         if self.embed not in EMBED_CHOICES:
             problems.append(f"embed '{self.embed}' is not one of {EMBED_CHOICES}")
-        if self.precision == "fp32" and (self.lm_head != "int8" or self.embed != "fp16"):
-            problems.append("--lm-head / --embed choices apply to --int4 exports only")
+        if self.precision != "int4" and (self.lm_head != "int8" or self.embed != "fp16" or self.requantize):
+            problems.append("--lm-head / --embed / --requantize apply to --int4 exports only")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             problems.append(f"accuracy level {self.accuracy_level} is not one of 0-4")
         if problems:
@@ -136,8 +135,8 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
     try:
         graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
-                            embed_dtype=np.float16 if options.precision == "int4" and options.embed == "fp16"
-                            else np.float32, external=external)
+                            embed_dtype=np.float32 if options.precision == "fp32" or options.embed == "fp32"
+                            else np.float16, external=external)
     finally:
         external.close()
     log.info("writing %s", GRAPH_FILE)
@@ -172,6 +171,8 @@ def _write_gguf_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
 def _strategies(source, options: ExportOptions):
     if options.precision == "fp32":
         return gemm_linear, gemm_linear
+    if options.precision == "fp16":
+        return fp16_linear, fp16_linear
     layers = QuantizedLinear(source, 4, options.block_size, options.accuracy_level,
                              keep_gguf_blocks=not options.requantize)
     if options.lm_head == "fp32":

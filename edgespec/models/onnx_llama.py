@@ -109,6 +109,14 @@ def gemm_linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
     g.node("Gemm", [x, g.weight(canonical)], [out], transB=1)
 
 
+def fp16_linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
+    """fp16 weights and product (onnxruntime's CPU Gemm has an fp16 kernel); activations stay fp32
+    between layers, so norms, attention and the residual stream keep full precision."""
+    w16 = g.constant(canonical + ".fp16", np.asarray(g.weights[canonical], dtype=np.float16))
+    y16 = g.node("Gemm", [g.node("Cast", [x], to=TensorProto.FLOAT16), w16], transB=1)
+    g.node("Cast", [y16], [out], to=TensorProto.FLOAT)
+
+
 def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len: int,
                 linear: Linear | None = None, lm_head_linear: Linear | None = None,
                 embed_dtype=np.float32, external: ExternalData | None = None) -> onnx.ModelProto:
@@ -150,7 +158,9 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     g.constant("axes0", np.array([0], np.int64))
 
     ids = g.node("Squeeze", ["input_ids", "axes0"])  # [T]
-    embed = g.constant("embed.table", np.asarray(weights["embed"], dtype=embed_dtype))
+    # Named like fp16_linear's copy, so a tied fp16 lm_head reuses this table instead of a second one.
+    embed = g.constant("embed.fp16" if np.dtype(embed_dtype) == np.float16 else "embed.table",
+                       np.asarray(weights["embed"], dtype=embed_dtype))
     h = g.node("Gather", [embed, ids])  # [T, d]
     if np.dtype(embed_dtype) != np.float32:
         h = g.node("Cast", [h], to=TensorProto.FLOAT)
