@@ -42,6 +42,17 @@ def perplexity(logits: np.ndarray, tokens: list[int]) -> float:
     return float(np.exp(nll / (len(tokens) - 1)))
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so one engine's
+    memory does not add to the next one's peak."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 class LlamaCppLogits:
     """llama.cpp as a teacher-forcing engine: forward(tokens) -> logits of every position."""
 
@@ -80,13 +91,16 @@ def validate(make_decoder, make_reference, tokenizer, precision: str, n_tokens: 
     near the largest of them rather than their sum.
     """
     texts = {name: tokenizer.encode(make_text(), add_bos=False)[:n_tokens] for name, make_text in TEXT_SETS.items()}
+    log.info("validation: running the export on %d tokens per text", n_tokens)
     decoder = make_decoder()
     ours = {}
     for name, tokens in texts.items():
         decoder.reset()
         ours[name] = decoder.forward(tokens)
     del decoder
+    _release_freed_memory()
     report: dict = {"tokens_per_text": n_tokens}
+    log.info("validation: running the fp32 reference")
     reference = make_reference()
     for name, tokens in texts.items():
         ref = reference.forward(np.asarray(tokens))
@@ -95,6 +109,9 @@ def validate(make_decoder, make_reference, tokenizer, precision: str, n_tokens: 
                         "perplexity": perplexity(ours[name], tokens), "reference_perplexity": perplexity(ref, tokens)}
         del ref
     del reference, ours
+    _release_freed_memory()
+    if precision != "fp32" and gguf_source is not None:
+        log.info("validation: running llama.cpp on the source GGUF")
     for name, tokens in texts.items():
         if precision != "fp32" and gguf_source is not None:
             theirs = llamacpp_logits(gguf_source, tokens)

@@ -34,6 +34,10 @@ class LazyWeights:
             raise KeyError(name)
         return self.source.tensor(name)
 
+    def rows(self, name: str, index):
+        """Rows of a 2-D tensor without dequantizing the rest of it."""
+        return self.source.rows(name, index)
+
     def __contains__(self, name) -> bool:
         return name in self._names
 

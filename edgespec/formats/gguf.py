@@ -105,6 +105,15 @@ class GGUFModel:
         t = self._canonical[canonical]
         return RawTensor(GGMLQuantizationType(t.tensor_type), self.shape(canonical), np.asarray(t.data))
 
+    def rows(self, canonical: str, index) -> np.ndarray:
+        """Rows `index` of a 2-D tensor, dequantizing only those rows (embedding lookups, chunked lm_head)."""
+        t = self._canonical[canonical]
+        if canonical.rsplit(".", 1)[-1] in ("q", "k"):
+            return self.tensor(canonical)[index]  # permuted rows: take them from the whole tensor
+        raw = np.asarray(t.data)
+        picked = raw.reshape(self.shape(canonical)[0], -1)[index]
+        return dequantize(picked, t.tensor_type, (picked.shape[0], self.shape(canonical)[1]), t.name)
+
     def tensor(self, canonical: str) -> np.ndarray:
         """float32, canonical (HF) layout: [out, in]; llama Q/K rows in rotate-half order."""
         t = self._canonical[canonical]

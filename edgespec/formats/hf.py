@@ -54,6 +54,9 @@ class HFModel:
     def shape(self, canonical: str) -> tuple[int, ...]:
         return tuple(self._tensors[canonical][1]["shape"])
 
+    def rows(self, canonical: str, index) -> np.ndarray:
+        return self.tensor(canonical)[index]
+
     def tensor(self, canonical: str) -> np.ndarray:
         file, info = self._tensors[canonical]
         dtype = info["dtype"]

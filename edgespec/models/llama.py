@@ -134,12 +134,22 @@ class LlamaReference:
             mask = causal_mask(past, len(tokens))
         bias = np.where(mask, 0.0, -np.inf).astype(np.float32)
 
-        h = np.asarray(self.w["embed"][tokens], dtype=np.float32)  # [T, d]
+        h = self._rows("embed", tokens)  # [T, d]
         first_call = not cache.keys
         for i in range(self.config.num_layers):
             h = self._layer(i, h, positions, bias, cache, first_call)
         h = rms_norm(h, self.w["final_norm"], self.config.rms_norm_eps)
-        return h @ self.w[self._lm_head].T
+        if not hasattr(self.w, "rows"):
+            return h @ self.w[self._lm_head].T
+        # Lazy weights: the vocabulary matrix in slices, never whole in fp32.
+        vocab, step = self.config.vocab_size, 16384
+        return np.concatenate([h @ self._rows(self._lm_head, np.arange(i, min(i + step, vocab))).T
+                               for i in range(0, vocab, step)], axis=1)
+
+    def _rows(self, name: str, index) -> np.ndarray:
+        if hasattr(self.w, "rows"):
+            return np.asarray(self.w.rows(name, np.asarray(index)), dtype=np.float32)
+        return np.asarray(self.w[name][index], dtype=np.float32)
 
     def _layer(self, i, h, positions, bias, cache, first_call):
         c, w = self.config, self.w
