@@ -12,8 +12,10 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
@@ -27,17 +29,39 @@ _CONTRACTIONS = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 _LLAMA3 = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _QWEN2 = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
-# tokenizer.ggml.pre -> the regexes llama.cpp splits with, in order.
+_DIGITS_GPT2 = (r"\p{N}", _GPT2)
+_DEFAULT = (r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]")
+
+# tokenizer.ggml.pre -> the regexes llama.cpp splits with, in order (data from llama.cpp's
+# src/llama-vocab.cpp, llm_tokenizer_bpe). The first names are the ones export/gguf_writer.py
+# writes back for a tokenizer.json, so they come first; the rest are llama.cpp's aliases.
 PRE_TOKENIZER_REGEXES: dict[str, tuple[str, ...]] = {
-    "smollm": (r"\p{N}", _GPT2),
-    "starcoder": (r"\p{N}", _GPT2),
-    "refact": (r"\p{N}", _GPT2),
+    "smollm": _DIGITS_GPT2,
+    "starcoder": _DIGITS_GPT2,
+    "refact": _DIGITS_GPT2,
     "gpt-2": (_GPT2,),
     "qwen2": (_QWEN2,),
     "llama-bpe": (_LLAMA3,),
     "llama3": (_LLAMA3,),
+    "default": _DEFAULT,
+    "llama-v3": (_LLAMA3,),
+    "falcon3": (_LLAMA3,),
+    "dbrx": (_LLAMA3,),
+    "smaug-bpe": (_LLAMA3,),
+    "command-r": _DIGITS_GPT2,
+    "codeshell": _DIGITS_GPT2,
+    "exaone": _DIGITS_GPT2,
+    "minerva-7b": _DIGITS_GPT2,
+    "phi-2": (_GPT2,),
+    "mpt": (_GPT2,),
+    "olmo": (_GPT2,),
+    "jais": (_GPT2,),
+    "stablelm2": (_QWEN2,),
+    "deepseek-r1-qwen": (_QWEN2,),
+    "megrez": (_QWEN2,),
 }
-_IGNORE_MERGES = {"llama-bpe", "llama3"}  # llama.cpp: a word already in the vocab is not merged
+# llama.cpp: a pre-tokenized word that is already a token is not merged further, and BOS is on by default
+_LLAMA3_FAMILY = {"llama-bpe", "llama3", "llama-v3", "falcon3"}
 _TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED = 3, 4
 _END_OF_TURN = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
@@ -58,19 +82,24 @@ class Tokenizer:
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_gguf(cls, metadata: Mapping[str, Any]) -> "Tokenizer":
+    def from_gguf(cls, metadata: Mapping[str, Any]) -> Tokenizer:
         kind = metadata.get("tokenizer.ggml.model")
         if kind != "gpt2":
             raise TokenizerError(f"tokenizer model '{kind}' is not supported; supported: gpt2 (byte-level BPE)")
-        pre = metadata.get("tokenizer.ggml.pre", "default")
+        pre = metadata.get("tokenizer.ggml.pre") or "default"
+        if not metadata.get("tokenizer.ggml.pre"):
+            log.warning("the GGUF names no pre-tokenizer (tokenizer.ggml.pre); using llama.cpp's 'default' "
+                        "splitting, which may not be the model's own")
         if pre not in PRE_TOKENIZER_REGEXES:
             raise TokenizerError(f"pre-tokenizer '{pre}' is not supported; supported: "
                                  f"{', '.join(PRE_TOKENIZER_REGEXES)}")
-        tokens: list[str] = metadata["tokenizer.ggml.tokens"]
+        tokens: list[str] | None = metadata.get("tokenizer.ggml.tokens")
+        if not tokens:
+            raise TokenizerError("the GGUF has no vocabulary (tokenizer.ggml.tokens); it cannot be tokenized")
         types: list[int] = metadata.get("tokenizer.ggml.token_type") or [1] * len(tokens)
         merges = [tuple(m.split(" ", 1)) for m in metadata.get("tokenizer.ggml.merges", [])]
         vocab = {t: i for i, t in enumerate(tokens)}
-        hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=pre in _IGNORE_MERGES))
+        hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=pre in _LLAMA3_FAMILY))
         hf.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_TOKENIZER_REGEXES[pre]]
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
@@ -80,12 +109,12 @@ class Tokenizer:
         hf.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
                        for i, t in enumerate(types) if t == _TOKEN_TYPE_USER_DEFINED])
         eot = metadata.get("tokenizer.ggml.eot_token_id")
+        add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", pre in _LLAMA3_FAMILY))
         return cls(hf, metadata.get("tokenizer.ggml.bos_token_id"), metadata.get("tokenizer.ggml.eos_token_id"),
-                   bool(metadata.get("tokenizer.ggml.add_bos_token", False)), metadata.get("tokenizer.chat_template"),
-                   (eot,) if eot is not None else ())
+                   add_bos, metadata.get("tokenizer.chat_template"), (eot,) if eot is not None else ())
 
     @classmethod
-    def from_hf_dir(cls, path: str | Path) -> "Tokenizer":
+    def from_hf_dir(cls, path: str | Path) -> Tokenizer:
         path = Path(path)
         file = path / "tokenizer.json"
         if not file.is_file():
@@ -144,19 +173,26 @@ class Tokenizer:
             return piece.encode("utf-8")  # added tokens are stored as plain text
         return bytes(self._byte_decoder[c] for c in piece)
 
-    def stream_decoder(self) -> "StreamDecoder":
+    def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)
 
     # --- chat ---------------------------------------------------------------------------------
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, **extra: Any) -> str:
+        """The chat rendered with the model's jinja template (as HF transformers renders it);
+        `extra` (tools=..., documents=...) is passed to the template."""
         if not self.chat_template:
             raise TokenizerError("this model has no chat template; use raw text (--no-chat-template)")
         if self._template is None:
             self._template = _compile_template(self.chat_template)
-        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                     bos_token=self._content(self.bos_id) or "",
-                                     eos_token=self._content(self.eos_id) or "")
+        from jinja2.exceptions import TemplateError
+
+        try:
+            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                         bos_token=self._content(self.bos_id) or "",
+                                         eos_token=self._content(self.eos_id) or "", **extra)
+        except TemplateError as exc:
+            raise TokenizerError(f"the model's chat template failed on these messages: {exc}") from None
 
 
 def tokenizer_for(kind: str, path, metadata: Mapping[str, Any], vocab_size: int) -> Tokenizer:
@@ -169,7 +205,7 @@ def tokenizer_for(kind: str, path, metadata: Mapping[str, Any], vocab_size: int)
     return tokenizer
 
 
-def chat_ids(tokenizer: "Tokenizer", messages: list[dict]) -> list[int]:
+def chat_ids(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of a chat, rendered with the model's template and ready for the assistant's turn."""
     return tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True), add_bos=False)
 
@@ -195,9 +231,11 @@ def _compile_template(source: str):
     def raise_exception(message):
         raise TokenizerError(f"chat template: {message}")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
-    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    env.filters["tojson"] = lambda value, indent=None, separators=None, sort_keys=False: json.dumps(
+        value, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys)
     try:
         return env.from_string(source)
     except TemplateError as exc:
