@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -107,6 +108,73 @@ def test_keep_compacts_an_accepted_tree_path(pair, path):
     nxt = tokens_for(ref.config, 1, seed=3)
     expected = ref.forward(np.concatenate([prefix, nodes[path], nxt]))[-1]
     assert np.abs(decoder.forward(nxt)[0] - expected).max() <= TOL
+
+
+def test_kv_is_written_in_place_and_skipped_layers_are_untouched(pair):
+    decoder, ref, _ = pair
+    tokens = tokens_for(ref.config, 8)
+    decoder.forward(tokens[:5])
+    before = [buffer.copy() for buffer in decoder.kv]
+    assert all(b[:, :, :5].any() and not b[:, :, 5:].any() for b in before)
+    decoder.forward(tokens[5:8])  # present_* is the past_* buffer: rows [5, 8) appear in the numpy arrays
+    for old, new in zip(before, decoder.kv):
+        np.testing.assert_array_equal(new[:, :, :5], old[:, :, :5])
+        assert new[:, :, 5:8].all(axis=-1).any() and not new[:, :, 8:].any()
+    decoder.rollback(3)
+    before = [buffer.copy() for buffer in decoder.kv]
+    plan = np.ones(ref.config.num_layers, dtype=bool)
+    plan[1] = False
+    decoder.forward(tokens_for(ref.config, 2, seed=9), plan=plan)  # new tokens where the rolled-back ones were
+    np.testing.assert_array_equal(decoder.kv[2], before[2])  # layer 1's K and V: not written, not copied
+    np.testing.assert_array_equal(decoder.kv[3], before[3])
+    assert not np.array_equal(decoder.kv[0], before[0])  # layer 0 did write its rows
+
+
+def _run_fresh(model_bytes, config, ids, extra=None):
+    """One call on an empty cache with plain session.run (extra_embeds fed only when given)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    T = len(ids) + (0 if extra is None else len(extra))
+    bias = np.where(np.tri(T, dtype=bool), 0, -np.inf).astype(np.float32)[None, None]
+    feeds = {"input_ids": np.asarray(ids, np.int64)[None], "position_ids": np.arange(T)[None],
+             "attention_bias": bias, "seqlens_k": np.array([T - 1], np.int32),
+             "total_sequence_length": np.array(T, np.int32), "logits_index": np.arange(T),
+             "layer_mask": np.ones(config.num_layers, dtype=bool)}
+    if extra is not None:
+        feeds["extra_embeds"] = np.asarray(extra, np.float32)[None]
+    for i in range(config.num_layers):
+        for kind in ("key", "value"):
+            feeds[f"past_{kind}.{i}"] = np.zeros((1, config.num_kv_heads, MAX_LEN, config.head_dim), np.float32)
+    return session.run(["logits"], feeds)[0]
+
+
+def test_extra_embeds_are_appended_after_the_tokens():
+    config = TINY_CONFIGS["qwen2"]
+    weights = random_weights(config)
+    model = build_graph(config, weights, MAX_LEN, extra_embeds=True).SerializeToString()
+    tokens = tokens_for(config, 9)
+    expected = LlamaReference(config, weights).forward(tokens)
+    assert np.abs(_run_fresh(model, config, tokens) - expected).max() <= TOL  # unfed: no extra rows
+    got = _run_fresh(model, config, tokens[:6], extra=weights["embed"][tokens[6:]])
+    assert np.abs(got - expected).max() <= TOL
+
+
+@pytest.mark.realmodel
+def test_smollm2_fp32_graph_matches_reference(smollm2_gguf):
+    from edgespec.formats import open_weights
+
+    source = open_weights(smollm2_gguf)
+    weights = {name: source.tensor(name) for name in source.names()}
+    decoder = OrtBackend(build_graph(source.config, weights, MAX_LEN).SerializeToString(), source.config, MAX_LEN)
+    ref = LlamaReference(source.config, weights, materialize=False)
+    tokens = tokens_for(source.config, 24)
+    expected = ref.forward(tokens)
+    got = np.concatenate([decoder.forward(tokens[:16])] + [decoder.forward(tokens[i:i + 1]) for i in range(16, 20)]
+                         + [decoder.forward(tokens[20:])])
+    diff = np.abs(got - expected).max()
+    logging.getLogger(__name__).info("smollm2 fp32 graph vs reference: max abs logit diff %.3g", diff)
+    assert diff <= TOL
 
 
 def test_unknown_and_missing_devices_are_named():
