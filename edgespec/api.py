@@ -13,21 +13,17 @@ backend="reference" runs the numpy fp32 oracle instead (slow, exact).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from . import hub
+from .export.cached import cached_export  # noqa: F401  (public: bench and tests use it)
 from .errors import ContextOverflowError, EdgespecError
-from .formats import open_weights
-from .models import reference_model_class
 from .sampling import Sampler, SamplingParams
-from .tokenizer import chat_ids, tokenizer_for
+from .spec.engine import SpecStats, decode
+from .tokenizer import chat_ids
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +42,7 @@ class GenerationStats:
     decode_seconds: float = 0.0
     stop_reason: str = ""
     token_ids: list[int] = field(default_factory=list)
+    spec: SpecStats = field(default_factory=SpecStats)
 
     @property
     def prefill_tok_s(self) -> float:
@@ -56,63 +53,31 @@ class GenerationStats:
         return self.generated_tokens / self.decode_seconds if self.decode_seconds else 0.0
 
 
-class ReferenceSession:
-    """The numpy reference behind the same forward/rollback/reset calls as the ORT decoder."""
-
-    def __init__(self, model):
-        self.model, self.cache = model, model.new_cache()
-
-    @property
-    def cache_len(self) -> int:
-        return self.cache.length
-
-    def forward(self, tokens, positions=None, tree_mask=None, logits_for=None):
-        mask = None
-        if tree_mask is not None:
-            mask = np.concatenate([np.ones((len(tokens), self.cache.length), bool), tree_mask], axis=1)
-        logits = self.model.forward(np.asarray(tokens), self.cache, positions, mask)
-        return logits if logits_for is None else logits[np.asarray(logits_for)]
-
-    def rollback(self, n: int) -> None:
-        self.cache.rollback(n)
-
-    def reset(self) -> None:
-        self.cache = self.model.new_cache()
+BACKENDS = ("ort", "llamacpp", "reference", "auto")
 
 
 class Model:
-    """A loaded model: tokenizer + a forward backend (onnxruntime export, or the numpy reference)."""
+    """A loaded model: tokenizer + one Backend (onnxruntime, llama.cpp or the numpy reference) + a drafter."""
 
-    def __init__(self, ref: hub.ModelRef, backend: str = "ort", threads: int = 0, device: str = "cpu"):
-        self.ref = ref
-        if ref.kind == "export":
-            from .export.manifest import manifest_config, read_manifest
-            from .runtimes.ort import OrtBackend
-
-            manifest = read_manifest(ref.path)  # checks every file's sha256 first
-            if manifest.get("format") == "gguf":
-                raise EdgespecError(f"'{ref.path}' holds a GGUF for llama.cpp; the llama.cpp backend is not "
-                                    "implemented yet (issue 6) — run its model.gguf with llama.cpp")
-            self.config = manifest_config(manifest)
-            self.tokenizer = tokenizer_for("export", ref.path, {}, self.config.vocab_size)
-            self.context = manifest["max_len"]
-            self.backend = OrtBackend(str(ref.path / manifest["graph"]["file"]), self.config, self.context, threads,
-                                      device)
-            self.backend_name = f"onnxruntime {manifest['quantization']['precision']}"
-        else:
-            source = open_weights(ref.path)
-            self.config = source.config
-            self.tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, self.config.vocab_size)
-            self.context = self.config.max_position_embeddings
-            log.info("loading %s (%s, %d layers) on the numpy reference backend", ref.name,
-                     self.config.architecture, self.config.num_layers)
-            self.backend = ReferenceSession(reference_model_class(self.config.architecture).from_source(source))
-            self.backend_name = "numpy reference"
+    def __init__(self, ref: hub.ModelRef, backend, tokenizer, config, context: int, backend_name: str):
+        self.ref, self.backend, self.tokenizer, self.config = ref, backend, tokenizer, config
+        self.context, self.backend_name = context, backend_name
+        self.drafter, self.spec_name, self.budget, self.exact = None, "off", 0, False
         self.last_stats = GenerationStats()
 
     @property
     def context_length(self) -> int:
         return self.context
+
+    def set_spec(self, spec: str = "off", budget: int = 8, exact: bool = False) -> None:
+        """Choose the drafter: off | ngram | layerskip | auto | draft:MODEL (see edgespec.spec.drafters).
+
+        exact: every pass has >= 2 rows, so the output is bit-identical with or without speculation
+        (see edgespec.spec.engine); otherwise the two may differ at numerical near-ties."""
+        from .spec.drafters.select import make_drafter
+
+        self.drafter, self.spec_name, self.exact = make_drafter(spec, self), spec, exact
+        self.budget = budget if self.drafter is not None else 0
 
     def chat_prompt(self, messages: list[dict]) -> list[int]:
         return chat_ids(self.tokenizer, messages)
@@ -131,36 +96,35 @@ class Model:
                 f"prompt of {len(ids)} tokens does not fit the context of {self.context_length} tokens")
         max_tokens = min(max_tokens, self.context_length - len(ids))
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
-        sampler, detok = Sampler(sampling), self.tokenizer.stream_decoder()
+        detok = self.tokenizer.stream_decoder()
         self.backend.reset()
-
-        start = time.perf_counter()
-        logits = self.backend.forward(ids, logits_for=[len(ids) - 1])[-1]
-        stats.prefill_seconds = time.perf_counter() - start
+        events = decode(self.backend, ids, Sampler(sampling), max_tokens, self.drafter, self.budget, stats.spec,
+                        exact=self.exact)
         start = time.perf_counter()
         stats.stop_reason = "length"
-        pending, history = "", list(ids)  # pending: text held back while it could begin a stop string
-        for _ in range(max_tokens):
-            token = sampler(logits, history)
-            if stop_on_eos and token in self.tokenizer.stop_ids:
-                stats.stop_reason = "eos"
-                break
-            history.append(token)
-            stats.token_ids.append(token)
-            stats.generated_tokens += 1
-            pending += detok.push(token)
-            hits = [i for s in stop if s and (i := pending.find(s)) >= 0]
-            if hits:
-                stats.stop_reason = "stop"
-                yield TokenEvent(token, pending[:min(hits)])
-                break
-            hold = _stop_prefix_length(pending, stop)
-            yield TokenEvent(token, pending[:len(pending) - hold])
-            pending = pending[len(pending) - hold:]
-            if stats.generated_tokens == max_tokens:
-                break
-            logits = self.backend.forward([token])[-1]
-        stats.decode_seconds = time.perf_counter() - start
+        pending = ""  # text held back while it could begin a stop string
+        try:
+            for event in events:
+                if stats.generated_tokens == 0:
+                    stats.prefill_seconds, start = time.perf_counter() - start, time.perf_counter()
+                token = event.token
+                if stop_on_eos and token in self.tokenizer.stop_ids:
+                    stats.stop_reason = "eos"
+                    break
+                stats.token_ids.append(token)
+                stats.generated_tokens += 1
+                pending += detok.push(token)
+                hits = [i for s in stop if s and (i := pending.find(s)) >= 0]
+                if hits:
+                    stats.stop_reason = "stop"
+                    yield TokenEvent(token, pending[:min(hits)])
+                    break
+                hold = _stop_prefix_length(pending, stop)
+                yield TokenEvent(token, pending[:len(pending) - hold])
+                pending = pending[len(pending) - hold:]
+        finally:
+            events.close()  # the engine trims the cache to what was taken
+            stats.decode_seconds = time.perf_counter() - start
         tail = pending + detok.flush()
         if tail and stats.stop_reason != "stop":
             yield TokenEvent(-1, tail)
@@ -172,38 +136,26 @@ def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
                default=0)
 
 
-def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, device: str = "cpu") -> Model:
+def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, device: str = "cpu",
+         context: int = 4096) -> Model:
     """spec: a known model name, a .gguf file, an HF directory or an export directory.
 
     backend "ort": sources are exported to int4 ONNX once, cached, and run on onnxruntime.
+    backend "llamacpp": a GGUF (a known model's, a file, or an `export --format gguf`) on llama.cpp.
+    backend "auto": whichever of the two decodes faster here (measured once, cached).
     backend "reference": the numpy fp32 reference model (exact, slow; exports are refused).
     """
-    if backend == "llamacpp":
-        raise EdgespecError("the llama.cpp backend is not implemented yet (issue 6); use --backend ort or reference")
-    if backend not in ("ort", "reference"):
-        raise EdgespecError(f"backend '{backend}' is not available; choose ort or reference")
+    from .runtimes import open_backend
+
+    if backend not in BACKENDS:
+        raise EdgespecError(f"backend '{backend}' is not available; choose one of {', '.join(BACKENDS)}")
     if device != "cpu":
+        if backend not in ("ort", "auto"):
+            raise EdgespecError(f"--device {device} needs the onnxruntime backend, not '{backend}'")
         from .runtimes.ort import providers_for
 
         providers_for(device)  # fail before any export work
+        backend = "ort"
     ref = hub.resolve_model(spec)
-    if backend == "reference":
-        if ref.kind == "export":
-            raise EdgespecError("the reference backend needs the source weights, not an export directory")
-        return Model(ref, "reference")
-    if ref.kind != "export":
-        ref = hub.ModelRef("export", cached_export(ref), ref.name)
-    return Model(ref, "ort", threads, device)
-
-
-def cached_export(ref: hub.ModelRef) -> Path:
-    """The default int4 export of a source, made on first use under EDGESPEC_CACHE/exports."""
-    from .export.pipeline import export
-
-    stat = Path(ref.path).stat()
-    key = hashlib.sha256(f"{Path(ref.path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    out = hub.cache_dir() / "exports" / f"{ref.name}-int4-{key}"
-    if not (out / "edgespec.json").is_file():
-        log.info("first use of %s: exporting it to int4 ONNX in %s", ref.name, out)
-        export(ref.name if ref.name in hub.KNOWN_MODELS else str(ref.path), out, force=True)
-    return out
+    opened = open_backend(ref, backend, threads=threads, device=device, context=context)
+    return Model(ref, opened.backend, opened.tokenizer, opened.config, opened.context, opened.description)

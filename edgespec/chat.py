@@ -18,9 +18,9 @@ HELP = "commands: /reset  /stats  /system TEXT  /exit   (Ctrl-C stops an answer)
 
 
 def run_chat(args, sampling) -> int:
-    from . import api
+    from .cli import load_model
 
-    model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    model = load_model(args)
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict") if hasattr(sys.stdin, "buffer") \
         else sys.stdin
     system = args.system
@@ -96,4 +96,11 @@ def _fit_prompt(model, system, history) -> list[int]:
 def _footer(model) -> str:
     s = model.last_stats
     return (f"[{s.generated_tokens} tokens, prefill {s.prefill_tok_s:.1f} tok/s, decode {s.decode_tok_s:.1f} tok/s, "
-            f"{model.backend_name}, stop: {s.stop_reason or '-'}]")
+            f"{model.backend_name}{_acceptance(model)}, stop: {s.stop_reason or '-'}]")
+
+
+def _acceptance(model) -> str:
+    spec = model.last_stats.spec
+    if model.drafter is None or not spec.steps:
+        return ""
+    return f", spec {model.spec_name}: {spec.tokens_per_step:.2f} tok/step ({spec.accepted}/{spec.drafted} drafts kept)"

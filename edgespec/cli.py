@@ -102,13 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="ort", choices=["ort", "llamacpp", "reference"],
-                   help="ort: int4 ONNX export on onnxruntime (made and cached on first use); "
-                        "reference: the numpy fp32 oracle (slow); llamacpp: not yet")
+    p.add_argument("--backend", default="ort", choices=["ort", "llamacpp", "auto", "reference"],
+                   help="ort: int4 ONNX export on onnxruntime (made and cached on first use); llamacpp: the GGUF "
+                        "on llama.cpp; auto: the faster of the two here (measured once); reference: numpy fp32")
     p.add_argument("--device", default="cpu", help="onnxruntime device: cpu, xnnpack, qnn, nnapi, coreml, "
                                                    "openvino, webgpu, dml, cuda (if this build has it)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
-    p.add_argument("--spec", default="off", help="speculative decoding: off (speculation is not implemented yet)")
+    p.add_argument("--threads", type=int, default=0, help="compute threads (0 = all physical cores)")
+    p.add_argument("--context", type=int, default=4096, help="context length in tokens (KV cache size)")
+    p.add_argument("--spec", default="off", help="speculative decoding: off, ngram (prompt lookup), layerskip "
+                                                 "(ort), draft:MODEL (a smaller model, same vocabulary), auto")
+    p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=0)
@@ -122,8 +125,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 def _sampling(args):
     from .sampling import SamplingParams
 
-    if args.spec != "off":
-        raise EdgespecError(f"--spec {args.spec}: speculative decoding is not implemented yet; use --spec off")
+    from .spec.drafters.select import check_spec
+
+    check_spec(args.spec)
     return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repetition_penalty=args.repetition_penalty, seed=args.seed)
 
@@ -211,7 +215,7 @@ def cmd_generate(args) -> int:
     from . import api
 
     sampling = _sampling(args)  # validate before the (slow) load
-    model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    model = load_model(args)
     if args.no_chat_template:
         prompt = model.tokenizer.encode(args.prompt)
     else:
@@ -231,13 +235,25 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def load_model(args):
+    from . import api
+
+    model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
+                     context=args.context)
+    model.set_spec(args.spec, args.draft_budget)
+    log.info("%s on %s, speculation: %s", model.ref.name, model.backend_name, model.spec_name)
+    return model
+
+
 def _stats_dict(model) -> dict:
     from .sysinfo import peak_rss
 
     s = model.last_stats
     return {"backend": model.backend_name, "prompt_tokens": s.prompt_tokens, "tokens": s.generated_tokens,
             "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
-            "stop_reason": s.stop_reason, "accepted_drafts_per_step": 0.0,  # no speculation yet
+            "stop_reason": s.stop_reason, "spec": model.spec_name,
+            "accepted_drafts_per_step": round(s.spec.accepted / s.spec.steps, 3) if s.spec.steps else 0.0,
+            "tokens_per_step": round(s.spec.tokens_per_step, 3), "spec_stats": s.spec.as_dict(),
             "peak_rss_mb": round(peak_rss() / 2**20, 1)}
 
 

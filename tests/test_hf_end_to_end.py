@@ -70,5 +70,7 @@ def test_gguf_to_q4_0_gguf(tmp_path, smollm2_gguf):
     print(v)
     # Q4_1 -> Q4_0 is a second rounding of every weight: smollm2 loses ~7% perplexity here (Q8_0: ~0%)
     assert v["perplexity"] < 1.15 * v["reference_perplexity"]
-    with pytest.raises(EdgespecError, match="holds a GGUF for llama.cpp"):
+    with pytest.raises(EdgespecError, match="holds a GGUF export; run it with --backend llamacpp"):
         load(str(out))
+    on_llamacpp = load(str(out), backend="llamacpp", context=256)  # the GGUF export serves the llama.cpp backend
+    assert len(list(on_llamacpp.generate("The capital of France is", max_tokens=8, stop_on_eos=False))) >= 8

@@ -71,5 +71,6 @@ def test_prompt_longer_than_context(model):
 def test_cli_refuses_unknown_device_and_missing_backend(smollm2_gguf):
     assert_clean_error(run_cli("generate", str(smollm2_gguf), "-p", "hi", "--device", "qnn"), "QNNExecutionProvider",
                        "CPUExecutionProvider")
-    assert_clean_error(run_cli("generate", str(smollm2_gguf), "-p", "hi", "--backend", "llamacpp"), "not implemented")
-    assert_clean_error(run_cli("generate", str(smollm2_gguf), "-p", "hi", "--spec", "ngram"), "--spec ngram")
+    assert_clean_error(run_cli("generate", str(smollm2_gguf), "-p", "hi", "--backend", "llamacpp", "--device", "qnn"),
+                       "--device qnn needs the onnxruntime backend")
+    assert_clean_error(run_cli("generate", str(smollm2_gguf), "-p", "hi", "--spec", "magic"), "unknown --spec 'magic'")

@@ -1,0 +1,107 @@
+"""Backends behind one contract (base.Backend): onnxruntime, llama.cpp, the numpy reference.
+
+`open_backend` turns a model reference into a ready backend plus its tokenizer and config:
+sources are exported on first use when the backend needs it (int4 ONNX for onnxruntime,
+a GGUF for llama.cpp when the source is an HF directory), and "auto" picks the faster one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import hub
+from ..errors import EdgespecError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Opened:
+    backend: object
+    tokenizer: object
+    config: object
+    context: int
+    description: str
+    source: Path | None = None  # the weights file/dir behind it
+
+
+def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "cpu", context: int = 4096) -> Opened:
+    if kind == "auto":
+        from .auto import choose_backend
+
+        kind, why = choose_backend(ref, threads, context)
+        opened = open_backend(ref, kind, threads, device, context)
+        opened.description += f" (auto: {why})"
+        return opened
+    if kind == "reference":
+        return _open_reference(ref, context)
+    if kind == "llamacpp":
+        return _open_llamacpp(ref, threads, context)
+    return _open_ort(ref, threads, device)
+
+
+def _open_ort(ref: hub.ModelRef, threads: int, device: str) -> Opened:
+    from ..export.cached import cached_export
+    from ..export.manifest import manifest_config, read_manifest
+    from ..tokenizer import tokenizer_for
+    from .ort import OrtBackend
+
+    if ref.kind != "export":
+        ref = hub.ModelRef("export", cached_export(ref), ref.name)
+    manifest = read_manifest(ref.path)  # checks every file's sha256 first
+    if manifest.get("format") == "gguf":
+        raise EdgespecError(f"'{ref.path}' holds a GGUF export; run it with --backend llamacpp")
+    config = manifest_config(manifest)
+    tokenizer = tokenizer_for("export", ref.path, {}, config.vocab_size)
+    backend = OrtBackend(str(ref.path / manifest["graph"]["file"]), config, manifest["max_len"], threads, device)
+    return Opened(backend, tokenizer, config, manifest["max_len"],
+                  f"onnxruntime {manifest['quantization']['precision']}", ref.path)
+
+
+def gguf_source(ref: hub.ModelRef):
+    """(GGUF path, tokenizer, config) for llama.cpp: a GGUF as is, a GGUF export, or an HF dir exported once."""
+    from ..export.cached import cached_export
+    from ..export.manifest import manifest_config, read_manifest
+    from ..formats import open_weights
+    from ..tokenizer import tokenizer_for
+
+    if ref.kind == "hf":
+        ref = hub.ModelRef("export", cached_export(ref, fmt="gguf"), ref.name)
+    if ref.kind == "export":
+        manifest = read_manifest(ref.path)
+        if manifest.get("format") != "gguf":
+            raise EdgespecError(f"'{ref.path}' is an ONNX export; llama.cpp needs a GGUF: use the source model, or "
+                                f"`edgespec export {manifest['source']['name']} --format gguf`")
+        config = manifest_config(manifest)
+        return ref.path / manifest["gguf"]["file"], tokenizer_for("export", ref.path, {}, config.vocab_size), config
+    source = open_weights(ref.path)  # checks the GGUF header, architecture and quant types
+    return ref.path, tokenizer_for("gguf", ref.path, source.metadata, source.config.vocab_size), source.config
+
+
+def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int) -> Opened:
+    from .llamacpp import LlamaCppBackend
+
+    path, tokenizer, config = gguf_source(ref)
+    n_ctx = min(context, config.max_position_embeddings)
+    backend = LlamaCppBackend(path, config, n_ctx, threads)
+    return Opened(backend, tokenizer, config, n_ctx, f"llama.cpp ({path.name})", Path(path))
+
+
+def _open_reference(ref: hub.ModelRef, context: int) -> Opened:
+    from ..formats import open_weights
+    from ..models import reference_model_class
+    from ..tokenizer import tokenizer_for
+    from .reference import ReferenceBackend
+
+    if ref.kind == "export":
+        raise EdgespecError("the reference backend needs the source weights, not an export directory")
+    source = open_weights(ref.path)
+    config = source.config
+    tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, config.vocab_size)
+    log.info("loading %s (%s, %d layers) on the numpy reference backend", ref.name, config.architecture,
+             config.num_layers)
+    n_ctx = min(context, config.max_position_embeddings)
+    model = reference_model_class(config.architecture).from_source(source)
+    return Opened(ReferenceBackend(model, n_ctx), tokenizer, config, n_ctx, "numpy reference", Path(ref.path))

@@ -49,6 +49,8 @@ def providers_for(device: str) -> list[str]:
 
 
 class OrtBackend:
+    name = "ort"
+
     def __init__(self, model_path_or_bytes, config: ModelConfig, max_len: int, threads: int = 0,
                  device: str = "cpu"):
         self.config, self.max_len = config, max_len
@@ -71,6 +73,9 @@ class OrtBackend:
                 value = ort.OrtValue.ortvalue_from_numpy(self.kv[2 * i + j])
                 self.binding.bind_ortvalue_input(f"past_{kind}.{i}", value)
                 self.binding.bind_ortvalue_output(f"present_{kind}.{i}", value)
+
+    def supports_plan(self) -> bool:
+        return True
 
     def forward(self, tokens, positions=None, tree_mask=None, logits_for=None, plan=None) -> np.ndarray:
         """Logits [N, vocab] for the rows `logits_for` (default: all T) of T new tokens.

@@ -1,0 +1,41 @@
+"""The Backend contract: the only thing the decoding engine knows about execution.
+
+Every backend keeps a KV cache of `cache_len` tokens and appends to it on `forward`.
+Speculative entries are dropped with `rollback(n)` or compacted with `keep(indices)`
+(e.g. the accepted root-to-node path of a token tree) without copying the cache.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    max_len: int
+
+    @property
+    def cache_len(self) -> int: ...
+
+    def forward(self, tokens: Sequence[int], positions=None, tree_mask=None, logits_for=None,
+                plan=None) -> np.ndarray:
+        """Append T tokens; logits [N, vocab] for rows `logits_for` (default all T).
+
+        positions [T] default cache_len + arange(T); tree_mask [T, T] bool (True = may attend,
+        default causal; the cached past is always visible); plan: a layer mask [L] bool."""
+
+    def rollback(self, n: int) -> None:
+        """Forget the last n cached tokens."""
+
+    def keep(self, indices) -> None:
+        """Of the last forward's tokens keep only `indices` (in order) — a root-to-node path of its tree."""
+
+    def reset(self) -> None: ...
+
+    def memory(self) -> dict[str, int]: ...
+
+    def supports_plan(self) -> bool:
+        """Whether `plan` (running a subset of layers) is available on this backend."""

@@ -1,0 +1,1 @@
+"""Self-speculative decoding: draft trees, lossless verification, the decode loop, drafters."""

@@ -1,0 +1,68 @@
+"""Prompt lookup / n-gram drafting: copy what followed earlier occurrences of the current suffix.
+
+Free (no model call): an index from every n-gram of the context (n = max_ngram..min_ngram)
+to the positions right after its occurrences, updated incrementally as the context grows.
+The longest suffix that occurred before wins; up to `branches` distinct continuations
+(most recent first) share their common prefixes in one tree.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..tree import DraftTree
+
+
+class NgramDrafter:
+    name = "ngram"
+
+    def __init__(self, max_ngram: int = 4, min_ngram: int = 1, branches: int = 3, max_depth: int = 8):
+        self.max_ngram, self.min_ngram, self.branches, self.max_depth = max_ngram, min_ngram, branches, max_depth
+        self.reset()
+
+    def reset(self) -> None:
+        self._tokens: list[int] = []
+        self._ends: dict[tuple[int, ...], list[int]] = {}  # n-gram -> positions just after each occurrence
+        self.last_match = 0  # n of the suffix that matched in the last proposal (0: none)
+
+    def _index(self, context: Sequence[int]) -> None:
+        n_old = len(self._tokens)
+        if len(context) < n_old or (n_old and context[n_old - 1] != self._tokens[-1]):
+            self.reset()  # a different context: start over
+            n_old = 0
+        self._tokens.extend(context[n_old:])
+        tokens = self._tokens
+        for end in range(n_old + 1, len(tokens) + 1):
+            for n in range(self.min_ngram, min(self.max_ngram, end) + 1):
+                self._ends.setdefault(tuple(tokens[end - n:end]), []).append(end)
+
+    def candidates(self, context: Sequence[int], depth: int) -> list[list[int]]:
+        """Up to `branches` distinct continuations of the longest earlier-seen suffix of `context`."""
+        self._index(context)
+        tokens, length = self._tokens, len(self._tokens)
+        self.last_match = 0
+        for n in range(min(self.max_ngram, length), self.min_ngram - 1, -1):
+            found: list[list[int]] = []
+            for end in reversed(self._ends.get(tuple(tokens[length - n:]), ())):
+                continuation = tokens[end:end + depth]
+                if end < length and continuation and continuation not in found:
+                    found.append(continuation)
+                    if len(found) == self.branches:
+                        break
+            if found:
+                self.last_match = n
+                return found
+        return []
+
+    def propose(self, context: Sequence[int], budget: int) -> DraftTree:
+        tree = DraftTree()
+        for continuation in self.candidates(context, min(self.max_depth, budget)):
+            parent = -1
+            for token in continuation:
+                if len(tree) == budget and token not in [tree.tokens[c] for c in tree.children(parent)]:
+                    return tree
+                parent = tree.add(token, parent)
+        return tree
+
+    def observe(self, accepted: Sequence[int]) -> None:
+        pass  # the index catches up from the context on the next proposal
