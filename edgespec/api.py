@@ -59,8 +59,10 @@ BACKENDS = ("ort", "llamacpp", "reference", "auto")
 class Model:
     """A loaded model: tokenizer + one Backend (onnxruntime, llama.cpp or the numpy reference) + a drafter."""
 
-    def __init__(self, ref: hub.ModelRef, backend, tokenizer, config, context: int, backend_name: str):
+    def __init__(self, ref: hub.ModelRef, backend, tokenizer, config, context: int, backend_name: str,
+                 source=None, threads: int = 0):
         self.ref, self.backend, self.tokenizer, self.config = ref, backend, tokenizer, config
+        self.source, self.threads = source, threads  # the export dir / weights file the backend runs
         self.context, self.backend_name = context, backend_name
         self.drafter, self.spec_name, self.budget, self.exact = None, "off", 0, False
         self.last_stats = GenerationStats()
@@ -158,4 +160,5 @@ def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, 
         backend = "ort"
     ref = hub.resolve_model(spec)
     opened = open_backend(ref, backend, threads=threads, device=device, context=context)
-    return Model(ref, opened.backend, opened.tokenizer, opened.config, opened.context, opened.description)
+    return Model(ref, opened.backend, opened.tokenizer, opened.config, opened.context, opened.description,
+                 opened.source, threads)

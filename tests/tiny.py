@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgespec.config import ModelConfig
+from edgespec.spec.tree import tree_layout  # noqa: F401  (re-exported for the graph tests)
 
 TINY_CONFIGS = {
     "llama": ModelConfig(architecture="llama", vocab_size=97, hidden_size=64, intermediate_size=96, num_layers=3,
@@ -43,15 +44,6 @@ def random_weights(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
             for name, n in (("q_bias", q_out), ("k_bias", kv_out), ("v_bias", kv_out)):
                 w[p + name] = (0.1 * rng.standard_normal(n)).astype(np.float32)
     return w
-
-
-def tree_layout(parents: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """A token tree given by parent indices (-1 = child of the prefix) -> (depths, ancestor mask [n, n])."""
-    depth, mask = np.zeros(len(parents), np.int64), np.eye(len(parents), dtype=bool)
-    for i, p in enumerate(parents):  # parents come before their children
-        if p >= 0:
-            depth[i], mask[i] = depth[p] + 1, mask[i] | mask[p]
-    return depth, mask
 
 
 def root_path(parents: list[int], node: int) -> list[int]:

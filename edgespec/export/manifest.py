@@ -59,3 +59,15 @@ def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
 
 def manifest_config(manifest: dict[str, Any]) -> ModelConfig:
     return ModelConfig.from_dict(manifest["config"])
+
+
+def update_drafters(directory: str | Path, entry: dict[str, Any], same=("kind", "machine", "threads")) -> None:
+    """Record a drafter's calibration in an export's manifest (replacing one for the same kind and
+    machine). Written to a temp file and renamed; the listed files and their hashes are untouched."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, verify=False)
+    drafters = [d for d in manifest.get("drafters", []) if any(d.get(k) != entry.get(k) for k in same)]
+    manifest["drafters"] = drafters + [entry]
+    tmp = directory / (MANIFEST + ".partial")
+    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(directory / MANIFEST)

@@ -1,0 +1,61 @@
+"""Layer-skip self-drafting (Draft & Verify, SWIFT): the target with some layers skipped drafts a chain.
+
+It runs on the same backend and the same weights through a layer plan (an `If` per skippable
+layer in the ONNX graph), so no second copy of the weights exists. The draft passes write
+their KV rows into the target's cache after the accepted prefix; the drafter rolls them back
+and the verify pass overwrites those rows with the full model's values.
+The skip set and chain length come from `edgespec tune` (spec/tune.py): a search on this device
+for the highest measured tokens per second, stored in the export's manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from ...errors import EdgespecError
+from ..tree import DraftTree
+
+log = logging.getLogger(__name__)
+
+
+class LayerSkipDrafter:
+    name = "layerskip"
+
+    def __init__(self, backend, num_layers: int, skip: Sequence[int], draft_len: int = 4):
+        if not backend.supports_plan():
+            raise EdgespecError(f"layer-skip drafting needs layer plans, which the {backend.name} backend does not "
+                                "have; use --backend ort, or --spec ngram / draft:MODEL")
+        bad = [i for i in skip if not 0 <= i < num_layers]
+        if bad:
+            raise EdgespecError(f"layer-skip set {list(skip)} names layers {bad} outside 0..{num_layers - 1}")
+        self.backend, self.skip, self.draft_len = backend, sorted(skip), draft_len
+        self.plan = np.ones(num_layers, dtype=bool)
+        self.plan[self.skip] = False
+
+    @classmethod
+    def for_model(cls, model) -> "LayerSkipDrafter":
+        """The tuned drafter of this model and machine (tuned now, once, if there is none yet)."""
+        from ..tune import tuned_layerskip
+
+        record = tuned_layerskip(model)
+        return cls(model.backend, model.config.num_layers, record["skip"], record["draft_len"])
+
+    def propose(self, context: Sequence[int], budget: int) -> DraftTree:
+        drafts: list[int] = []
+        token = context[-1]
+        try:
+            for _ in range(min(self.draft_len, budget)):
+                token = int(self.backend.forward([token], plan=self.plan)[-1].argmax())
+                drafts.append(token)
+        finally:  # the target's cache must hold exactly the accepted tokens again
+            self.backend.rollback(len(drafts))
+        return DraftTree.chain(drafts)
+
+    def observe(self, accepted: Sequence[int]) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass

@@ -1,0 +1,149 @@
+"""The speculative engine on tiny random fp32 models: every drafter's greedy output == plain greedy,
+token for token, on the numpy reference and on onnxruntime; the cache invariant; Ctrl-C."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgespec.errors import EdgespecError
+from edgespec.models.llama import LlamaReference
+from edgespec.models.onnx_llama import build_graph
+from edgespec.runtimes.ort import OrtBackend
+from edgespec.runtimes.reference import ReferenceBackend
+from edgespec.sampling import Sampler, SamplingParams
+from edgespec.spec.drafters.combined import CombinedDrafter
+from edgespec.spec.drafters.draft_model import DraftModelDrafter
+from edgespec.spec.drafters.layerskip import LayerSkipDrafter
+from edgespec.spec.drafters.ngram import NgramDrafter
+from edgespec.spec.engine import SpecStats, decode
+from edgespec.spec.tree import DraftTree
+
+from .tiny import TINY_CONFIGS, random_weights
+
+MAX_LEN = 128
+CONFIG = TINY_CONFIGS["llama"]
+PROMPT = [5, 17, 33, 8, 5, 17, 33, 8, 5, 17, 60, 2, 9]
+
+
+def make_backend(kind: str, seed: int = 0):
+    weights = random_weights(CONFIG, seed)
+    if kind == "reference":
+        return ReferenceBackend(LlamaReference(CONFIG, weights), MAX_LEN)
+    return OrtBackend(build_graph(CONFIG, weights, MAX_LEN).SerializeToString(), CONFIG, MAX_LEN, threads=1)
+
+
+class OracleTreeDrafter:
+    """Drafts a tree around a known continuation: the right token among wrong siblings, then
+    right-or-wrong chains below it, so every verification branch (accept, reject, bonus) happens."""
+
+    name = "oracle"
+
+    def __init__(self, truth: list[int], prompt_len: int, vocab: int, seed: int = 0):
+        self.truth, self.prompt_len, self.vocab = truth, prompt_len, vocab
+        self.rng = np.random.default_rng(seed)
+
+    def propose(self, context, budget):
+        done = len(context) - self.prompt_len  # generated so far (the root included)
+        ahead = self.truth[done:done + 4]
+        tree, parent = DraftTree(), -1
+        for depth, token in enumerate(ahead):
+            if len(tree) + 2 > budget:
+                break
+            wrong = int((token + 1 + self.rng.integers(self.vocab - 1)) % self.vocab)
+            tree.add(wrong, parent)  # a wrong sibling first
+            right = token if self.rng.random() < 0.8 else int((token + 1) % self.vocab)
+            parent = tree.add(right, parent)
+        return tree
+
+    def observe(self, accepted):
+        pass
+
+    def reset(self):
+        pass
+
+
+def run(backend, drafter=None, n=40, budget=8, exact=False, stats=None):
+    return [e.token for e in decode(backend, PROMPT, Sampler(SamplingParams()), n, drafter, budget, stats,
+                                    exact=exact)]
+
+
+@pytest.fixture(params=["reference", "ort"])
+def backend(request):
+    return make_backend(request.param)
+
+
+def _drafters(backend, truth):
+    drafters = {"ngram": NgramDrafter(), "oracle-tree": OracleTreeDrafter(truth, len(PROMPT), CONFIG.vocab_size),
+                "draft-model": DraftModelDrafter(make_backend(backend.name, seed=1), draft_len=3),
+                "self-as-draft": DraftModelDrafter(make_backend(backend.name, seed=0), draft_len=5)}
+    if backend.supports_plan():
+        drafters["layerskip"] = LayerSkipDrafter(backend, CONFIG.num_layers, [1], draft_len=3)
+        drafters["auto"] = CombinedDrafter(NgramDrafter(), drafters["layerskip"])
+    return drafters
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_every_drafter_reproduces_plain_greedy(backend, exact):
+    plain = run(backend, exact=exact)
+    for name, drafter in _drafters(backend, plain).items():
+        stats = SpecStats()
+        assert run(backend, drafter, exact=exact, stats=stats) == plain, name
+        assert backend.cache_len == len(PROMPT) + len(plain) - 1  # every emitted token but the last
+        if name in ("self-as-draft", "oracle-tree"):
+            assert stats.accepted > 0, f"{name} never had a draft accepted: {stats.as_dict()}"
+
+
+def test_exact_mode_has_no_one_row_pass(backend):
+    rows = []
+    forward = backend.forward
+    backend.forward = lambda tokens, *a, **k: rows.append(len(tokens)) or forward(tokens, *a, **k)
+    run(backend, NgramDrafter(), n=20, exact=True)
+    assert min(rows) >= 2
+
+
+def test_early_stop_leaves_exactly_the_consumed_tokens_cached(backend):
+    plain = run(backend)
+    events = decode(backend, PROMPT, Sampler(SamplingParams()), 40, OracleTreeDrafter(plain, len(PROMPT), 97), 8)
+    taken = [next(events).token for _ in range(7)]
+    events.close()  # like a stop string or EOS in the middle of an accepted run
+    assert taken == plain[:7] and backend.cache_len == len(PROMPT) + 6
+
+
+def test_ctrl_c_mid_step_rolls_back(backend):
+    plain = run(backend)
+    calls, forward = [0], backend.forward
+
+    def interrupting(tokens, *a, **k):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return forward(tokens, *a, **k)
+
+    backend.forward = interrupting
+    taken = []
+    with pytest.raises(KeyboardInterrupt):
+        for event in decode(backend, PROMPT, Sampler(SamplingParams()), 40, NgramDrafter(), 8):
+            taken.append(event.token)
+    backend.forward = forward
+    assert backend.cache_len == len(PROMPT) + len(taken) - 1
+    assert taken == plain[:len(taken)]
+    # and the cache is usable: continuing from it gives the plain continuation
+    logits = backend.forward([taken[-1]])[-1]
+    assert int(np.argmax(logits)) == plain[len(taken)]
+
+
+def test_layerskip_refuses_backends_without_plans():
+    with pytest.raises(EdgespecError, match="layer plans"):
+        LayerSkipDrafter(make_backend("reference"), CONFIG.num_layers, [1])
+    with pytest.raises(EdgespecError, match=r"names layers \[7\]"):
+        LayerSkipDrafter(make_backend("ort"), CONFIG.num_layers, [1, 7])
+
+
+def test_ngram_drafts_the_continuations_of_the_longest_match():
+    drafter = NgramDrafter(max_ngram=3, branches=2)
+    tree = drafter.propose([1, 2, 3, 4, 9, 2, 3, 5, 7, 2, 3], budget=8)
+    assert drafter.last_match == 2  # "7 2 3" never occurred before; "2 3" did, twice
+    assert tree.first_chain().tokens == [5, 7, 2, 3]  # the most recent occurrence first
+    assert [tree.tokens[i] for i in tree.children(-1)] == [5, 4] and len(tree) == 8
+    assert len(drafter.propose([1, 2, 3], budget=8)) == 0  # nothing repeats yet
