@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", help="append the markdown table to this file")
     p.add_argument("--ortgenai", help="also run onnxruntime-genai on this model dir (built by its builder)")
     p.add_argument("--peers-python", help="the Python that has onnxruntime-genai (default: this one)")
+    p.add_argument("--backend", default="ort,llamacpp",
+                   help="our backends to run, comma-separated: ort, llamacpp, auto (default: ort,llamacpp)")
+    p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, auto, "
+                                                 "draft:MODEL (default: off)")
+    p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
+    p.add_argument("--cost-curve", action="store_true",
+                   help="measure the verify cost curve c(T) on each backend instead of decoding")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("generate", help="complete one prompt")
@@ -91,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("tune", help="find this device's fastest layer-skip drafter and store it in the export")
+    p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--tokens", type=int, default=48, help="new tokens per calibration prompt")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("chat", help="interactive chat in the terminal")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
@@ -146,9 +159,23 @@ def cmd_pull(args) -> int:
 def cmd_bench(args) -> int:
     from .bench.runner import markdown, run_bench
 
-    report = run_bench(args.model, tokens=args.tokens, threads=args.threads, reps=args.reps,
-                       prompts_file=args.prompts, ortgenai_model=args.ortgenai, peers_python=args.peers_python)
-    table = markdown(report)
+    from .spec.drafters.select import check_spec
+
+    backends = _backends(args.model, args.backend.split(","), args.threads)
+    if args.cost_curve:
+        from .bench.cost import cost_markdown, run_cost_curves
+
+        curves = run_cost_curves(args.model, args.threads, backends)
+        report, table = {"model": args.model, "cost_curves": curves}, cost_markdown(args.model, curves)
+        report["machine"] = __import__("edgespec.sysinfo", fromlist=["machine_info"]).machine_info(args.threads)
+    else:
+        modes = args.spec.split(",")
+        for mode in modes:
+            check_spec(mode)
+        report = run_bench(args.model, tokens=args.tokens, threads=args.threads, reps=args.reps,
+                           prompts_file=args.prompts, ortgenai_model=args.ortgenai, peers_python=args.peers_python,
+                           backends=backends, modes=modes, budget=args.draft_budget)
+        table = markdown(report)
     print(table)
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
@@ -157,6 +184,21 @@ def cmd_bench(args) -> int:
         with open(args.markdown, "a", encoding="utf-8") as f:
             f.write(table + "\n\n")
     return 0
+
+
+def _backends(model: str, names: list[str], threads: int) -> list[str]:
+    out = []
+    for name in names:
+        if name not in ("ort", "llamacpp", "auto"):
+            raise EdgespecError(f"bench --backend: unknown backend '{name}'; expected ort, llamacpp or auto")
+        if name == "auto":
+            from .runtimes.auto import choose_backend
+
+            name, why = choose_backend(hub.resolve_model(model), threads, 4096)
+            log.info("bench: auto picked %s (%s)", name, why)
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def cmd_export(args) -> int:
@@ -255,6 +297,23 @@ def _stats_dict(model) -> dict:
             "accepted_drafts_per_step": round(s.spec.accepted / s.spec.steps, 3) if s.spec.steps else 0.0,
             "tokens_per_step": round(s.spec.tokens_per_step, 3), "spec_stats": s.spec.as_dict(),
             "peak_rss_mb": round(peak_rss() / 2**20, 1)}
+
+
+def cmd_tune(args) -> int:
+    from . import api
+    from .export.manifest import update_drafters
+    from .spec.tune import tune_layerskip
+
+    model = api.load(args.model, backend="ort", threads=args.threads)
+    record = tune_layerskip(model, tokens=args.tokens)
+    if model.source is not None:
+        update_drafters(model.source, record)
+    for row in sorted(record["candidates"], key=lambda r: -r["tok_s"]):
+        print(f"skip {row['skip']}, chain {row['draft_len']}: {row['tok_s']} tok/s, {row['tokens_per_step']} tok/step")
+    verdict = "pays" if record["pays"] else "does not pay here: --spec auto will not use it"
+    print(f"plain decoding: {record['plain_tok_s']} tok/s; best layer-skip {record['speedup']}x ({verdict}); "
+          f"stored in {model.source}/edgespec.json")
+    return 0
 
 
 def cmd_chat(args) -> int:

@@ -14,16 +14,32 @@ from .test_cli import run_cli
 
 def test_bench_smollm2(tmp_path, smollm2_gguf):
     out = tmp_path / "r.json"
-    result = run_cli("bench", str(smollm2_gguf), "--tokens", "8", "--reps", "1", "--json", str(out), timeout=600)
+    result = run_cli("bench", str(smollm2_gguf), "--tokens", "8", "--reps", "1", "--json", str(out),
+                     "--spec", "off,ngram", timeout=600)
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(out.read_text())
-    assert set(report["engines"]) == {"edgespec-ort", "llama.cpp"}
+    assert set(report["engines"]) == {"edgespec-ort", "edgespec-ort+ngram", "edgespec-llamacpp",
+                                      "edgespec-llamacpp+ngram", "llama.cpp"}
     for engine in report["engines"].values():
         assert engine["decode_tok_s"] > 0 and engine["prefill_tok_s"] > 0 and engine["peak_rss_mb"] > 50
         assert len(engine["token_ids"]) == 5 and all(len(t) == 8 for t in engine["token_ids"])
     assert report["memory_bandwidth_gb_s"] > 0 and report["machine"]["threads"] == 2
     assert "edgespec-ort / llama.cpp" in report["decode_ratio"] and "edgespec-ort vs llama.cpp" in report["identical_outputs"]
     assert "| edgespec-ort |" in result.stdout.decode()
+    assert report["engines"]["edgespec-ort+ngram"]["tokens_per_step"] >= 1.0
+    assert "edgespec-ort+ngram / edgespec-ort" in report["decode_ratio"]
+    assert report["engines"]["edgespec-llamacpp"]["python_overhead_ms_per_step"] > 0
+
+
+def test_cost_curve(tmp_path, smollm2_gguf):
+    out = tmp_path / "c.json"
+    result = run_cli("bench", str(smollm2_gguf), "--cost-curve", "--json", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr.decode()
+    curves = json.loads(out.read_text())["cost_curves"]
+    for kind in ("ort", "llamacpp"):
+        c = {int(k): v for k, v in curves[kind]["c"].items()}
+        assert c[1] == 1.0 and c[64] > c[2] > 0.5  # a 64-token pass costs more than a 2-token one
+    assert "T=64" in result.stdout.decode()
 
 
 def test_question_jsonl_prompts(tmp_path):

@@ -126,3 +126,20 @@ def test_missing_llama_cpp_python_names_the_extra(monkeypatch, smollm2_gguf):
     monkeypatch.setattr(module, "_initialised", False)
     with pytest.raises(MissingDependencyError, match=r"edgespec\[llamacpp\]"):
         load(str(smollm2_gguf), backend="llamacpp")
+
+
+def test_backend_auto_measures_once_and_says_what_it_picked(smollm2_gguf):
+    from edgespec import hub
+    from edgespec.runtimes.auto import _record_file
+
+    ref = hub.resolve_model(str(smollm2_gguf))
+    record = _record_file(ref, 2)
+    record.unlink(missing_ok=True)
+    first = load(str(smollm2_gguf), backend="auto", threads=2)
+    assert record.is_file()
+    speeds = __import__("json").loads(record.read_text())["decode_tok_s"]
+    picked = "ort" if speeds["ort"] >= speeds["llamacpp"] else "llamacpp"
+    assert first.backend.name == picked and "auto:" in first.backend_name
+    mtime = record.stat().st_mtime_ns
+    second = load(str(smollm2_gguf), backend="auto", threads=2)  # cached: no new measurement
+    assert second.backend.name == picked and record.stat().st_mtime_ns == mtime

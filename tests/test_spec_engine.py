@@ -147,3 +147,21 @@ def test_ngram_drafts_the_continuations_of_the_longest_match():
     assert tree.first_chain().tokens == [5, 7, 2, 3]  # the most recent occurrence first
     assert [tree.tokens[i] for i in tree.children(-1)] == [5, 4] and len(tree) == 8
     assert len(drafter.propose([1, 2, 3], budget=8)) == 0  # nothing repeats yet
+
+
+def test_tune_stores_the_calibration_and_layerskip_uses_it(smollm2_gguf):
+    import json
+
+    from edgespec.api import load
+
+    from .test_cli import run_cli
+
+    result = run_cli("tune", str(smollm2_gguf), "--threads", "2", "--tokens", "12", timeout=900)
+    assert result.returncode == 0, result.stderr.decode()
+    model = load(str(smollm2_gguf), threads=2)
+    entries = [d for d in json.loads((model.source / "edgespec.json").read_text())["drafters"]
+               if d["kind"] == "layerskip" and d["threads"] == 2]
+    assert len(entries) == 1 and entries[0]["candidates"] and "pays" in entries[0]
+    model.set_spec("layerskip")  # uses the stored calibration: no second search
+    assert model.drafter.skip == entries[0]["skip"] and model.drafter.draft_len == entries[0]["draft_len"]
+    assert "tok/s" in result.stdout.decode()

@@ -75,11 +75,17 @@ def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) ->
     return sizes
 
 
+def engine_name(backend: str, mode: str = "off") -> str:
+    return f"edgespec-{backend}" + ("" if mode == "off" else f"+{mode}")
+
+
 def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, prompts_file: str | None = None,
-              ortgenai_model: str | None = None, peers_python: str | None = None) -> dict:
+              ortgenai_model: str | None = None, peers_python: str | None = None, backends=("ort",),
+              modes=("off",), budget: int = 8) -> dict:
     """ortgenai_model: a model dir onnxruntime-genai's builder made from the same weights, run with
     peers_python (a Python that has onnxruntime-genai; the [peers] extra) — see benchmarks/plain-decode.md."""
-    engines = ("edgespec-ort", "llama.cpp") + (("onnxruntime-genai",) if ortgenai_model else ())
+    ours = {engine_name(b, m): {"backend": b, "spec_mode": m} for b in backends for m in modes}
+    engines = tuple(ours) + ("llama.cpp",) + (("onnxruntime-genai",) if ortgenai_model else ())
     from ..api import cached_export
     from ..export.manifest import read_manifest
 
@@ -95,14 +101,14 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     rows = load_prompts(prompts_file)
     prompts = [chat_ids(tokenizer, [{"role": "user", "content": r["turns"][0]}]) for r in rows]
     spec = {"export": str(export_dir), "gguf": str(gguf), "threads": threads, "tokens": tokens, "prompts": prompts,
-            "n_ctx": max(len(p) for p in prompts) + tokens + 16, "genai_model": ortgenai_model}
+            "n_ctx": max(len(p) for p in prompts) + tokens + 16, "genai_model": ortgenai_model, "budget": budget}
 
     runs: dict[str, list] = {e: [] for e in engines}
     with Progress(reps * len(engines), "bench", unit="runs") as bar:
         for _ in range(reps):
             for engine in engines:  # interleaved: every repetition runs every engine once
                 python = peers_python if engine == "onnxruntime-genai" and peers_python else sys.executable
-                runs[engine].append(_run_worker({**spec, "engine": engine}, python))
+                runs[engine].append(_run_worker({**spec, **ours.get(engine, {}), "engine": engine}, python))
                 bar.update(1)
 
     bandwidth = memory_bandwidth()
@@ -122,18 +128,41 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
             "decode_tok_s": round(tok_s, 2), "prefill_tok_s": round(float(np.median(prefill)), 1),
             "decode_tok_s_runs": [round(x, 2) for x in decode],
             "peak_rss_mb": round(max(run["peak_rss"] for run in reps_runs) / 2**20, 1),
-            "weight_bytes_per_token": weights[engine],
-            "effective_weight_gb_s": round(weights[engine] * tok_s / 1e9, 2),
+            "weight_bytes_per_token": weights[_base(engine)],
+            "effective_weight_gb_s": round(weights[_base(engine)] * tok_s / 1e9, 2),
             "token_ids": [r["token_ids"] for r in reps_runs[0]["results"]],
         }
-    ours = report["engines"]["edgespec-ort"]
+        results = [r for run in reps_runs for r in run["results"]]
+        if "spec" in results[0]:
+            steps = sum(r["spec"]["steps"] for r in results)
+            report["engines"][engine]["tokens_per_step"] = round(
+                sum(r["spec"]["steps"] + r["spec"]["accepted"] for r in results) / steps, 3)
+        if "backend_s" in results[0]:  # time per token outside llama_decode: our Python per step
+            outside = sum(r["decode_s"] + r["prefill_s"] - r["backend_s"] for r in results)
+            report["engines"][engine]["python_overhead_ms_per_step"] = round(
+                1e3 * outside / sum(r["steps"] + 1 for r in results), 3)
     report["decode_ratio"], report["identical_outputs"] = {}, {}
-    for peer in engines[1:]:
-        theirs = report["engines"][peer]
-        report["decode_ratio"][f"edgespec-ort / {peer}"] = round(ours["decode_tok_s"] / theirs["decode_tok_s"], 3)
-        same = sum(x == y for x, y in zip(ours["token_ids"], theirs["token_ids"]))
-        report["identical_outputs"][f"edgespec-ort vs {peer}"] = f"{same}/{len(prompts)}"
+    peers = [e for e in engines if not e.startswith("edgespec")]
+    for engine in engines:
+        if not engine.startswith("edgespec"):
+            continue
+        plain = engine.split("+")[0]
+        for other in peers + ([plain] if plain != engine else []):
+            ratio, same = _compare(report["engines"][engine], report["engines"][other])
+            report["decode_ratio"][f"{engine} / {other}"] = ratio
+            report["identical_outputs"][f"{engine} vs {other}"] = f"{same}/{len(prompts)}"
     return report
+
+
+def _base(engine: str) -> str:
+    """The engine whose weights an engine reads: our llama.cpp backend reads the GGUF."""
+    engine = engine.split("+")[0]
+    return "llama.cpp" if engine == "edgespec-llamacpp" else engine
+
+
+def _compare(ours: dict, theirs: dict) -> tuple[float, int]:
+    same = sum(x == y for x, y in zip(ours["token_ids"], theirs["token_ids"]))
+    return round(ours["decode_tok_s"] / theirs["decode_tok_s"], 3), same
 
 
 def _run_worker(spec: dict, python: str) -> dict:
@@ -161,6 +190,11 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {e.get('version')} | {e['decode_tok_s']} | {e['prefill_tok_s']} | {e['peak_rss_mb']} | "
                      f"{e['weight_bytes_per_token'] / 1e6:.0f} | {e['effective_weight_gb_s']} |")
     lines.append("")
+    extras = [f"{name}: {e['tokens_per_step']} tokens/step" for name, e in report["engines"].items()
+              if "+" in name] + \
+             [f"{name}: Python overhead {e['python_overhead_ms_per_step']} ms/step outside llama_decode"
+              for name, e in report["engines"].items() if "python_overhead_ms_per_step" in e]
+    lines += [f"{x}." for x in extras] + ([""] if extras else [])
     for (key, value), same in zip(report["decode_ratio"].items(), report["identical_outputs"].values()):
         lines.append(f"Decode ratio {key}: **{value}**; identical greedy outputs: {same}.")
     return "\n".join(lines)

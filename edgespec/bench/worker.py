@@ -21,13 +21,20 @@ from ..sysinfo import peak_rss
 def run_ours(spec: dict) -> list[dict]:
     from ..api import load
 
-    model = load(spec["export"], threads=spec["threads"])
+    backend = spec.get("backend", "ort")
+    model = load(spec["export"] if backend == "ort" else spec["gguf"], backend=backend, threads=spec["threads"],
+                 context=spec["n_ctx"])
+    model.set_spec(spec.get("spec_mode", "off"), spec.get("budget", 8))
     results = []
     for prompt in spec["prompts"]:
+        inside = getattr(model.backend, "decode_seconds", None)
         list(model.generate(prompt, max_tokens=spec["tokens"], stop_on_eos=False))
         s = model.last_stats
-        results.append({"prefill_s": s.prefill_seconds, "prompt_tokens": s.prompt_tokens,
-                        "decode_s": s.decode_seconds, "steps": s.generated_tokens - 1, "token_ids": s.token_ids})
+        result = {"prefill_s": s.prefill_seconds, "prompt_tokens": s.prompt_tokens, "decode_s": s.decode_seconds,
+                  "steps": s.generated_tokens - 1, "token_ids": s.token_ids, "spec": s.spec.as_dict()}
+        if inside is not None:  # llama.cpp: seconds inside llama_decode, prefill included
+            result["backend_s"] = model.backend.decode_seconds - inside
+        results.append(result)
     return results
 
 
@@ -85,20 +92,20 @@ def run_ortgenai(spec: dict) -> list[dict]:
     return results
 
 
-ENGINES = {"edgespec-ort": run_ours, "llama.cpp": run_llamacpp, "onnxruntime-genai": run_ortgenai}
+ENGINES = {"edgespec": run_ours, "llama.cpp": run_llamacpp, "onnxruntime-genai": run_ortgenai}
 
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    results = ENGINES[spec["engine"]](spec)
+    results = ENGINES["edgespec" if spec["engine"].startswith("edgespec") else spec["engine"]](spec)
     print(json.dumps({"results": results, "peak_rss": peak_rss(), "version": _version(spec["engine"])}))
 
 
 def _version(engine: str) -> str:
     from importlib.metadata import version
 
-    package = {"edgespec-ort": "onnxruntime", "llama.cpp": "llama-cpp-python",
-               "onnxruntime-genai": "onnxruntime-genai"}[engine]
+    package = {"edgespec-ort": "onnxruntime", "edgespec-llamacpp": "llama-cpp-python", "llama.cpp": "llama-cpp-python",
+               "onnxruntime-genai": "onnxruntime-genai"}[engine.split("+")[0]]
     return f"{package} {version(package)}"
 
 

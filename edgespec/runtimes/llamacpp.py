@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,7 @@ class LlamaCppBackend:
         for row in self._seq:
             row[:] = self._all_seqs
         self.cache_len = 0
+        self.decode_seconds = 0.0  # time inside llama_decode: the rest of a step is our Python overhead
         self._last = None  # (start, count, seq sets per token or None for a chain) of the last forward
 
     def supports_plan(self) -> bool:
@@ -147,7 +149,9 @@ class LlamaCppBackend:
                     self._n_seq[i] = len(seqs)
                     self._seq[i][:len(seqs)] = seqs
             self.batch.n_tokens = n
+            started = time.perf_counter()
             rc = self.lc.llama_decode(self.ctx, self.batch)
+            self.decode_seconds += time.perf_counter() - started
             if seq_sets is not None:
                 for i in range(T):
                     self._seq[i][:] = self._all_seqs

@@ -23,9 +23,10 @@ class CombinedDrafter:
 
     def propose(self, context: Sequence[int], budget: int) -> DraftTree:
         tree = self.ngram.propose(context, budget)
-        if self.fallback is not None and (not len(tree) or self.ngram.last_match < self.min_match):
-            return self.fallback.propose(context, budget)
-        return tree
+        if len(tree) and self.ngram.last_match >= self.min_match:
+            return tree
+        # a single repeated token predicts little: measured on chat prompts it costs more than it saves
+        return self.fallback.propose(context, budget) if self.fallback is not None else DraftTree()
 
     def observe(self, accepted: Sequence[int]) -> None:
         if self.fallback is not None:
