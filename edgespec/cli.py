@@ -165,9 +165,14 @@ def cmd_bench(args) -> int:
     if args.cost_curve:
         from .bench.cost import cost_markdown, run_cost_curves
 
+        from .bench.runner import peer_versions
+        from .sysinfo import machine_info
+
         curves = run_cost_curves(args.model, args.threads, backends)
-        report, table = {"model": args.model, "cost_curves": curves}, cost_markdown(args.model, curves)
-        report["machine"] = __import__("edgespec.sysinfo", fromlist=["machine_info"]).machine_info(args.threads)
+        command = "edgespec " + " ".join(sys.argv[1:])
+        report = {"model": args.model, "cost_curves": curves, "machine": machine_info(args.threads),
+                  "versions": peer_versions(), "command": command}
+        table = cost_markdown(args.model, curves, report["machine"], command)
     else:
         modes = args.spec.split(",")
         for mode in modes:

@@ -165,3 +165,19 @@ def test_tune_stores_the_calibration_and_layerskip_uses_it(smollm2_gguf):
     model.set_spec("layerskip")  # uses the stored calibration: no second search
     assert model.drafter.skip == entries[0]["skip"] and model.drafter.draft_len == entries[0]["draft_len"]
     assert "tok/s" in result.stdout.decode()
+
+
+def test_draft_model_with_another_vocabulary_is_refused_naming_the_token(smollm2_gguf, qwen05_gguf):
+    from edgespec.errors import TokenizerError
+    from edgespec.formats import open_weights
+    from edgespec.spec.drafters.draft_model import check_same_vocabulary
+    from edgespec.tokenizer import tokenizer_for
+
+    def tokenizer(path):
+        source = open_weights(path)
+        return tokenizer_for("gguf", path, source.metadata, source.config.vocab_size)
+
+    qwen, smol = tokenizer(qwen05_gguf), tokenizer(smollm2_gguf)
+    check_same_vocabulary(qwen, qwen, "qwen", "qwen")
+    with pytest.raises(TokenizerError, match=r"token 0 is b'!' in the target but b'<\|endoftext\|>' in the draft"):
+        check_same_vocabulary(qwen, smol, "qwen", "smollm2")

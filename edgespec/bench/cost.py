@@ -56,9 +56,14 @@ def run_cost_curves(model: str, threads: int, backends=("ort", "llamacpp"), size
     return curves
 
 
-def cost_markdown(model: str, curves: dict) -> str:
+def cost_markdown(model: str, curves: dict, machine: dict | None = None, command: str | None = None) -> str:
     sizes = list(next(iter(curves.values()))["c"])
-    lines = [f"### {model}: verify cost c(T) = time(T-token pass) / time(1-token step)", "",
+    lines = [f"### {model}: verify cost c(T) = time(T-token pass, logits for every row) / time(1-token step)", ""]
+    if machine:
+        lines += [f"Machine: {machine['cpu']}, {machine['cores']} cores, AVX-512 {'yes' if machine['avx512'] else 'no'}, "
+                  f"VNNI {'yes' if machine['avx512_vnni'] else 'no'}, {machine['threads']} threads."
+                  + (f" Command: `{command}`" if command else ""), ""]
+    lines += [
              "| backend | t(1) ms | " + " | ".join(f"T={T}" for T in sizes) + " |",
              "|---|---|" + "---|" * len(sizes)]
     for kind, curve in curves.items():

@@ -190,6 +190,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {e.get('version')} | {e['decode_tok_s']} | {e['prefill_tok_s']} | {e['peak_rss_mb']} | "
                      f"{e['weight_bytes_per_token'] / 1e6:.0f} | {e['effective_weight_gb_s']} |")
     lines.append("")
+    if report.get("command"):
+        lines += [f"Command: `{report['command']}`", ""]
     extras = [f"{name}: {e['tokens_per_step']} tokens/step" for name, e in report["engines"].items()
               if "+" in name] + \
              [f"{name}: Python overhead {e['python_overhead_ms_per_step']} ms/step outside llama_decode"
