@@ -78,7 +78,7 @@ class Model:
         (see edgespec.spec.engine); otherwise the two may differ at numerical near-ties."""
         from .spec.drafters.select import make_drafter
 
-        self.drafter, self.spec_name, self.exact = make_drafter(spec, self), spec, exact
+        self.drafter, self.spec_name, self.exact = make_drafter(spec, self, budget), spec, exact
         self.budget = budget if self.drafter is not None else 0
 
     def chat_prompt(self, messages: list[dict]) -> list[int]:

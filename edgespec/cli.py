@@ -125,6 +125,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", default="off", help="speculative decoding: off, ngram (prompt lookup), layerskip "
                                                  "(ort), draft:MODEL (a smaller model, same vocabulary), auto")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
+    p.add_argument("--exact", action="store_true", help="bit-identical output with and without --spec: every pass "
+                                                        "has >= 2 rows (a plain step costs ~1.1-2x)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-k", type=int, default=0)
@@ -287,7 +289,7 @@ def load_model(args):
 
     model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
                      context=args.context)
-    model.set_spec(args.spec, args.draft_budget)
+    model.set_spec(args.spec, args.draft_budget, args.exact)
     log.info("%s on %s, speculation: %s", model.ref.name, model.backend_name, model.spec_name)
     return model
 

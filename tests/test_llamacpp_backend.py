@@ -143,3 +143,19 @@ def test_backend_auto_measures_once_and_says_what_it_picked(smollm2_gguf):
     mtime = record.stat().st_mtime_ns
     second = load(str(smollm2_gguf), backend="auto", threads=2)  # cached: no new measurement
     assert second.backend.name == picked and record.stat().st_mtime_ns == mtime
+
+
+def test_cli_speculation_on_llamacpp_with_exact_equals_plain(smollm2_gguf):
+    import json
+
+    from .test_cli import run_cli
+
+    prompt = "Repeat this list twice: apples, pears, plums, figs, dates, limes, kiwis, grapes."
+    out = {}
+    for spec in ("off", "ngram"):
+        result = run_cli("generate", str(smollm2_gguf), "-p", prompt, "--backend", "llamacpp", "--spec", spec,
+                         "--exact", "--max-tokens", "64", "--json")
+        assert result.returncode == 0, result.stderr.decode()
+        out[spec] = json.loads(result.stdout)
+    assert out["ngram"]["token_ids"] == out["off"]["token_ids"]
+    assert out["ngram"]["stats"]["spec"] == "ngram" and out["ngram"]["stats"]["tokens_per_step"] > 1.2

@@ -12,7 +12,7 @@ from edgespec.models.onnx_llama import build_graph
 from edgespec.runtimes.ort import OrtBackend
 from edgespec.runtimes.reference import ReferenceBackend
 from edgespec.sampling import Sampler, SamplingParams
-from edgespec.spec.drafters.combined import CombinedDrafter
+from edgespec.spec.controller import Controller, ControlledDrafter, CostModel
 from edgespec.spec.drafters.draft_model import DraftModelDrafter
 from edgespec.spec.drafters.layerskip import LayerSkipDrafter
 from edgespec.spec.drafters.ngram import NgramDrafter
@@ -79,7 +79,9 @@ def _drafters(backend, truth):
                 "self-as-draft": DraftModelDrafter(make_backend(backend.name, seed=0), draft_len=5)}
     if backend.supports_plan():
         drafters["layerskip"] = LayerSkipDrafter(backend, CONFIG.num_layers, [1], draft_len=3)
-        drafters["auto"] = CombinedDrafter(NgramDrafter(), drafters["layerskip"])
+        cost = CostModel(list(range(1, 10)), [1.0] * 9)  # a device where verification is free
+        drafters["auto"] = ControlledDrafter({"ngram": NgramDrafter(), "layerskip": LayerSkipDrafter(
+            backend, CONFIG.num_layers, [1], draft_len=3)}, Controller(cost, free={"ngram"}))
     return drafters
 
 

@@ -84,21 +84,15 @@ def decode(backend, prompt: Sequence[int], sampler: Sampler, max_tokens: int, dr
         logits = backend.forward(new + new[-1:] * pad, logits_for=[len(new) - 1])
         if pad:
             backend.rollback(1)
-        token = _choose(sampler, logits[-1], history)
+        step = [(_choose(sampler, logits[-1], history), False)]
         while True:
-            history.append(token)
-            emitted += 1
-            yield Event(token, False)
-            if emitted >= max_tokens:
-                return
-            for token, from_draft in _step(backend, history, sampler, drafter,
-                                           min(budget, max_tokens - emitted - 1), stats, exact):
-                if from_draft:
-                    history.append(token)
-                    emitted += 1
-                    yield Event(token, True)
-                    if emitted >= max_tokens:
-                        return
+            for token, from_draft in step:
+                history.append(token)
+                emitted += 1
+                yield Event(token, from_draft)
+                if emitted >= max_tokens:
+                    return
+            step = _step(backend, history, sampler, drafter, min(budget, max_tokens - emitted - 1), stats, exact)
     finally:
         cached = len(prompt) + emitted - 1  # every emitted token but the last is in the cache
         if backend.cache_len > cached:
@@ -106,7 +100,7 @@ def decode(backend, prompt: Sequence[int], sampler: Sampler, max_tokens: int, dr
 
 
 def _step(backend, history: list[int], sampler: Sampler, drafter, budget: int, stats: SpecStats, exact: bool):
-    """One verify pass: yields the accepted drafts (from_draft=True), then the next root (False)."""
+    """One verify pass -> [(accepted draft, True)...] + [(the target's next token, False)]."""
     start = time.perf_counter()
     tree = drafter.propose(history, budget) if drafter is not None and budget > 0 else DraftTree()
     if len(tree) > budget:
@@ -141,9 +135,7 @@ def _step(backend, history: list[int], sampler: Sampler, drafter, budget: int, s
     accepted = [tree.tokens[i] for i in path]
     if drafter is not None:
         drafter.observe(accepted + [bonus])
-    for token in accepted:
-        yield token, True
-    yield bonus, False  # the caller emits it as the next root
+    return [(token, True) for token in accepted] + [(bonus, False)]  # the bonus is the next root
 
 
 def _choose(sampler: Sampler, logits: np.ndarray, history) -> int:

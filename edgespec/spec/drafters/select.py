@@ -7,7 +7,7 @@ from ...errors import EdgespecError
 SPEC_CHOICES = "off | ngram | layerskip | auto | draft:MODEL"
 
 
-def make_drafter(spec: str, model):
+def make_drafter(spec: str, model, budget: int = 8):
     """The drafter for `--spec` on a loaded Model (None for off)."""
     if spec in ("off", "", None):
         return None
@@ -22,7 +22,7 @@ def make_drafter(spec: str, model):
     if spec == "auto":
         from .combined import auto_drafter
 
-        return auto_drafter(model)
+        return auto_drafter(model, max_budget=budget)
     if spec.startswith("draft:"):
         from .draft_model import DraftModelDrafter
 

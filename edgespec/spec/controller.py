@@ -1,0 +1,187 @@
+"""How much to speculate, from measurements of this device (PPD's hardware-aware idea).
+
+Each step the controller picks the drafter and draft length K that maximise expected tokens
+per second:
+
+    E[tokens | K]  = 1 + sum_{d=1..K} prod_{j<=d} a_j        a_j = P(draft j accepted | j-1 were)
+    time(K)        = draft_time(K) + t(K + 1)                 t(T) = the device's T-token pass time
+    choose argmax E / time over K = 0..budget (K = 0 is a plain step: 1 token in t(1))
+
+t(T) comes from a short calibration cached per model, backend and machine, and is rescaled
+online when observed passes drift from it; a_j is a decayed online estimate per drafter and
+depth. When no K > 0 beats plain decoding, the step is plain; every `probe_every` plain steps
+a 1-token draft is tried anyway, so a drafter that starts to pay is noticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import hub
+
+log = logging.getLogger(__name__)
+CALIBRATION_SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
+
+
+@dataclass
+class CostModel:
+    """Seconds of one forward pass of T tokens, interpolated from measured sizes."""
+
+    sizes: list[int]
+    seconds: list[float]
+    drift: float = 1.0  # observed / predicted, decayed
+
+    def pass_seconds(self, T: int) -> float:
+        sizes, seconds = self.sizes, self.seconds
+        if T > sizes[-1]:  # extrapolate with the last segment's slope
+            slope = (seconds[-1] - seconds[-2]) / (sizes[-1] - sizes[-2])
+            return self.drift * (seconds[-1] + slope * (T - sizes[-1]))
+        return self.drift * float(np.interp(T, sizes, seconds))
+
+    def observe(self, T: int, seconds: float, decay: float = 0.95) -> None:
+        predicted = self.pass_seconds(T) / self.drift
+        self.drift = decay * self.drift + (1 - decay) * seconds / predicted
+
+    def scaled(self, factor: float) -> "CostModel":
+        """The same device with multi-token passes `factor` times dearer (t(1) unchanged)."""
+        t1 = self.seconds[0]
+        return CostModel(self.sizes, [t1 + factor * (s - t1) for s in self.seconds])
+
+    @classmethod
+    def measure(cls, backend, prompt_ids: list[int], sizes=CALIBRATION_SIZES, reps: int = 3) -> "CostModel":
+        from ..bench.cost import cost_curve
+
+        curve = cost_curve(backend, prompt_ids, sizes, reps)
+        backend.reset()
+        return cls(list(sizes), [curve["seconds"][T] for T in sizes])
+
+    @classmethod
+    def cached(cls, model, prompt_ids: list[int]) -> "CostModel":
+        """Measured once per model file, backend, machine and threads (EDGESPEC_CACHE/costs)."""
+        from ..sysinfo import machine_info
+
+        source = Path(model.source) if model.source else None
+        stat = f"{source.resolve()}:{source.stat().st_mtime_ns}" if source and source.exists() else model.ref.name
+        key = f"{stat}:{model.backend.name}:{machine_info(model.threads)['cpu']}:{model.threads}"
+        path = hub.cache_dir() / "costs" / f"{model.ref.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            return cls(data["sizes"], data["seconds"])
+        log.info("measuring this device's verify cost curve for %s on %s (once)", model.ref.name, model.backend.name)
+        cost = cls.measure(model.backend, prompt_ids)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"sizes": cost.sizes, "seconds": cost.seconds}))
+        return cost
+
+
+@dataclass
+class Acceptance:
+    """Decayed per-depth acceptance counts of one drafter, with a weak prior."""
+
+    prior: float = 0.5
+    decay: float = 0.97
+    hits: list[float] = field(default_factory=list)
+    trials: list[float] = field(default_factory=list)
+
+    def rate(self, depth: int) -> float:  # depth counts from 1
+        if depth > len(self.trials):
+            return self.prior
+        return (self.hits[depth - 1] + self.prior) / (self.trials[depth - 1] + 1.0)
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        """A chain of `drafted` tokens of which the first `accepted` were kept."""
+        while len(self.trials) < drafted:
+            self.hits.append(0.0)
+            self.trials.append(0.0)
+        for d in range(drafted):
+            self.hits[d] *= self.decay
+            self.trials[d] *= self.decay
+            if d <= accepted:  # depth d+1 was reached: a trial
+                self.trials[d] += 1
+                self.hits[d] += d < accepted
+
+    def expected_tokens(self, k: int) -> float:
+        total, reach = 1.0, 1.0
+        for d in range(1, k + 1):
+            reach *= self.rate(d)
+            total += reach
+        return total
+
+
+@dataclass
+class Controller:
+    cost: CostModel
+    max_budget: int = 16
+    probe_every: int = 16
+    acceptance: dict[str, Acceptance] = field(default_factory=dict)
+    draft_seconds: dict[str, float] = field(default_factory=dict)  # per drafted token, decayed
+    plain_steps: int = 0
+    free: set = field(default_factory=set)  # drafters that cost nothing to ask (n-gram lookup)
+
+    def plan(self, names: list[str]) -> tuple[str | None, int]:
+        """(drafter, K) with the highest expected tokens per second; (None, 0) = a plain step."""
+        best, best_rate = (None, 0), 1.0 / self.cost.pass_seconds(1)
+        for name in names:
+            acceptance = self.acceptance.setdefault(name, Acceptance())
+            per_token = 0.0 if name in self.free else self.draft_seconds.get(name, 0.5 * self.cost.pass_seconds(1))
+            for k in range(1, self.max_budget + 1):
+                rate = acceptance.expected_tokens(k) / (k * per_token + self.cost.pass_seconds(k + 1))
+                if rate > best_rate:
+                    best, best_rate = (name, k), rate
+        if best[0] is None and names:
+            self.plain_steps += 1
+            if self.plain_steps % self.probe_every == 0:  # re-probe: estimates only move when drafts are tried
+                return names[0], 1
+        return best
+
+    def observe(self, name: str, drafted: int, accepted: int, draft_s: float, verify_T: int, verify_s: float):
+        if drafted:
+            self.acceptance.setdefault(name, Acceptance()).observe(drafted, accepted)
+            if name not in self.free:
+                per_token = draft_s / drafted
+                old = self.draft_seconds.get(name, per_token)
+                self.draft_seconds[name] = 0.8 * old + 0.2 * per_token
+        self.cost.observe(verify_T, verify_s)
+
+
+class ControlledDrafter:
+    """A Drafter that asks the controller which of its drafters to use and how far to draft.
+
+    The engine calls propose/observe as for any drafter; `budget` caps K."""
+
+    name = "auto"
+
+    def __init__(self, drafters: dict, controller: Controller):
+        self.drafters, self.controller = drafters, controller
+        self._last = None  # (name, drafted depth, started)
+
+    def propose(self, context, budget):
+        from .tree import DraftTree
+
+        name, k = self.controller.plan(list(self.drafters))
+        if name is None or budget <= 0:
+            self._last = None
+            return DraftTree()
+        started = time.perf_counter()
+        tree = self.drafters[name].propose(context, min(k, budget))
+        self._last = (name, tree, time.perf_counter() - started, time.perf_counter())
+        return tree
+
+    def observe(self, accepted) -> None:
+        if self._last is None:
+            return
+        name, tree, draft_s, verify_started = self._last
+        verify_s = time.perf_counter() - verify_started
+        self.controller.observe(name, tree.depth(), len(accepted) - 1, draft_s, len(tree) + 1, verify_s)
+        self.drafters[name].observe(accepted)
+
+    def reset(self) -> None:
+        for drafter in self.drafters.values():
+            drafter.reset()

@@ -1,0 +1,60 @@
+"""The speculation controller alone (no model): it follows the device's cost and the acceptance."""
+
+from __future__ import annotations
+
+from edgespec.spec.controller import Acceptance, Controller, CostModel
+
+# a 2-core CPU running onnxruntime int4 (measured shape: c(2) ~1.08, c(8) ~1.6, c(16) ~2.5)
+CPU = CostModel([1, 2, 4, 8, 16], [0.016, 0.0173, 0.020, 0.026, 0.040])
+
+
+def trained(controller: Controller, name: str, rate: float, depth: int = 16) -> Controller:
+    """As if the controller had seen many drafts whose every token is kept with probability `rate`."""
+    acceptance = controller.acceptance.setdefault(name, Acceptance())
+    acceptance.trials = [200.0] * depth
+    acceptance.hits = [200.0 * rate] * depth
+    return controller
+
+
+def test_a_perfect_drafter_gets_long_drafts():
+    controller = trained(Controller(CPU, free={"ngram"}), "ngram", rate=0.999)
+    name, k = controller.plan(["ngram"])
+    assert name == "ngram" and k >= 12
+
+
+def test_a_slow_verify_device_gets_shorter_drafts():
+    fast = trained(Controller(CPU, free={"ngram"}), "ngram", rate=0.8)
+    slow = trained(Controller(CPU.scaled(4.0), free={"ngram"}), "ngram", rate=0.8)
+    (_, k_fast), (_, k_slow) = fast.plan(["ngram"]), slow.plan(["ngram"])
+    assert 0 < k_slow < k_fast
+
+
+def test_a_useless_drafter_falls_back_to_plain_and_reprobes():
+    controller = trained(Controller(CPU, free={"ngram"}, probe_every=5), "ngram", rate=0.02)
+    plans = [controller.plan(["ngram"]) for _ in range(10)]
+    assert plans.count((None, 0)) == 8 and plans[4] == ("ngram", 1) and plans[9] == ("ngram", 1)
+
+
+def test_a_costly_drafter_needs_more_acceptance_than_a_free_one():
+    controller = Controller(CPU, free={"ngram"})
+    controller.draft_seconds["layerskip"] = 0.010  # each drafted token costs 10 ms of a 16 ms step
+    for name in ("ngram", "layerskip"):
+        trained(controller, name, rate=0.6)
+    assert controller.plan(["layerskip"]) == (None, 0)
+    assert controller.plan(["ngram"])[0] == "ngram"
+
+
+def test_acceptance_counts_reached_depths_only():
+    a = Acceptance(prior=0.5, decay=1.0)
+    a.observe(drafted=4, accepted=2)  # depths 1, 2 hit; 3 tried and missed; 4 never reached
+    assert a.trials == [1, 1, 1, 0] and a.hits == [1, 1, 0, 0]
+    assert a.rate(1) == 0.75 and a.rate(3) == 0.25 and a.rate(4) == 0.5
+
+
+def test_cost_model_interpolates_extrapolates_and_tracks_drift():
+    assert abs(CPU.pass_seconds(3) - 0.01865) < 1e-9
+    assert CPU.pass_seconds(32) > CPU.pass_seconds(16)
+    cost = CostModel(list(CPU.sizes), list(CPU.seconds))
+    for _ in range(200):
+        cost.observe(4, 2 * 0.020)  # the device got twice as slow
+    assert 1.9 < cost.drift < 2.01
