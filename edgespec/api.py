@@ -65,6 +65,7 @@ class Model:
         self.source, self.threads = source, threads  # the export dir / weights file the backend runs
         self.context, self.backend_name = context, backend_name
         self.drafter, self.spec_name, self.budget, self.exact = None, "off", 0, False
+        self.memory_plan = None  # set by apply_memory_budget
         self.last_stats = GenerationStats()
 
     @property
@@ -80,6 +81,17 @@ class Model:
 
         self.drafter, self.spec_name, self.exact = make_drafter(spec, self, budget), spec, exact
         self.budget = budget if self.drafter is not None else 0
+
+    def apply_memory_budget(self, budget: int, want_rows: int = 65) -> "MemoryPlan":
+        """Fit the context and the tokens per pass (prefill chunk, draft tree) into `budget` bytes of
+        resident memory, from what loading really took (see edgespec.spec.memory)."""
+        from .spec.memory import plan_memory, row_bytes, rss
+
+        kv_per_token = self.backend.memory().get("kv_per_token") or (
+            2 * self.config.num_layers * self.config.num_kv_heads * self.config.head_dim * 4)
+        self.memory_plan = plan_memory(budget, rss(), kv_per_token, row_bytes(self.config), self.context, want_rows)
+        self.context = min(self.context, self.memory_plan.context)
+        return self.memory_plan
 
     def chat_prompt(self, messages: list[dict]) -> list[int]:
         return chat_ids(self.tokenizer, messages)
@@ -100,8 +112,9 @@ class Model:
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
         detok = self.tokenizer.stream_decoder()
         self.backend.reset()
+        max_rows = self.memory_plan.max_rows if self.memory_plan else None
         events = decode(self.backend, ids, Sampler(sampling), max_tokens, self.drafter, self.budget, stats.spec,
-                        exact=self.exact)
+                        exact=self.exact, max_rows=max_rows)
         start = time.perf_counter()
         stats.stop_reason = "length"
         pending = ""  # text held back while it could begin a stop string
@@ -139,7 +152,7 @@ def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
 
 
 def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, device: str = "cpu",
-         context: int = 4096) -> Model:
+         context: int = 4096, memory_budget: int | str | None = None) -> Model:
     """spec: a known model name, a .gguf file, an HF directory or an export directory.
 
     backend "ort": sources are exported to int4 ONNX once, cached, and run on onnxruntime.
@@ -159,6 +172,15 @@ def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, 
         providers_for(device)  # fail before any export work
         backend = "ort"
     ref = hub.resolve_model(spec)
+    budget = None
+    if memory_budget is not None:
+        from .spec.memory import check_before_load, parse_size
+
+        budget = parse_size(memory_budget)
+        check_before_load(budget, hub.weights_bytes(ref), ref.name)  # before anything is loaded
     opened = open_backend(ref, backend, threads=threads, device=device, context=context)
-    return Model(ref, opened.backend, opened.tokenizer, opened.config, opened.context, opened.description,
-                 opened.source, threads)
+    model = Model(ref, opened.backend, opened.tokenizer, opened.config, opened.context, opened.description,
+                  opened.source, threads)
+    if budget is not None:
+        model.apply_memory_budget(budget)
+    return model

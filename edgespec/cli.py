@@ -125,6 +125,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", default="off", help="speculative decoding: off, ngram (prompt lookup), layerskip "
                                                  "(ort), draft:MODEL (a smaller model, same vocabulary), auto")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
+    p.add_argument("--memory-budget", help="resident memory this process may use, e.g. 1.5G (default: what it "
+                                           "uses now + 90%% of the available RAM); context and draft size shrink to "
+                                           "fit, and a budget plain decoding cannot fit is refused")
     p.add_argument("--exact", action="store_true", help="bit-identical output with and without --spec: every pass "
                                                         "has >= 2 rows (a plain step costs ~1.1-2x)")
     p.add_argument("--max-tokens", type=int, default=256)
@@ -287,8 +290,10 @@ def cmd_generate(args) -> int:
 def load_model(args):
     from . import api
 
+    from .spec.memory import default_budget
+
     model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
-                     context=args.context)
+                     context=args.context, memory_budget=args.memory_budget or default_budget())
     model.set_spec(args.spec, args.draft_budget, args.exact)
     log.info("%s on %s, speculation: %s", model.ref.name, model.backend_name, model.spec_name)
     return model
@@ -302,8 +307,11 @@ def _stats_dict(model) -> dict:
             "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
             "stop_reason": s.stop_reason, "spec": model.spec_name,
             "accepted_drafts_per_step": round(s.spec.accepted / s.spec.steps, 3) if s.spec.steps else 0.0,
-            "tokens_per_step": round(s.spec.tokens_per_step, 3), "spec_stats": s.spec.as_dict(),
-            "peak_rss_mb": round(peak_rss() / 2**20, 1)}
+            "tokens_per_step": round(s.spec.tokens_per_step, 3),
+            "spec_stats": {**s.spec.as_dict(),  # time split of the decode phase: draft / verify / the rest
+                           "other_s": round(max(s.decode_seconds - s.spec.draft_seconds - s.spec.verify_seconds, 0), 4)},
+            "peak_rss_mb": round(peak_rss() / 2**20, 1),
+            "memory_plan": model.memory_plan.as_dict() if model.memory_plan else None}
 
 
 def cmd_tune(args) -> int:

@@ -206,6 +206,14 @@ def resolve_model(spec: str, pull_missing: bool = True) -> ModelRef:
         f"known models: {', '.join(KNOWN_MODELS)}")
 
 
+def weights_bytes(ref: ModelRef) -> int:
+    """Bytes of the weight files behind a model reference (what loading it must at least hold)."""
+    path = Path(ref.path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".gguf", ".data", ".onnx", ".safetensors"))
+
+
 def _human_size(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 

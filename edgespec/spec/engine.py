@@ -63,10 +63,13 @@ class Event:
 
 
 def decode(backend, prompt: Sequence[int], sampler: Sampler, max_tokens: int, drafter=None, budget: int = 8,
-           stats: SpecStats | None = None, reuse_prefix: int = 0, exact: bool = False) -> Iterator[Event]:
+           stats: SpecStats | None = None, reuse_prefix: int = 0, exact: bool = False,
+           max_rows: int | None = None) -> Iterator[Event]:
     """Yield up to `max_tokens` new tokens continuing `prompt`.
 
-    reuse_prefix: how many leading prompt tokens the backend's cache already holds (chat turns)."""
+    reuse_prefix: how many leading prompt tokens the backend's cache already holds (chat turns).
+    max_rows: at most this many tokens per forward pass (a memory budget): the prompt is fed in
+    chunks and draft trees are cut to max_rows - 1 nodes."""
     stats = stats if stats is not None else SpecStats()
     prompt = list(prompt)
     if len(prompt) + max_tokens > backend.max_len + 1:
@@ -80,10 +83,16 @@ def decode(backend, prompt: Sequence[int], sampler: Sampler, max_tokens: int, dr
     emitted = 0
     try:
         new = prompt[reuse_prefix:]
+        chunk = max(2, max_rows or len(new))
+        while len(new) > chunk:  # a bounded pass size bounds the activations
+            backend.forward(new[:chunk], logits_for=[chunk - 1])
+            new = new[chunk:]
         pad = 1 if exact and len(new) == 1 else 0  # exact mode: never a 1-row pass
         logits = backend.forward(new + new[-1:] * pad, logits_for=[len(new) - 1])
         if pad:
             backend.rollback(1)
+        if max_rows:
+            budget = min(budget, max_rows - 1)
         step = [(_choose(sampler, logits[-1], history), False)]
         while True:
             for token, from_draft in step:

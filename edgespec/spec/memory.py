@@ -1,0 +1,103 @@
+"""`--memory-budget`: weights, KV cache, pass activations and logits, drafter state — inside one number.
+
+Checked twice. Before loading: the weights file plus this process must fit, or a clear error
+(nothing is loaded). After loading, with the real resident size known, the rest of the budget
+is split: first the KV cache for the context (plain decoding needs it), then the rows a pass
+may have (prefill chunk and draft tree size: speculation is optional and shrinks first):
+
+    free          = budget - rss_after_load - margin
+    context       = min(asked, (free - 2 rows) / kv_bytes_per_token)      refuse if < MIN_CONTEXT
+    rows per pass = min(asked, (free - context x kv_bytes_per_token) / row_bytes)  at least 2
+
+KV buffers are allocated zeroed and untouched pages take no memory, so the KV part of the
+resident size grows with the tokens actually cached, which the context bound caps.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from ..errors import EdgespecError
+
+log = logging.getLogger(__name__)
+MIN_CONTEXT = 256
+MARGIN = 24 << 20  # allocator slack, Python objects created while decoding
+
+
+class MemoryBudgetError(EdgespecError):
+    pass
+
+
+def parse_size(text: str | int) -> int:
+    """'1.5G', '800M', '2GiB', '512k' or a number of bytes."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise EdgespecError(f"memory size '{text}' is not understood; expected e.g. 1.5G, 800M or a byte count")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2).lower()]
+    return int(float(match.group(1)) * scale)
+
+
+def human(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MiB"
+
+
+def rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def default_budget() -> int:
+    """This process plus 90% of the memory the system has available now."""
+    import psutil
+
+    return rss() + int(0.9 * psutil.virtual_memory().available)
+
+
+def check_before_load(budget: int, weights_bytes: int, what: str) -> None:
+    now = rss()
+    if now + weights_bytes + MARGIN > budget:
+        raise MemoryBudgetError(
+            f"memory budget {human(budget)} cannot hold {what}: its weights take {human(weights_bytes)} and this "
+            f"process already uses {human(now)}; even plain decoding needs more than "
+            f"{human(now + weights_bytes + MARGIN)}")
+
+
+def row_bytes(config) -> int:
+    """Memory one token row of a pass costs: logits (output, copy, sampling temporaries) + activations."""
+    return config.vocab_size * 4 * 3 + (16 * config.hidden_size + 4 * config.intermediate_size) * 4
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    budget: int
+    loaded: int  # resident bytes after loading
+    kv_per_token: int
+    row_bytes: int
+    context: int
+    max_rows: int  # tokens per forward pass: prefill chunk and 1 + draft tree
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("budget", "loaded", "kv_per_token", "row_bytes", "context", "max_rows")}
+
+
+def plan_memory(budget: int, loaded: int, kv_per_token: int, per_row: int, want_context: int,
+                want_rows: int) -> MemoryPlan:
+    free = budget - loaded - MARGIN
+    context = min(want_context, (free - 2 * per_row) // kv_per_token)
+    if context < MIN_CONTEXT:
+        need = loaded + MARGIN + MIN_CONTEXT * kv_per_token + 2 * per_row
+        raise MemoryBudgetError(
+            f"memory budget {human(budget)} is too small: the loaded model takes {human(loaded)}, a context of "
+            f"{MIN_CONTEXT} tokens {human(MIN_CONTEXT * kv_per_token)} and a 2-token pass {human(2 * per_row)}; "
+            f"plain decoding needs at least {human(need)}")
+    rows = int(max(2, min(want_rows, (free - context * kv_per_token) // per_row)))
+    plan = MemoryPlan(budget, loaded, kv_per_token, per_row, int(context), rows)
+    if context < want_context or rows < want_rows:
+        log.info("memory budget %s: context %d tokens (asked %d), at most %d tokens per pass (asked %d)",
+                 human(budget), context, want_context, rows, want_rows)
+    return plan
