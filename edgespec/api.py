@@ -41,12 +41,14 @@ class GenerationStats:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     stop_reason: str = ""
+    reused_tokens: int = 0  # prompt tokens whose KV the cache still held (earlier chat turns)
     token_ids: list[int] = field(default_factory=list)
     spec: SpecStats = field(default_factory=SpecStats)
 
     @property
     def prefill_tok_s(self) -> float:
-        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds else 0.0
+        computed = self.prompt_tokens - self.reused_tokens
+        return computed / self.prefill_seconds if self.prefill_seconds else 0.0
 
     @property
     def decode_tok_s(self) -> float:
@@ -66,6 +68,7 @@ class Model:
         self.context, self.backend_name = context, backend_name
         self.drafter, self.spec_name, self.budget, self.exact = None, "off", 0, False
         self.memory_plan = None  # set by apply_memory_budget
+        self._cached: list[int] = []  # the tokens the backend's KV cache holds
         self.last_stats = GenerationStats()
 
     @property
@@ -79,17 +82,20 @@ class Model:
         (see edgespec.spec.engine); otherwise the two may differ at numerical near-ties."""
         from .spec.drafters.select import make_drafter
 
+        self._cached = []  # tuning and calibration run on the backend: forget what it held
         self.drafter, self.spec_name, self.exact = make_drafter(spec, self, budget), spec, exact
         self.budget = budget if self.drafter is not None else 0
 
     def apply_memory_budget(self, budget: int, want_rows: int = 65) -> "MemoryPlan":
         """Fit the context and the tokens per pass (prefill chunk, draft tree) into `budget` bytes of
         resident memory, from what loading really took (see edgespec.spec.memory)."""
-        from .spec.memory import plan_memory, row_bytes, rss
+        from .spec.memory import plan_memory, row_bytes
+        from .sysinfo import peak_rss
 
         kv_per_token = self.backend.memory().get("kv_per_token") or (
             2 * self.config.num_layers * self.config.num_kv_heads * self.config.head_dim * 4)
-        self.memory_plan = plan_memory(budget, rss(), kv_per_token, row_bytes(self.config), self.context, want_rows)
+        # the high-water mark, not the current size: loading peaks above what stays resident
+        self.memory_plan = plan_memory(budget, peak_rss(), kv_per_token, row_bytes(self.config), self.context, want_rows)
         self.context = min(self.context, self.memory_plan.context)
         return self.memory_plan
 
@@ -111,10 +117,14 @@ class Model:
         max_tokens = min(max_tokens, self.context_length - len(ids))
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
         detok = self.tokenizer.stream_decoder()
-        self.backend.reset()
+        # keep what the cache already holds of this prompt (the earlier turns of a chat)
+        reuse = 0 if self.backend.cache_len != len(self._cached) else _common_prefix(self._cached, ids[:-1])
+        stats.reused_tokens = reuse
+        self._cached = []  # unknown until the engine has trimmed the cache
         max_rows = self.memory_plan.max_rows if self.memory_plan else None
         events = decode(self.backend, ids, Sampler(sampling), max_tokens, self.drafter, self.budget, stats.spec,
-                        exact=self.exact, max_rows=max_rows)
+                        reuse_prefix=reuse, exact=self.exact, max_rows=max_rows)
+        emitted = []
         start = time.perf_counter()
         stats.stop_reason = "length"
         pending = ""  # text held back while it could begin a stop string
@@ -123,6 +133,7 @@ class Model:
                 if stats.generated_tokens == 0:
                     stats.prefill_seconds, start = time.perf_counter() - start, time.perf_counter()
                 token = event.token
+                emitted.append(token)
                 if stop_on_eos and token in self.tokenizer.stop_ids:
                     stats.stop_reason = "eos"
                     break
@@ -139,10 +150,20 @@ class Model:
                 pending = pending[len(pending) - hold:]
         finally:
             events.close()  # the engine trims the cache to what was taken
+            self._cached = (ids + emitted)[:self.backend.cache_len]
             stats.decode_seconds = time.perf_counter() - start
         tail = pending + detok.flush()
         if tail and stats.stop_reason != "stop":
             yield TokenEvent(-1, tail)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:

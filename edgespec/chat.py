@@ -68,16 +68,20 @@ def run_chat(args, sampling) -> int:
 
 def _answer(model, system, history, args, sampling) -> str:
     """Stream one answer; Ctrl-C anywhere in it (prompt, prefill, decode) stops just this answer."""
-    pieces = []
+    pieces, events = [], None
     try:
         prompt = _fit_prompt(model, system, history)
-        for event in model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop)):
+        events = model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop))
+        for event in events:
             pieces.append(event.text)
             sys.stdout.write(event.text)
             sys.stdout.flush()
     except KeyboardInterrupt:
         model.last_stats.stop_reason = "interrupted"
         sys.stdout.write(" [stopped]")
+    finally:
+        if events is not None:
+            events.close()  # now, not at garbage collection: the cache is trimmed before the next turn
     print()
     return "".join(pieces)
 
@@ -95,7 +99,8 @@ def _fit_prompt(model, system, history) -> list[int]:
 
 def _footer(model) -> str:
     s = model.last_stats
-    return (f"[{s.generated_tokens} tokens, prefill {s.prefill_tok_s:.1f} tok/s, decode {s.decode_tok_s:.1f} tok/s, "
+    reused = f" ({s.reused_tokens} cached)" if s.reused_tokens else ""
+    return (f"[{s.generated_tokens} tokens, prefill{reused} {s.prefill_tok_s:.1f} tok/s, decode {s.decode_tok_s:.1f} tok/s, "
             f"{model.backend_name}{_acceptance(model)}, stop: {s.stop_reason or '-'}]")
 
 

@@ -303,7 +303,8 @@ def _stats_dict(model) -> dict:
     from .sysinfo import peak_rss
 
     s = model.last_stats
-    return {"backend": model.backend_name, "prompt_tokens": s.prompt_tokens, "tokens": s.generated_tokens,
+    return {"backend": model.backend_name, "prompt_tokens": s.prompt_tokens, "reused_tokens": s.reused_tokens,
+            "tokens": s.generated_tokens,
             "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
             "stop_reason": s.stop_reason, "spec": model.spec_name,
             "accepted_drafts_per_step": round(s.spec.accepted / s.spec.steps, 3) if s.spec.steps else 0.0,

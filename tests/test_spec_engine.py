@@ -183,3 +183,20 @@ def test_draft_model_with_another_vocabulary_is_refused_naming_the_token(smollm2
     check_same_vocabulary(qwen, qwen, "qwen", "qwen")
     with pytest.raises(TokenizerError, match=r"token 0 is b'!' in the target but b'<\|endoftext\|>' in the draft"):
         check_same_vocabulary(qwen, smol, "qwen", "smollm2")
+
+
+def test_the_next_chat_turn_reuses_the_cached_prefix(smollm2_gguf):
+    """Turn 2 feeds only what turn 1 did not cache; in exact mode its output equals a fresh prefill's."""
+    from edgespec.api import load
+
+    model = load(str(smollm2_gguf), threads=2)
+    model.set_spec("ngram", exact=True)
+    history = [{"role": "user", "content": "Name three colours."}]
+    answer = "".join(e.text for e in model.generate(model.chat_prompt(history), max_tokens=24))
+    history += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And three fruits?"}]
+    prompt = model.chat_prompt(history)
+    second = [e.token for e in model.generate(prompt, max_tokens=24)]
+    assert model.last_stats.reused_tokens > 20
+    model.backend.reset()  # a fresh start: the whole prompt prefilled
+    fresh = [e.token for e in model.generate(prompt, max_tokens=24)]
+    assert model.last_stats.reused_tokens == 0 and fresh == second

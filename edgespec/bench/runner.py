@@ -177,7 +177,8 @@ def _run_worker(spec: dict, python: str) -> dict:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"### {report['model']}: plain decoding, {report['tokens']} new tokens, {m['threads']} threads, "
+    kind = "plain and speculative decoding" if any("+" in e for e in report["engines"]) else "plain decoding"
+    lines = [f"### {report['model']}: {kind}, {report['tokens']} new tokens, {m['threads']} threads, "
              f"median of {report['reps']} interleaved runs",
              "",
              f"Machine: {m['cpu']}, {m['cores']} cores, AVX-512 {'yes' if m['avx512'] else 'no'}, VNNI "
