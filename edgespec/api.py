@@ -118,7 +118,9 @@ class Model:
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
         detok = self.tokenizer.stream_decoder()
         # keep what the cache already holds of this prompt (the earlier turns of a chat)
-        reuse = 0 if self.backend.cache_len != len(self._cached) else _common_prefix(self._cached, ids[:-1])
+        # At least 2 prompt tokens are always fed: a 1-token pass rounds differently (spec/engine.py), and
+        # the same prompt must give the same logits whether or not its prefix was cached.
+        reuse = 0 if self.backend.cache_len != len(self._cached) else _common_prefix(self._cached, ids[:-2])
         stats.reused_tokens = reuse
         self._cached = []  # unknown until the engine has trimmed the cache
         max_rows = self.memory_plan.max_rows if self.memory_plan else None
