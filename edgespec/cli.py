@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=128, help="new tokens per prompt")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
-    p.add_argument("--prompts", help="a question.jsonl file (question_id, category, turns)")
+    p.add_argument("--prompts", help="a question.jsonl file (question_id, category, turns), or a shipped set: "
+                                     "default (5 prompts), suite (chat, code, code_edit, summarisation, "
+                                     "long_context_qa)")
+    p.add_argument("--plot", help="write a PNG plot of decode speed per category and engine (needs matplotlib)")
     p.add_argument("--json", dest="json_out", help="write the full report here")
     p.add_argument("--markdown", help="append the markdown table to this file")
     p.add_argument("--ortgenai", help="also run onnxruntime-genai on this model dir (built by its builder)")
@@ -186,6 +189,10 @@ def cmd_bench(args) -> int:
                            prompts_file=args.prompts, ortgenai_model=args.ortgenai, peers_python=args.peers_python,
                            backends=backends, modes=modes, budget=args.draft_budget)
         table = markdown(report)
+        if args.plot:
+            from .bench.report import plot
+
+            plot(report, args.plot)
     print(table)
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:

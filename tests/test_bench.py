@@ -13,16 +13,25 @@ from .test_cli import run_cli
 
 
 def test_bench_smollm2(tmp_path, smollm2_gguf):
-    out = tmp_path / "r.json"
+    out, png, prompts = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "q.jsonl"
+    rows = [{"question_id": 1, "category": "chat", "turns": ["Say hello in French."]},
+            {"question_id": 2, "category": "chat", "turns": ["Name a prime number."]},
+            {"question_id": 3, "category": "code_edit", "turns": ["Return this code unchanged:\nx = 1\ny = x + 1\n"]}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = run_cli("bench", str(smollm2_gguf), "--tokens", "8", "--reps", "1", "--json", str(out),
-                     "--spec", "off,ngram", timeout=600)
+                     "--spec", "off,ngram", "--prompts", str(prompts), "--plot", str(png), timeout=600)
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(out.read_text())
     assert set(report["engines"]) == {"edgespec-ort", "edgespec-ort+ngram", "edgespec-llamacpp",
-                                      "edgespec-llamacpp+ngram", "llama.cpp"}
+                                      "edgespec-llamacpp+ngram", "llama.cpp", "llama.cpp+lookup"}
     for engine in report["engines"].values():
         assert engine["decode_tok_s"] > 0 and engine["prefill_tok_s"] > 0 and engine["peak_rss_mb"] > 50
-        assert len(engine["token_ids"]) == 5 and all(len(t) == 8 for t in engine["token_ids"])
+        assert len(engine["token_ids"]) == 3 and all(len(t) == 8 for t in engine["token_ids"])
+    categories = report["categories"]
+    assert list(categories) == ["chat", "code_edit"] and categories["chat"]["prompts"] == 2
+    ngram = categories["code_edit"]["engines"]["edgespec-ort+ngram"]
+    assert ngram["vs_plain"] > 0 and ngram["equal_to_plain"] in ("0/1", "1/1") and ngram["vs_fastest_plain_peer"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert report["memory_bandwidth_gb_s"] > 0 and report["machine"]["threads"] == 2
     assert "edgespec-ort / llama.cpp" in report["decode_ratio"] and "edgespec-ort vs llama.cpp" in report["identical_outputs"]
     assert "| edgespec-ort |" in result.stdout.decode()
@@ -51,3 +60,5 @@ def test_question_jsonl_prompts(tmp_path):
     with pytest.raises(EdgespecError, match="row 8 has no 'turns'"):
         load_prompts(str(bad))
     assert len(load_prompts()) == 5  # the shipped default set
+    suite = load_prompts("suite")
+    assert {r["category"] for r in suite} == {"chat", "code", "code_edit", "summarisation", "long_context_qa"}

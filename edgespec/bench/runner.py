@@ -25,14 +25,19 @@ from ..errors import EdgespecError
 from ..progress import Progress
 from ..sysinfo import machine_info, memory_bandwidth
 from ..tokenizer import Tokenizer, chat_ids
+from .report import by_category, category_markdown
 
 log = logging.getLogger(__name__)
 
 
+SHIPPED_PROMPTS = ("default", "suite")  # suite: chat, code, code_edit, summarisation, long_context_qa
+
+
 def load_prompts(path: str | None = None) -> list[dict]:
-    """MT-Bench / Spec-Bench `question.jsonl` rows: question_id, category, turns."""
-    text = Path(path).read_text(encoding="utf-8") if path else \
-        resources.files("edgespec.bench").joinpath("prompts/default.jsonl").read_text(encoding="utf-8")
+    """MT-Bench / Spec-Bench `question.jsonl` rows: question_id, category, turns (a file, or a shipped set)."""
+    name = path or "default"
+    text = resources.files("edgespec.bench").joinpath(f"prompts/{name}.jsonl").read_text(encoding="utf-8") \
+        if name in SHIPPED_PROMPTS else Path(path).read_text(encoding="utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     for row in rows:
         if not isinstance(row.get("turns"), list) or not row["turns"]:
@@ -85,7 +90,8 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     """ortgenai_model: a model dir onnxruntime-genai's builder made from the same weights, run with
     peers_python (a Python that has onnxruntime-genai; the [peers] extra) — see benchmarks/plain-decode.md."""
     ours = {engine_name(b, m): {"backend": b, "spec_mode": m} for b in backends for m in modes}
-    engines = tuple(ours) + ("llama.cpp",) + (("onnxruntime-genai",) if ortgenai_model else ())
+    peer_spec = ("llama.cpp+lookup",) if any(m != "off" for m in modes) else ()  # its own prompt lookup
+    engines = tuple(ours) + ("llama.cpp",) + peer_spec + (("onnxruntime-genai",) if ortgenai_model else ())
     from ..api import cached_export
     from ..export.manifest import read_manifest
 
@@ -141,6 +147,7 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
             outside = sum(r["decode_s"] + r["prefill_s"] - r["backend_s"] for r in results)
             report["engines"][engine]["python_overhead_ms_per_step"] = round(
                 1e3 * outside / sum(r["steps"] + 1 for r in results), 3)
+    report["categories"] = by_category(runs, rows)
     report["decode_ratio"], report["identical_outputs"] = {}, {}
     peers = [e for e in engines if not e.startswith("edgespec")]
     for engine in engines:
@@ -157,6 +164,8 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
 def _base(engine: str) -> str:
     """The engine whose weights an engine reads: our llama.cpp backend reads the GGUF."""
     engine = engine.split("+")[0]
+    if engine == "llama.cpp":
+        return engine
     return "llama.cpp" if engine == "edgespec-llamacpp" else engine
 
 
@@ -194,10 +203,12 @@ def markdown(report: dict) -> str:
     if report.get("command"):
         lines += [f"Command: `{report['command']}`", ""]
     extras = [f"{name}: {e['tokens_per_step']} tokens/step" for name, e in report["engines"].items()
-              if "+" in name] + \
+              if "tokens_per_step" in e and "+" in name] + \
              [f"{name}: Python overhead {e['python_overhead_ms_per_step']} ms/step outside llama_decode"
               for name, e in report["engines"].items() if "python_overhead_ms_per_step" in e]
     lines += [f"{x}." for x in extras] + ([""] if extras else [])
+    if len(report.get("categories", {})) > 1:
+        lines += [category_markdown(report["categories"]), ""]
     for (key, value), same in zip(report["decode_ratio"].items(), report["identical_outputs"].values()):
         lines.append(f"Decode ratio {key}: **{value}**; identical greedy outputs: {same}.")
     return "\n".join(lines)

@@ -63,6 +63,30 @@ def run_llamacpp(spec: dict) -> list[dict]:
     return results
 
 
+def run_llamacpp_lookup(spec: dict) -> list[dict]:
+    """llama-cpp-python's own prompt-lookup speculation (LlamaPromptLookupDecoding) through Llama.generate.
+
+    It needs logits_all=True (without it 0.3.36 crashes past ~512 tokens); the first token's time counts
+    as prefill, the rest as decode."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    llm = Llama(model_path=spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=512,
+                logits_all=True, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=10), verbose=False)
+    results = []
+    for prompt in spec["prompts"]:
+        tokens, start, prefill = [], time.perf_counter(), 0.0
+        for token in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+            tokens.append(int(token))
+            if len(tokens) == 1:
+                prefill, start = time.perf_counter() - start, time.perf_counter()
+            if len(tokens) == spec["tokens"]:
+                break
+        results.append({"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
+                        "steps": len(tokens) - 1, "token_ids": tokens})
+    return results
+
+
 def run_ortgenai(spec: dict) -> list[dict]:
     """onnxruntime-genai on a model its own builder made from the same weights (the [peers] setup)."""
     import onnxruntime_genai as og
@@ -92,7 +116,8 @@ def run_ortgenai(spec: dict) -> list[dict]:
     return results
 
 
-ENGINES = {"edgespec": run_ours, "llama.cpp": run_llamacpp, "onnxruntime-genai": run_ortgenai}
+ENGINES = {"edgespec": run_ours, "llama.cpp": run_llamacpp, "llama.cpp+lookup": run_llamacpp_lookup,
+           "onnxruntime-genai": run_ortgenai}
 
 
 def main() -> None:

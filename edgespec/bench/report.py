@@ -1,0 +1,90 @@
+"""Per-category results of a bench run, their markdown table and a PNG plot (matplotlib, `[plot]` extra)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MissingDependencyError
+
+PLAIN_PEERS = ("llama.cpp", "onnxruntime-genai")
+
+
+def by_category(runs: dict[str, list], rows: list[dict]) -> dict:
+    """category -> engine -> decode tok/s (median over repetitions), speedups, outputs equal to plain greedy."""
+    categories = sorted({r.get("category", "default") for r in rows}, key=[r.get("category", "default")
+                                                                           for r in rows].index)
+    out = {}
+    for category in categories:
+        idx = [i for i, r in enumerate(rows) if r.get("category", "default") == category]
+        speeds = {}
+        for engine, reps in runs.items():
+            per_rep = [sum(run["results"][i]["steps"] for i in idx) / sum(run["results"][i]["decode_s"] for i in idx)
+                       for run in reps]
+            speeds[engine] = float(np.median(per_rep))
+        peers = [speeds[p] for p in PLAIN_PEERS if p in speeds]
+        fastest_peer = max(peers) if peers else None
+        table = {}
+        for engine, tok_s in speeds.items():
+            plain = engine.split("+")[0]
+            entry = {"decode_tok_s": round(tok_s, 2)}
+            if plain != engine and plain in speeds:
+                entry["vs_plain"] = round(tok_s / speeds[plain], 3)
+                first = runs[engine][0]["results"]
+                entry["equal_to_plain"] = f"{sum(first[i]['token_ids'] == runs[plain][0]['results'][i]['token_ids'] for i in idx)}/{len(idx)}"
+            if fastest_peer:
+                entry["vs_fastest_plain_peer"] = round(tok_s / fastest_peer, 3)
+            table[engine] = entry
+        out[category] = {"prompts": len(idx), "engines": table}
+    return out
+
+
+def category_markdown(categories: dict) -> str:
+    engines = list(next(iter(categories.values()))["engines"])
+    lines = ["| category | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
+    for category, c in categories.items():
+        cells = []
+        for engine in engines:
+            e = c["engines"][engine]
+            cell = f"{e['decode_tok_s']:.1f}"
+            if "vs_plain" in e:
+                cell += f" ({e['vs_plain']:.2f}x plain, {e['equal_to_plain']} equal)"
+            cells.append(cell)
+        lines.append(f"| {category} ({c['prompts']}) | " + " | ".join(cells) + " |")
+    return "Decode tok/s per prompt category (speculative engines: speedup over the same backend's plain " \
+           "decoding, prompts whose output equals plain greedy):\n\n" + "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    """Grouped bars: decode tok/s per category and engine, plain engines hatched, peers grey."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError("--plot needs matplotlib: pip install 'edgespec[plot]'") from None
+    categories = report["categories"]
+    names = list(categories)
+    engines = list(next(iter(categories.values()))["engines"])
+    width = 0.8 / len(engines)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(names) + 2), 4.8), dpi=120)
+    colours = plt.get_cmap("tab10")
+    for k, engine in enumerate(engines):
+        values = [categories[c]["engines"][engine]["decode_tok_s"] for c in names]
+        peer = not engine.startswith("edgespec")
+        bars = ax.bar(np.arange(len(names)) + (k - (len(engines) - 1) / 2) * width, values, width,
+                      label=engine, color="0.6" if peer else colours(k), hatch="//" if "+" not in engine else None,
+                      edgecolor="white" if peer else None)
+        for bar, value in zip(bars, values):
+            ax.annotate(f"{value:.0f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
+                        fontsize=6)
+    m = report["machine"]
+    ax.set_xticks(np.arange(len(names)), [f"{c}\n({categories[c]['prompts']} prompts)" for c in names])
+    ax.set_ylabel("decode tokens / s (higher is better)")
+    ax.set_title(f"{report['model']}: {report['tokens']} new tokens, {m['cpu']}, {m['threads']} threads "
+                 f"(hatched = plain decoding, grey = peers)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
