@@ -22,7 +22,7 @@ from . import hub
 from .export.cached import cached_export  # noqa: F401  (public: bench and tests use it)
 from .errors import ContextOverflowError, EdgespecError
 from .sampling import Sampler, SamplingParams
-from .spec.engine import SpecStats, decode
+from .spec.engine import SpecStats, common_prefix, decode
 from .tokenizer import chat_ids
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Model:
         # keep what the cache already holds of this prompt (the earlier turns of a chat)
         # At least 2 prompt tokens are always fed: a 1-token pass rounds differently (spec/engine.py), and
         # the same prompt must give the same logits whether or not its prefix was cached.
-        reuse = 0 if self.backend.cache_len != len(self._cached) else _common_prefix(self._cached, ids[:-2])
+        reuse = 0 if self.backend.cache_len != len(self._cached) else common_prefix(self._cached, ids[:-2])
         stats.reused_tokens = reuse
         self._cached = []  # unknown until the engine has trimmed the cache
         max_rows = self.memory_plan.max_rows if self.memory_plan else None
@@ -157,15 +157,6 @@ class Model:
         tail = pending + detok.flush()
         if tail and stats.stop_reason != "stop":
             yield TokenEvent(-1, tail)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:

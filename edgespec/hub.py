@@ -206,6 +206,27 @@ def resolve_model(spec: str, pull_missing: bool = True) -> ModelRef:
         f"known models: {', '.join(KNOWN_MODELS)}")
 
 
+def source_key(path, *extra) -> str:
+    """12 hex digits naming a file as it is now (path, size, mtime) plus `extra` (machine, threads...):
+    cache entries derived from a file follow it when it changes."""
+    path = Path(path)
+    stat = path.stat()
+    parts = [path.resolve(), stat.st_size, stat.st_mtime_ns, *extra]
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:12]
+
+
+def cached_json(path: Path, compute) -> dict:
+    """The JSON object at `path`, or `compute()` written there (temp file + rename) for next time."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(value, indent=1))
+    tmp.replace(path)
+    return value
+
+
 def weights_bytes(ref: ModelRef) -> int:
     """Bytes of the weight files behind a model reference (what loading it must at least hold)."""
     path = Path(ref.path)

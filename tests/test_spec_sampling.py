@@ -74,10 +74,7 @@ def sample_first_two(verifier, make_tree, n: int, seed: int = 0):
 
 def naive_verifier(tree, target_probs, rng):
     """Wrong on purpose: on rejection it draws from p itself instead of the residual max(p - q, 0)."""
-    node, accepted = -1, []
-    children = {}
-    for i, parent in enumerate(tree.parents):
-        children.setdefault(parent, []).append(i)
+    node, accepted, children = -1, [], tree.children_by_node()
     while True:
         p = target_probs(node + 1)
         for c in children.get(node, ()):

@@ -7,7 +7,6 @@ Each T is measured after a fixed prompt, as the median of `reps` passes that are
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 
@@ -39,19 +38,17 @@ def cost_curve(backend, prompt_ids: list[int], sizes=SIZES, reps: int = 7) -> di
 
 
 def run_cost_curves(model: str, threads: int, backends=("ort", "llamacpp"), sizes=SIZES, reps: int = 7) -> dict:
-    from ..runtimes import open_backend
+    from ..runtimes import measure_on
+
+    def curve(opened) -> dict:
+        prompt = opened.tokenizer.encode(PROMPT)
+        return {"backend": opened.description, **cost_curve(opened.backend, prompt, sizes, reps)}
 
     ref = hub.resolve_model(model)
     curves = {}
     with Progress(len(backends), "cost curves", unit="backends") as bar:
         for kind in backends:
-            opened = open_backend(ref, kind, threads=threads, context=1024)
-            prompt = opened.tokenizer.encode(PROMPT)
-            curves[kind] = {"backend": opened.description, **cost_curve(opened.backend, prompt, sizes, reps)}
-            if hasattr(opened.backend, "close"):
-                opened.backend.close()
-            del opened
-            gc.collect()
+            curves[kind] = measure_on(ref, kind, curve, threads, context=1024)
             bar.update(1)
     return curves
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -15,8 +14,7 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx") -> Path:
     """The default export of a source (int4 ONNX, or a Q4_0/Q8_0 GGUF for llama.cpp), made once."""
     from .pipeline import ExportOptions, export
 
-    stat = Path(ref.path).stat()
-    key = hashlib.sha256(f"{Path(ref.path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    key = hub.source_key(ref.path)
     out = hub.cache_dir() / "exports" / (f"{ref.name}-int4-{key}" if fmt == "onnx" else f"{ref.name}-gguf-{key}")
     if not (out / "edgespec.json").is_file():
         log.info("first use of %s: exporting it to %s in %s", ref.name, "int4 ONNX" if fmt == "onnx" else "GGUF", out)

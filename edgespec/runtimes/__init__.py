@@ -7,6 +7,7 @@ a GGUF for llama.cpp when the source is an HF directory), and "auto" picks the f
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,19 @@ def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "
     if kind == "llamacpp":
         return _open_llamacpp(ref, threads, context)
     return _open_ort(ref, threads, device)
+
+
+def measure_on(ref: hub.ModelRef, kind: str, measure, threads: int = 0, context: int = 4096):
+    """`measure(opened)` on a freshly opened backend, which is released (memory included) before this
+    returns, so the next backend measured does not share the machine with it."""
+    opened = open_backend(ref, kind, threads=threads, context=context)
+    try:
+        return measure(opened)
+    finally:
+        if hasattr(opened.backend, "close"):
+            opened.backend.close()
+        del opened
+        gc.collect()
 
 
 def _open_ort(ref: hub.ModelRef, threads: int, device: str) -> Opened:

@@ -1,23 +1,19 @@
 """`--backend auto`: the backend that decodes this model faster on this machine.
 
-Measured once (a short prefill, then timed single-token steps on each backend, one at a
-time) and cached per model file, machine and thread count under EDGESPEC_CACHE/auto.
+Measured once (a short prefill, then the median of timed single-token passes on each backend,
+one backend at a time) and cached per model file, machine and thread count under EDGESPEC_CACHE/auto.
 """
 
 from __future__ import annotations
 
-import gc
-import hashlib
-import json
 import logging
-import time
 from pathlib import Path
 
 from .. import hub
 from ..sysinfo import machine_info
 
 log = logging.getLogger(__name__)
-WARMUP_STEPS, TIMED_STEPS = 4, 24
+TIMED_STEPS = 24
 
 
 def choose_backend(ref: hub.ModelRef, threads: int, context: int) -> tuple[str, str]:
@@ -27,14 +23,13 @@ def choose_backend(ref: hub.ModelRef, threads: int, context: int) -> tuple[str, 
     except ImportError:
         return "ort", "llama-cpp-python is not installed"
     record_file = _record_file(ref, threads)
-    if record_file.is_file():
-        record = json.loads(record_file.read_text())
-    else:
+
+    def measure() -> dict:
         log.info("backend auto: measuring onnxruntime and llama.cpp decode speed for %s once", ref.name)
-        record = {"decode_tok_s": {kind: round(measure_decode(ref, kind, threads, context), 1)
-                                   for kind in ("ort", "llamacpp")}, "machine": machine_info(threads)}
-        record_file.parent.mkdir(parents=True, exist_ok=True)
-        record_file.write_text(json.dumps(record, indent=1))
+        return {"decode_tok_s": {kind: round(measure_decode(ref, kind, threads, context), 1)
+                                 for kind in ("ort", "llamacpp")}, "machine": machine_info(threads)}
+
+    record = hub.cached_json(record_file, measure)
     speeds = record["decode_tok_s"]
     picked = max(speeds, key=speeds.get)
     why = ", ".join(f"{kind} {speed} tok/s" for kind, speed in speeds.items())
@@ -43,26 +38,17 @@ def choose_backend(ref: hub.ModelRef, threads: int, context: int) -> tuple[str, 
 
 
 def measure_decode(ref: hub.ModelRef, kind: str, threads: int, context: int) -> float:
-    from . import open_backend
+    """Decode tok/s: 1 / the median time of a 1-token pass after a short prompt."""
+    from ..bench.cost import cost_curve
+    from . import measure_on
 
-    opened = open_backend(ref, kind, threads=threads, context=context)
-    backend = opened.backend
-    prompt = opened.tokenizer.encode("def quicksort(items):\n    \"\"\"Sort a list.\"\"\"\n")
-    token = int(backend.forward(prompt, logits_for=[len(prompt) - 1])[-1].argmax())
-    for step in range(WARMUP_STEPS + TIMED_STEPS):
-        if step == WARMUP_STEPS:
-            start = time.perf_counter()
-        token = int(backend.forward([token])[-1].argmax())
-    seconds = time.perf_counter() - start
-    if hasattr(backend, "close"):
-        backend.close()
-    del opened, backend
-    gc.collect()
-    return TIMED_STEPS / seconds
+    def step_seconds(opened) -> float:
+        prompt = opened.tokenizer.encode("def quicksort(items):\n    \"\"\"Sort a list.\"\"\"\n")
+        return cost_curve(opened.backend, prompt, sizes=(1,), reps=TIMED_STEPS)["seconds"][1]
+
+    return 1.0 / measure_on(ref, kind, step_seconds, threads, context)
 
 
 def _record_file(ref: hub.ModelRef, threads: int) -> Path:
-    path = Path(ref.path)
-    stat = path.stat()
-    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{machine_info(threads)['cpu']}:{threads}"
-    return hub.cache_dir() / "auto" / f"{ref.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    key = hub.source_key(ref.path, machine_info(threads)["cpu"], threads)
+    return hub.cache_dir() / "auto" / f"{ref.name}-{key}.json"

@@ -15,8 +15,6 @@ a 1-token draft is tried anyway, so a drafter that starts to pay is noticed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -67,18 +65,18 @@ class CostModel:
         """Measured once per model file, backend, machine and threads (EDGESPEC_CACHE/costs)."""
         from ..sysinfo import machine_info
 
-        source = Path(model.source) if model.source else None
-        stat = f"{source.resolve()}:{source.stat().st_mtime_ns}" if source and source.exists() else model.ref.name
-        key = f"{stat}:{model.backend.name}:{machine_info(model.threads)['cpu']}:{model.threads}"
-        path = hub.cache_dir() / "costs" / f"{model.ref.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
-        if path.is_file():
-            data = json.loads(path.read_text())
-            return cls(data["sizes"], data["seconds"])
-        log.info("measuring this device's verify cost curve for %s on %s (once)", model.ref.name, model.backend.name)
-        cost = cls.measure(model.backend, prompt_ids)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"sizes": cost.sizes, "seconds": cost.seconds}))
-        return cost
+        extra = (model.backend.name, machine_info(model.threads)["cpu"], model.threads)
+        source = model.source if model.source and Path(model.source).exists() else model.ref.path
+        path = hub.cache_dir() / "costs" / f"{model.ref.name}-{hub.source_key(source, *extra)}.json"
+
+        def measure() -> dict:
+            log.info("measuring this device's verify cost curve for %s on %s (once)", model.ref.name,
+                     model.backend.name)
+            cost = cls.measure(model.backend, prompt_ids)
+            return {"sizes": cost.sizes, "seconds": cost.seconds}
+
+        data = hub.cached_json(path, measure)
+        return cls(data["sizes"], data["seconds"])
 
 
 @dataclass

@@ -29,8 +29,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-import numpy as np
-
 from ..errors import ContextOverflowError
 from ..sampling import Sampler, penalize, probabilities
 from .tree import DraftTree
@@ -93,7 +91,7 @@ def decode(backend, prompt: Sequence[int], sampler: Sampler, max_tokens: int, dr
             backend.rollback(1)
         if max_rows:
             budget = min(budget, max_rows - 1)
-        step = [(_choose(sampler, logits[-1], history), False)]
+        step = [(sampler(logits[-1], history), False)]
         while True:
             for token, from_draft in step:
                 history.append(token)
@@ -124,10 +122,12 @@ def _step(backend, history: list[int], sampler: Sampler, drafter, budget: int, s
                              tree_mask=None if tree.is_chain() else mask)
 
     def context(row: int) -> list[int]:  # the history a row predicts after: for the repetition penalty
-        return history + [tree.tokens[i] for i in tree.path(row - 1)] if row else history
+        if not row or sampler.params.repetition_penalty == 1.0:  # no penalty: no copy of the history per row
+            return history
+        return history + [tree.tokens[i] for i in tree.path(row - 1)]
 
     if sampler.params.greedy:
-        path, bonus = verify_greedy(tree, lambda row: _choose(sampler, logits[row], context(row)))
+        path, bonus = verify_greedy(tree, lambda row: sampler(logits[row], context(row)))
     else:
         path, bonus = verify_sampling(
             tree, lambda row: probabilities(penalize(logits[row], context(row), sampler.params.repetition_penalty),
@@ -147,5 +147,11 @@ def _step(backend, history: list[int], sampler: Sampler, drafter, budget: int, s
     return [(token, True) for token in accepted] + [(bonus, False)]  # the bonus is the next root
 
 
-def _choose(sampler: Sampler, logits: np.ndarray, history) -> int:
-    return sampler(logits, history)
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share (what a KV cache holding `a` can keep for `b`)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

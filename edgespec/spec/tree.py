@@ -43,6 +43,13 @@ class DraftTree:
         """Children of `node` (-1: of the root), in insertion order."""
         return [i for i, p in enumerate(self.parents) if p == node]
 
+    def children_by_node(self) -> dict[int, list[int]]:
+        """Every node's children at once (-1: the root's), in insertion order."""
+        children: dict[int, list[int]] = {}
+        for i, parent in enumerate(self.parents):
+            children.setdefault(parent, []).append(i)
+        return children
+
     def path(self, node: int) -> list[int]:
         """Node indices from the root's first child down to `node`."""
         out = []

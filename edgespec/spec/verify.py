@@ -24,7 +24,7 @@ def verify_greedy(tree: DraftTree, target_token: Callable[[int], int]) -> tuple[
     descend; at the first row with no matching child emit that row's argmax (the bonus token).
     The output is plain greedy's, token for token, with 1 + len(accepted) tokens per pass.
     """
-    children = _children(tree)
+    children = tree.children_by_node()
     node, accepted = -1, []
     while True:
         want = target_token(node + 1)
@@ -48,7 +48,7 @@ def verify_sampling(tree: DraftTree, target_probs: Callable[[int], np.ndarray],
     output distribution is the target's, whatever the drafter proposes. Siblings that share
     a stochastic q must be independent draws from it (deterministic siblings are distinct).
     """
-    children = _children(tree)
+    children = tree.children_by_node()
     node, accepted = -1, []
     while True:
         p = np.array(target_probs(node + 1), dtype=np.float64)
@@ -77,10 +77,3 @@ def draw(p: np.ndarray, rng: np.random.Generator) -> int:
     """One draw from a (possibly unnormalised) distribution."""
     cumulative = np.cumsum(p)
     return int(min(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"), len(p) - 1))
-
-
-def _children(tree: DraftTree) -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for i, parent in enumerate(tree.parents):
-        children.setdefault(parent, []).append(i)
-    return children

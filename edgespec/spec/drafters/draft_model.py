@@ -11,6 +11,7 @@ import logging
 from typing import Sequence
 
 from ...errors import TokenizerError
+from ..engine import common_prefix
 from ..tree import DraftTree
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,7 @@ class DraftModelDrafter:
         k = min(self.draft_len, budget, self.backend.max_len - len(context))
         if k <= 0:
             return DraftTree()
-        common = 0
-        limit = min(len(self.cached), len(context) - 1)
-        while common < limit and self.cached[common] == context[common]:
-            common += 1
+        common = common_prefix(self.cached, context[:-1])
         self.backend.rollback(self.backend.cache_len - common)
         new = list(context[common:])
         token = int(self.backend.forward(new, logits_for=[len(new) - 1])[-1].argmax())
