@@ -159,3 +159,18 @@ def test_cli_speculation_on_llamacpp_with_exact_equals_plain(smollm2_gguf):
         out[spec] = json.loads(result.stdout)
     assert out["ngram"]["token_ids"] == out["off"]["token_ids"]
     assert out["ngram"]["stats"]["spec"] == "ngram" and out["ngram"]["stats"]["tokens_per_step"] > 1.2
+
+
+@pytest.mark.parametrize("spec", ["ngram", "auto", "draft:smollm2-135m"])
+def test_every_drafter_on_llamacpp_equals_plain_in_exact_mode(smollm2_gguf, spec):
+    """On llama.cpp too, speculation changes nothing in exact mode (the near-tie rule is for ORT int4
+    in test_spec_real.py); the draft model here is the target itself, so its drafts get accepted."""
+    model = load("smollm2-135m", backend="llamacpp", threads=2, context=1024)
+    for prompt in ("List the planets of the solar system in order.", "def bubble_sort(items):"):
+        ids = model.chat_prompt([{"role": "user", "content": prompt}])
+        model.set_spec("off", exact=True)
+        plain = [e.token for e in model.generate(ids, max_tokens=64, stop_on_eos=False)]
+        model.set_spec(spec, exact=True)
+        assert [e.token for e in model.generate(ids, max_tokens=64, stop_on_eos=False)] == plain, (spec, prompt)
+    if spec.startswith("draft:"):
+        assert model.last_stats.spec.accepted > 0
