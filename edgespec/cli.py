@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requantize", action="store_true",
                    help="requantize GGUF weights to plain int4 (asymmetric, --block-size) instead of keeping "
                         "their own levels: smaller and faster, lossy")
+    p.add_argument("--no-layer-plans", dest="layer_plans", action="store_false",
+                   help="inline the layers (no layer-skip drafting; a few %% faster per step)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_export, precision="int4")
 
@@ -224,7 +226,7 @@ def cmd_export(args) -> int:
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                             lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
-                            gguf_type=args.gguf_type)
+                            gguf_type=args.gguf_type, layer_plans=args.layer_plans)
     output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
                             f"{args.precision}"
     out = export(args.model, output, options, force=args.force)

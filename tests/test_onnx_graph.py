@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from edgespec.models.llama import LlamaReference
-from edgespec.models.onnx_llama import build_graph
+from edgespec.models.onnx_llama import build_graph, gemm_linear
+from edgespec.quant import int4
+from edgespec.quant.linear import QuantizedLinear
 from edgespec.runtimes.ort import OrtBackend
 
 from .tiny import TINY_CONFIGS, random_weights, root_path, tree_layout
@@ -194,3 +196,42 @@ def test_memory_report(pair):
     c = ref.config
     assert m["kv_per_token"] == 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4
     assert m["kv_allocated"] == m["kv_per_token"] * MAX_LEN and m["weights"] > 0 and m["rss"] > 0
+
+
+class _FloatSource:
+    """A weights source without GGUF blocks: QuantizedLinear requantizes every weight."""
+
+    def __init__(self, config, weights):
+        self.config, self.weights = config, weights
+
+    def tensor(self, name):
+        return self.weights[name]
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_CONFIGS))
+def test_int4_graph_with_and_without_layer_plans_matches_dequantized_reference(arch):
+    """Stacked q/k/v (packed into GroupQueryAttention, biases inside MatMulNBits) and gate/up, with the
+    layers in If nodes or inlined: both equal the reference run on the dequantized int4 weights."""
+    config = TINY_CONFIGS[arch]
+    weights = random_weights(config)
+    dequantized = dict(weights)
+    for name in weights:
+        if name.startswith("layers.") and weights[name].ndim == 2:
+            dequantized[name] = int4.dequantize(int4.quantize(weights[name], 32))
+    tokens = tokens_for(config, 12)
+    expected = LlamaReference(config, dequantized).forward(tokens)
+    got = {}
+    for plans in (True, False):
+        linear = QuantizedLinear(_FloatSource(config, weights), 4, 32, accuracy_level=0)
+        graph = build_graph(config, weights, MAX_LEN, linear=linear, lm_head_linear=gemm_linear, layer_plans=plans)
+        assert sum(n.op_type == "If" for n in graph.graph.node) == (config.num_layers if plans else 0)
+        decoder = OrtBackend(graph.SerializeToString(), config, MAX_LEN, threads=1)
+        assert decoder.supports_plan() == plans
+        got[plans] = np.concatenate([decoder.forward(tokens[:8]), decoder.forward(tokens[8:9]),
+                                     decoder.forward(tokens[9:])])
+        assert np.abs(got[plans] - expected).max() <= TOL
+    if config.attention_bias:  # the q/k/v biases went into the stacked MatMulNBits, no Add for them
+        ops = [n.op_type for n in build_graph(config, weights, MAX_LEN, linear=linear, layer_plans=False).graph.node]
+        assert ops.count("Add") == config.num_layers  # only the residual after the MLP
+        assert ops.count("MatMulNBits") == 4 * config.num_layers + 1
+    np.testing.assert_allclose(got[True], got[False], atol=1e-5)

@@ -123,6 +123,17 @@ class GraphBuilder:
                 self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
+    def project(self, x: str, canonicals: list[str], outs: list[str]) -> None:
+        """outs[j] = x @ W_j^T."""
+        for canonical, out in zip(canonicals, outs):
+            self.linear(self, x, canonical, out)
+
+    def project_stacked(self, x: str, canonicals: list[str], out: str, biases: list[str] | None = None) -> bool:
+        """out = x @ [W_0; W_1; ...]^T (+ the biases) as one wider product, when the Linear strategy can
+        (a `stack` method: one kernel call reading x once). False: nothing was added."""
+        stack = getattr(self.linear, "stack", None)
+        return stack is not None and stack(self, x, canonicals, out, biases)
+
     def weight(self, canonical: str) -> str:
         """The canonical weight as an initializer in the graph's float type (once)."""
         return self.constant(canonical, self.weights[canonical].astype(self.float_type))
@@ -143,7 +154,7 @@ def fp16_linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
 def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len: int,
                 linear: Linear | None = None, lm_head_linear: Linear | None = None,
                 embed_dtype=np.float32, external: ExternalData | None = None,
-                extra_embeds: bool = False) -> onnx.ModelProto:
+                extra_embeds: bool = False, layer_plans: bool = True) -> onnx.ModelProto:
     """The decoder graph (see the module docstring for its contract).
 
     weights: canonical name -> float32 array (may be a lazy mapping over a weights file).
@@ -153,6 +164,8 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     extra_embeds: add the input `extra_embeds` [1, E, d], rows appended after the token embeddings
         (S3D mask tokens, PPD prompt tokens); position_ids / attention_bias / logits_index then
         cover T_ids + E rows. Its default is an empty [1, 0, d] initializer, so it may be left unfed.
+    layer_plans: wrap each layer in If(layer_mask[i]) (layer-skip drafting); False inlines the layers
+        (no layer_mask input; the If nodes cost ~5% of a decode step and block cross-layer fusions).
     """
     c = config
     g = GraphBuilder(weights, linear, external=external)
@@ -168,8 +181,9 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
         helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
         helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
         helper.make_tensor_value_info("logits_index", TensorProto.INT64, ["N"]),
-        helper.make_tensor_value_info("layer_mask", TensorProto.BOOL, [L]),
     ]
+    if layer_plans:
+        inputs.append(helper.make_tensor_value_info("layer_mask", TensorProto.BOOL, [L]))
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", c.vocab_size])]
     for i in range(L):
         for kind in ("key", "value"):
@@ -197,15 +211,10 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
         g.constant("extra_embeds", np.zeros((1, 0, c.hidden_size), np.float32))
         h = g.node("Concat", [h, g.node("Squeeze", ["extra_embeds", "axes0"])], axis=0)  # [T_ids + E, d]
     for i in range(L):
-        cond = g.node("Gather", ["layer_mask", g.constant(f"layer_index.{i}", np.array(i, np.int64))])
-        then_graph = _layer_subgraph(g, c, i, h, max_len)
-        else_graph = helper.make_graph(
-            [helper.make_node("Identity", [src], [f"skip_{dst}"]) for src, dst in
-             ((h, f"h.{i}"), (f"past_key.{i}", f"present_key.{i}"), (f"past_value.{i}", f"present_value.{i}"))],
-            f"skip_layer_{i}", [], [helper.make_tensor_value_info(f"skip_{n}", TensorProto.FLOAT, None)
-                                    for n in (f"h.{i}", f"present_key.{i}", f"present_value.{i}")])
-        g.node("If", [cond], [f"h.{i}", f"present_key.{i}", f"present_value.{i}"],
-               then_branch=then_graph, else_branch=else_graph)
+        if layer_plans:
+            _layer_as_branch(g, c, i, h)
+        else:
+            _layer_nodes(g, c, i, h, (f"h.{i}", f"present_key.{i}", f"present_value.{i}"))
         h = f"h.{i}"
 
     rows = g.node("Gather", [h, "logits_index"])  # [N, d]: only the rows someone reads
@@ -224,43 +233,69 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     return model
 
 
-def _layer_subgraph(outer: GraphBuilder, c: ModelConfig, i: int, h: str, max_len: int) -> onnx.GraphProto:
-    """One decoder layer as an If branch. Its weights stay outer-graph initializers (shared)."""
+def _layer_as_branch(outer: GraphBuilder, c: ModelConfig, i: int, h: str) -> None:
+    """Layer i as If(layer_mask[i]): the layer, or Identity of h and of its past_* buffers."""
+    cond = outer.node("Gather", ["layer_mask", outer.constant(f"layer_index.{i}", np.array(i, np.int64))])
     g = GraphBuilder(outer.weights, outer.linear, outer.float_type, outer.external)
     g._counter = outer._counter + 100_000 * (i + 1)  # unique value names across branches
-    p = f"layers.{i}."
-    a = g.node("RMSNormalization", [h, outer.weight(p + "attn_norm")], epsilon=c.rms_norm_eps, axis=-1)
-    proj = {}
-    for kind in ("q", "k", "v"):
-        out = g.fresh(kind)
-        g.linear(g, a, p + kind, out)
-        if c.attention_bias:
-            out = g.node("Add", [out, outer.weight(p + kind + "_bias")])
-        proj[kind] = g.node("Unsqueeze", [out, "axes0"])  # [1, T, heads*hd]
-    attn = g.node("GroupQueryAttention",
-                  [proj["q"], proj["k"], proj["v"], f"past_key.{i}", f"past_value.{i}", "seqlens_k",
-                   "total_sequence_length", "rope_cos", "rope_sin", "position_ids", "attention_bias"],
-                  [g.fresh("attn"), f"then_present_key.{i}", f"then_present_value.{i}"], domain=MS_DOMAIN,
-                  num_heads=c.num_heads, kv_num_heads=c.num_kv_heads, do_rotary=1, rotary_interleaved=0,
-                  scale=float(1.0 / np.sqrt(c.head_dim)))
-    attn2d = g.node("Squeeze", [attn, "axes0"])
-    o = g.fresh("o")
-    g.linear(g, attn2d, p + "o", o)
-    h1 = g.node("Add", [h, o])
-    m = g.node("RMSNormalization", [h1, outer.weight(p + "ffn_norm")], epsilon=c.rms_norm_eps, axis=-1)
-    gate, up, down = g.fresh("gate"), g.fresh("up"), g.fresh("down")
-    g.linear(g, m, p + "gate", gate)
-    g.linear(g, m, p + "up", up)
-    act = g.node("Mul", [g.node("Mul", [gate, g.node("Sigmoid", [gate])]), up])  # SwiGLU
-    g.linear(g, act, p + "down", down)
-    g.node("Add", [h1, down], [f"then_h.{i}"])
+    outs = (f"then_h.{i}", f"then_present_key.{i}", f"then_present_value.{i}")
+    _layer_nodes(g, c, i, h, outs, outer)
     # Initializers the branch created (e.g. int4 blobs) move to the outer graph: one copy, prepacked once.
     for init in g.initializers:
         if init.name not in outer._names:
             outer._names.add(init.name)
             outer.initializers.append(init)
     outer._counter = g._counter
-    return helper.make_graph(g.nodes, f"layer_{i}", [], [
-        helper.make_tensor_value_info(f"then_h.{i}", TensorProto.FLOAT, None),
-        helper.make_tensor_value_info(f"then_present_key.{i}", TensorProto.FLOAT, None),
-        helper.make_tensor_value_info(f"then_present_value.{i}", TensorProto.FLOAT, None)])
+    then_graph = helper.make_graph(g.nodes, f"layer_{i}", [], [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outs])
+    else_graph = helper.make_graph(
+        [helper.make_node("Identity", [src], [f"skip_{dst}"]) for src, dst in
+         ((h, f"h.{i}"), (f"past_key.{i}", f"present_key.{i}"), (f"past_value.{i}", f"present_value.{i}"))],
+        f"skip_layer_{i}", [], [helper.make_tensor_value_info(f"skip_{n}", TensorProto.FLOAT, None)
+                                for n in (f"h.{i}", f"present_key.{i}", f"present_value.{i}")])
+    outer.node("If", [cond], [f"h.{i}", f"present_key.{i}", f"present_value.{i}"],
+               then_branch=then_graph, else_branch=else_graph)
+
+
+def _layer_nodes(g: GraphBuilder, c: ModelConfig, i: int, h: str, outs: tuple[str, str, str],
+                 outer: GraphBuilder | None = None) -> None:
+    """Decoder layer i: h -> outs = (new h, present key, present value). Weights are initializers of
+    `outer` (the main graph) when g builds an If branch."""
+    outer = outer or g
+    p = f"layers.{i}."
+    a = g.node("RMSNormalization", [h, outer.weight(p + "attn_norm")], epsilon=c.rms_norm_eps, axis=-1)
+    biases = [p + kind + "_bias" for kind in "qkv"] if c.attention_bias else None
+    qkv = g.fresh("qkv")
+    if g.project_stacked(a, [p + kind for kind in "qkv"], qkv, biases):
+        # Packed QKV [1, T, (heads + 2 kv_heads) * hd]: GroupQueryAttention splits it itself.
+        qkv_inputs = [g.node("Unsqueeze", [qkv, "axes0"]), "", ""]
+    else:
+        qkv_inputs = []
+        for j, kind in enumerate("qkv"):
+            out = g.fresh(kind)
+            g.project(a, [p + kind], [out])
+            if biases:
+                out = g.node("Add", [out, outer.weight(biases[j])])
+            qkv_inputs.append(g.node("Unsqueeze", [out, "axes0"]))  # [1, T, heads*hd]
+    attn = g.node("GroupQueryAttention",
+                  qkv_inputs + [f"past_key.{i}", f"past_value.{i}", "seqlens_k",
+                                "total_sequence_length", "rope_cos", "rope_sin", "position_ids", "attention_bias"],
+                  [g.fresh("attn"), outs[1], outs[2]], domain=MS_DOMAIN,
+                  num_heads=c.num_heads, kv_num_heads=c.num_kv_heads, do_rotary=1, rotary_interleaved=0,
+                  scale=float(1.0 / np.sqrt(c.head_dim)))
+    attn2d = g.node("Squeeze", [attn, "axes0"])
+    o = g.fresh("o")
+    g.project(attn2d, [p + "o"], [o])
+    # m = RMSNorm(h + o) and h1 = h + o in one fused op.
+    m, h1 = g.fresh("ffn_in"), g.fresh("h_attn")
+    g.node("SkipSimplifiedLayerNormalization", [o, h, outer.weight(p + "ffn_norm")],
+           [m, "", "", h1], domain=MS_DOMAIN, epsilon=c.rms_norm_eps)
+    gate, up, down = g.fresh("gate"), g.fresh("up"), g.fresh("down")
+    gate_up = g.fresh("gate_up")
+    if g.project_stacked(m, [p + "gate", p + "up"], gate_up):
+        g.node("Split", [gate_up], [gate, up], axis=-1, num_outputs=2)
+    else:
+        g.project(m, [p + "gate", p + "up"], [gate, up])
+    act = g.node("Mul", [g.node("Mul", [gate, g.node("Sigmoid", [gate])]), up])  # SwiGLU
+    g.project(act, [p + "down"], [down])
+    g.node("Add", [h1, down], [outs[0]])

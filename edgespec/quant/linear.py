@@ -38,9 +38,37 @@ class QuantizedLinear:
 
     def __call__(self, g, x: str, canonical: str, out: str) -> None:
         packed, offset = self.pack(canonical)
-        inputs = [x, g.constant(canonical + ".qweight", packed.blob), g.constant(canonical + ".scales", packed.scales)]
-        if packed.zero_points is not None:
-            inputs.append(g.constant(canonical + ".zero_points", packed.zero_points))
+        self._emit(g, x, canonical, packed, offset, out)
+
+    def stack(self, g, x: str, canonicals: list[str], out: str, biases: list[str] | None = None) -> bool:
+        """Several weights on the same input as one MatMulNBits over their rows stacked (q/k/v, gate/up):
+        one kernel call instead of several. False when their formats differ (then nothing is added)."""
+        parts = [self.pack(canonical) for canonical in canonicals]
+        first, first_offset = parts[0]
+        def form(p, offset):
+            zp = None if p.zero_points is None else p.zero_points.dtype
+            return p.bits, p.block, p.K, zp, offset is None
+        if any(form(p, o) != form(first, first_offset) for p, o in parts):
+            return False
+        stacked = PackedInt4(sum(p.N for p, _ in parts), first.K, first.block,
+                             np.concatenate([p.blob for p, _ in parts]),
+                             np.concatenate([p.scales for p, _ in parts]),
+                             None if first.zero_points is None else np.concatenate([p.zero_points for p, _ in parts]),
+                             first.bits)
+        offset = None if first_offset is None else np.concatenate([o for _, o in parts])
+        name = "+".join(canonicals)
+        bias = None if biases is None else \
+            g.constant(name + ".bias", np.concatenate([np.asarray(g.weights[b], np.float32) for b in biases]))
+        self._emit(g, x, name, stacked, offset, out, bias)
+        return True
+
+    def _emit(self, g, x: str, name: str, packed: PackedInt4, offset: np.ndarray | None, out: str,
+              bias: str | None = None) -> None:
+        inputs = [x, g.constant(name + ".qweight", packed.blob), g.constant(name + ".scales", packed.scales),
+                  "" if packed.zero_points is None else g.constant(name + ".zero_points", packed.zero_points),
+                  "", "" if bias is None else bias]  # A, B, scales, zero_points, g_idx, bias
+        while inputs[-1] == "":
+            inputs.pop()
         main = out if offset is None else g.fresh("matmulnbits")
         g.node("MatMulNBits", inputs, [main], domain="com.microsoft", K=packed.K, N=packed.N, bits=packed.bits,
                block_size=packed.block, accuracy_level=self.accuracy_level)
@@ -49,7 +77,7 @@ class QuantizedLinear:
             shape = g.constant(f"block_shape.{k_blocks}.{packed.block}", np.array([-1, k_blocks, packed.block]))
             sums = g.node("ReduceSum", [g.node("Reshape", [x, shape]), g.constant("axis_last", np.array([-1]))],
                           keepdims=0)
-            correction = g.node("MatMul", [sums, g.constant(canonical + ".block_offset", offset.T.copy())])
+            correction = g.node("MatMul", [sums, g.constant(name + ".block_offset", offset.T.copy())])
             g.node("Add", [main, correction], [out])
 
     def pack(self, canonical: str) -> tuple[PackedInt4, np.ndarray | None]:

@@ -66,6 +66,7 @@ class OrtBackend:
         self.cache_len = 0
         self._last_start = 0
         self.all_layers = np.ones(config.num_layers, dtype=bool)
+        self.has_layer_mask = any(i.name == "layer_mask" for i in self.session.get_inputs())
         self.binding = self.session.io_binding()
         self.binding.bind_output("logits")
         for i in range(config.num_layers):
@@ -75,7 +76,8 @@ class OrtBackend:
                 self.binding.bind_ortvalue_output(f"present_{kind}.{i}", value)
 
     def supports_plan(self) -> bool:
-        return True
+        """Exports built with layer plans (If per layer) take a layer mask; inlined ones do not."""
+        return self.has_layer_mask
 
     def forward(self, tokens, positions=None, tree_mask=None, logits_for=None, plan=None) -> np.ndarray:
         """Logits [N, vocab] for the rows `logits_for` (default: all T) of T new tokens.
@@ -99,8 +101,12 @@ class OrtBackend:
             "seqlens_k": np.array([P + T - 1], np.int32),
             "total_sequence_length": np.array(P + T, np.int32),
             "logits_index": rows.astype(np.int64),
-            "layer_mask": self.all_layers if plan is None else np.asarray(plan, dtype=bool),
         }
+        if self.has_layer_mask:
+            feeds["layer_mask"] = self.all_layers if plan is None else np.asarray(plan, dtype=bool)
+        elif plan is not None and not np.all(plan):
+            raise EdgespecError("this export has no layer plans (exported with --no-layer-plans): "
+                                "layer-skip drafting needs an export with them")
         for name, value in feeds.items():
             self.binding.bind_cpu_input(name, value)
         self.binding.bind_output("logits")  # re-bound each run: its row count changes
