@@ -58,3 +58,24 @@ def test_cost_model_interpolates_extrapolates_and_tracks_drift():
     for _ in range(200):
         cost.observe(4, 2 * 0.020)  # the device got twice as slow
     assert 1.9 < cost.drift < 2.01
+
+
+def test_acceptance_is_kept_per_bucket_so_long_matches_get_long_drafts():
+    """The n-gram drafter names its match length: a 4-token match that is usually copied gets a long
+    draft while, at the same moment, a 1-token match with poor acceptance gets a plain step."""
+    controller = trained(trained(Controller(CPU, free={"ngram"}), "ngram/n4", rate=0.95), "ngram/n1", rate=0.03)
+    name, k = controller.plan(["ngram"], {"ngram": "ngram/n4"})
+    assert name == "ngram" and k >= 8
+    assert controller.plan(["ngram"], {"ngram": "ngram/n1"}) == (None, 0)
+    controller.observe("ngram", drafted=3, accepted=0, draft_s=0.0, verify_T=4, verify_s=0.02, bucket="ngram/n4")
+    assert controller.acceptance["ngram/n4"].trials[0] == 200 * 0.97 + 1 and controller.acceptance["ngram/n1"].trials[0] == 200
+
+
+def test_ngram_bucket_names_the_match_length_and_propose_reuses_the_lookup():
+    from edgespec.spec.drafters.ngram import NgramDrafter
+
+    drafter = NgramDrafter(min_ngram=1)
+    context = [5, 6, 7, 8, 9, 5, 6, 7]
+    assert drafter.bucket(context) == "ngram/n3"  # [5, 6, 7] occurred before, followed by 8
+    assert drafter.propose(context, 2).tokens == [8, 9]
+    assert drafter.bucket([1, 2, 3]) is None  # nothing seen before: no candidate this step

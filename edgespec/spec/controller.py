@@ -123,11 +123,15 @@ class Controller:
     plain_steps: int = 0
     free: set = field(default_factory=set)  # drafters that cost nothing to ask (n-gram lookup)
 
-    def plan(self, names: list[str]) -> tuple[str | None, int]:
-        """(drafter, K) with the highest expected tokens per second; (None, 0) = a plain step."""
+    def plan(self, names: list[str], buckets: dict[str, str] | None = None) -> tuple[str | None, int]:
+        """(drafter, K) with the highest expected tokens per second; (None, 0) = a plain step.
+
+        buckets: drafter -> the acceptance estimate to use now (default its name). The n-gram drafter
+        names its match length: a 4-token match is followed far more often than a 2-token one."""
+        buckets = buckets or {}
         best, best_rate = (None, 0), 1.0 / self.cost.pass_seconds(1)
         for name in names:
-            acceptance = self.acceptance.setdefault(name, Acceptance())
+            acceptance = self.acceptance.setdefault(buckets.get(name, name), Acceptance())
             per_token = 0.0 if name in self.free else self.draft_seconds.get(name, 0.5 * self.cost.pass_seconds(1))
             for k in range(1, self.max_budget + 1):
                 rate = acceptance.expected_tokens(k) / (k * per_token + self.cost.pass_seconds(k + 1))
@@ -139,9 +143,10 @@ class Controller:
                 return names[0], 1
         return best
 
-    def observe(self, name: str, drafted: int, accepted: int, draft_s: float, verify_T: int, verify_s: float):
+    def observe(self, name: str, drafted: int, accepted: int, draft_s: float, verify_T: int, verify_s: float,
+                bucket: str | None = None):
         if drafted:
-            self.acceptance.setdefault(name, Acceptance()).observe(drafted, accepted)
+            self.acceptance.setdefault(bucket or name, Acceptance()).observe(drafted, accepted)
             if name not in self.free:
                 per_token = draft_s / drafted
                 old = self.draft_seconds.get(name, per_token)
@@ -163,21 +168,26 @@ class ControlledDrafter:
     def propose(self, context, budget):
         from .tree import DraftTree
 
-        name, k = self.controller.plan(list(self.drafters))
+        # A drafter with a `bucket` method says which acceptance estimate fits this context, or None
+        # when it has nothing to draft here (then it is not a candidate this step).
+        buckets = {name: drafter.bucket(context) if hasattr(drafter, "bucket") else name
+                   for name, drafter in self.drafters.items()}
+        buckets = {name: bucket for name, bucket in buckets.items() if bucket is not None}
+        name, k = self.controller.plan(list(buckets), buckets)
         if name is None or budget <= 0:
             self._last = None
             return DraftTree()
         started = time.perf_counter()
         tree = self.drafters[name].propose(context, min(k, budget))
-        self._last = (name, tree, time.perf_counter() - started, time.perf_counter())
+        self._last = (name, buckets[name], tree, time.perf_counter() - started, time.perf_counter())
         return tree
 
     def observe(self, accepted) -> None:
         if self._last is None:
             return
-        name, tree, draft_s, verify_started = self._last
+        name, bucket, tree, draft_s, verify_started = self._last
         verify_s = time.perf_counter() - verify_started
-        self.controller.observe(name, tree.depth(), len(accepted) - 1, draft_s, len(tree) + 1, verify_s)
+        self.controller.observe(name, tree.depth(), len(accepted) - 1, draft_s, len(tree) + 1, verify_s, bucket)
         self.drafters[name].observe(accepted)
 
     def reset(self) -> None:

@@ -24,6 +24,7 @@ class NgramDrafter:
         self._tokens: list[int] = []
         self._ends: dict[tuple[int, ...], list[int]] = {}  # n-gram -> positions just after each occurrence
         self.last_match = 0  # n of the suffix that matched in the last proposal (0: none)
+        self._looked_up = None  # (context length, depth, continuations) of the last lookup
 
     def _index(self, context: Sequence[int]) -> None:
         n_old = len(self._tokens)
@@ -54,9 +55,24 @@ class NgramDrafter:
                 return found
         return []
 
+    def bucket(self, context: Sequence[int]) -> str | None:
+        """For the controller: 'ngram/n<match length>' (longer matches are followed more often), or None
+        when no suffix of the context occurred before (nothing to draft)."""
+        found = self.candidates(context, self.max_depth)
+        self._looked_up = (len(context), self.max_depth, found)
+        return f"ngram/n{self.last_match}" if found else None
+
     def propose(self, context: Sequence[int], budget: int) -> DraftTree:
         tree = DraftTree()
-        for continuation in self.candidates(context, min(self.max_depth, budget)):
+        depth = min(self.max_depth, budget)
+        looked_up = self._looked_up
+        self._looked_up = None
+        if looked_up is not None and looked_up[0] == len(context) and looked_up[1] >= depth:
+            found = [c[:depth] for c in looked_up[2]]  # the lookup `bucket` just did for this context
+            found = [c for i, c in enumerate(found) if c not in found[:i]]
+        else:
+            found = self.candidates(context, depth)
+        for continuation in found:
             parent = -1
             for token in continuation:
                 if len(tree) == budget and token not in [tree.tokens[c] for c in tree.children(parent)]:
