@@ -92,10 +92,14 @@ class Model:
         from .spec.memory import plan_memory, row_bytes
         from .sysinfo import peak_rss
 
+        # a backend with a fixed batch (llama.cpp, sized to the budget when it was created) caps the rows
+        want_rows = min(want_rows, getattr(self.backend, "n_batch", want_rows))
         kv_per_token = self.backend.memory().get("kv_per_token") or (
             2 * self.config.num_layers * self.config.num_kv_heads * self.config.head_dim * 4)
-        # the high-water mark, not the current size: loading peaks above what stays resident
-        self.memory_plan = plan_memory(budget, peak_rss(), kv_per_token, row_bytes(self.config), self.context, want_rows)
+        # the high-water mark, not the current size: loading peaks above what stays resident; minus a KV
+        # cache the backend already allocated and cleared for its whole context (llama.cpp), counted below
+        loaded = peak_rss() - self.backend.memory().get("kv_resident", 0)
+        self.memory_plan = plan_memory(budget, loaded, kv_per_token, row_bytes(self.config), self.context, want_rows)
         self.context = min(self.context, self.memory_plan.context)
         return self.memory_plan
 
@@ -192,7 +196,7 @@ def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, 
 
         budget = parse_size(memory_budget)
         check_before_load(budget, hub.weights_bytes(ref), ref.name)  # before anything is loaded
-    opened = open_backend(ref, backend, threads=threads, device=device, context=context)
+    opened = open_backend(ref, backend, threads=threads, device=device, context=context, memory_budget=budget)
     model = Model(ref, opened.backend, opened.tokenizer, opened.config, opened.context, opened.description,
                   opened.source, threads)
     if budget is not None:

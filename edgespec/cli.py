@@ -320,7 +320,8 @@ def _stats_dict(model) -> dict:
             "tokens_per_step": round(s.spec.tokens_per_step, 3),
             "spec_stats": {**s.spec.as_dict(),  # time split of the decode phase: draft / verify / the rest
                            "other_s": round(max(s.decode_seconds - s.spec.draft_seconds - s.spec.verify_seconds, 0), 4)},
-            "peak_rss_mb": round(peak_rss() / 2**20, 1),
+            "peak_rss_mb": round(peak_rss() / 2**20, 1), "context": model.context_length,
+            "kv_allocated_mb": round(model.backend.memory().get("kv_allocated", 0) / 2**20, 1),
             "memory_plan": model.memory_plan.as_dict() if model.memory_plan else None}
 
 

@@ -58,3 +58,18 @@ def test_a_budget_just_above_plain_decoding_completes_with_a_smaller_tree(smollm
     assert 2 <= plan["max_rows"] < roomy["max_rows"] and plan["context"] >= MIN_CONTEXT
     assert out["token_ids"] and stats["stop_reason"] in ("eos", "length")
     assert stats["peak_rss_mb"] * MiB <= budget
+
+
+def test_llamacpp_context_is_sized_to_the_budget_before_its_kv_cache_is_allocated(smollm2_gguf):
+    """llama.cpp allocates the KV cache for the whole context when the context is created, so the
+    budget must choose the context first (in a fresh process: the peak RSS is per process)."""
+    roomy = _generate(smollm2_gguf, "--backend", "llamacpp")["stats"]
+    kv_per_token = roomy["memory_plan"]["kv_per_token"]
+    assert roomy["kv_allocated_mb"] * MiB == 4096 * kv_per_token  # f16 K and V for the whole context
+    # what loading took without the KV cache, plus ~1500 tokens of KV and a few rows: not 4096 tokens
+    budget = roomy["memory_plan"]["loaded"] + 24 * MiB + 1500 * kv_per_token + 8 * roomy["memory_plan"]["row_bytes"]
+    out = _generate(smollm2_gguf, "--backend", "llamacpp", "--memory-budget", str(budget))["stats"]
+    print(f"budget {budget / MiB:.0f} MiB: KV {out['kv_allocated_mb']} MiB (roomy {roomy['kv_allocated_mb']}), "
+          f"context {out['context']}, peak RSS {out['peak_rss_mb']} MiB")
+    assert out["kv_allocated_mb"] < 0.6 * roomy["kv_allocated_mb"] and MIN_CONTEXT <= out["context"] < 4096
+    assert out["peak_rss_mb"] * MiB <= budget

@@ -90,8 +90,9 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     """ortgenai_model: a model dir onnxruntime-genai's builder made from the same weights, run with
     peers_python (a Python that has onnxruntime-genai; the [peers] extra) — see benchmarks/plain-decode.md."""
     ours = {engine_name(b, m): {"backend": b, "spec_mode": m} for b in backends for m in modes}
-    peer_spec = ("llama.cpp+lookup",) if any(m != "off" for m in modes) else ()  # its own prompt lookup
-    engines = tuple(ours) + ("llama.cpp",) + peer_spec + (("onnxruntime-genai",) if ortgenai_model else ())
+    speculating = any(m != "off" for m in modes)  # then the peers' own n-gram / prompt-lookup speculation too
+    genai = (("onnxruntime-genai",) + (("onnxruntime-genai+ngram",) if speculating else ())) if ortgenai_model else ()
+    engines = tuple(ours) + ("llama.cpp",) + (("llama.cpp+lookup",) if speculating else ()) + genai
     from ..api import cached_export
     from ..export.manifest import read_manifest
 
@@ -113,7 +114,7 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     with Progress(reps * len(engines), "bench", unit="runs") as bar:
         for _ in range(reps):
             for engine in engines:  # interleaved: every repetition runs every engine once
-                python = peers_python if engine == "onnxruntime-genai" and peers_python else sys.executable
+                python = peers_python if engine.startswith("onnxruntime-genai") and peers_python else sys.executable
                 runs[engine].append(_run_worker({**spec, **ours.get(engine, {}), "engine": engine}, python))
                 bar.update(1)
 

@@ -88,7 +88,8 @@ def run_llamacpp_lookup(spec: dict) -> list[dict]:
 
 
 def run_ortgenai(spec: dict) -> list[dict]:
-    """onnxruntime-genai on a model its own builder made from the same weights (the [peers] setup)."""
+    """onnxruntime-genai on a model its own builder made from the same weights (the [peers] setup);
+    engine "onnxruntime-genai+ngram": with its own n-gram speculation (ngram_size 3, up to `budget` drafts)."""
     import onnxruntime_genai as og
 
     config_file = f"{spec['genai_model']}/genai_config.json"
@@ -102,22 +103,23 @@ def run_ortgenai(spec: dict) -> list[dict]:
     for prompt in spec["prompts"]:
         params = og.GeneratorParams(model)
         params.set_search_options(max_length=len(prompt) + spec["tokens"], do_sample=False)
+        if spec["engine"].endswith("+ngram"):
+            params.set_speculative_options(ngram_size=3, max_draft_tokens=spec["budget"])
         generator = og.Generator(model, params)
         start = time.perf_counter()
         generator.append_tokens(prompt)  # prefill
         generator.generate_next_token()  # picks the first new token from the prefill logits
-        prefill = time.perf_counter() - start
-        tokens, start = [int(generator.get_next_tokens()[0])], time.perf_counter()
-        while len(tokens) < spec["tokens"] and not generator.is_done():
-            generator.generate_next_token()  # one forward on the last token, then pick
-            tokens.append(int(generator.get_next_tokens()[0]))
+        prefill, start = time.perf_counter() - start, time.perf_counter()
+        while not generator.is_done():  # a plain step adds one token, a speculative round may add several
+            generator.generate_next_token()
+        tokens = [int(t) for t in generator.get_sequence(0)[len(prompt):]]
         results.append({"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
                         "steps": len(tokens) - 1, "token_ids": tokens})
     return results
 
 
 ENGINES = {"edgespec": run_ours, "llama.cpp": run_llamacpp, "llama.cpp+lookup": run_llamacpp_lookup,
-           "onnxruntime-genai": run_ortgenai}
+           "onnxruntime-genai": run_ortgenai, "onnxruntime-genai+ngram": run_ortgenai}
 
 
 def main() -> None:

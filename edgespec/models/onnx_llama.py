@@ -212,15 +212,21 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
         inputs.append(helper.make_tensor_value_info("extra_embeds", TensorProto.FLOAT, [1, "E", c.hidden_size]))
         g.constant("extra_embeds", np.zeros((1, 0, c.hidden_size), np.float32))
         h = g.node("Concat", [h, g.node("Squeeze", ["extra_embeds", "axes0"])], axis=0)  # [T_ids + E, d]
+    normed = None  # inlined layers: the next norm of the residual stream, fused with the residual add
     for i in range(L):
         if layer_plans:
             _layer_as_branch(g, c, i, h)
         else:
-            _layer_nodes(g, c, i, h, (f"h.{i}", f"present_key.{i}", f"present_value.{i}"))
+            next_norm = f"layers.{i + 1}.attn_norm" if i + 1 < L else "final_norm"
+            normed = _layer_nodes(g, c, i, h, (f"h.{i}", f"present_key.{i}", f"present_value.{i}"),
+                                  normed_in=normed, next_norm=next_norm)
         h = f"h.{i}"
 
-    rows = g.node("Gather", [h, "logits_index"])  # [N, d]: only the rows someone reads
-    normed = g.node("RMSNormalization", [rows, g.weight("final_norm")], epsilon=c.rms_norm_eps, axis=-1)
+    if normed is not None:  # [N, d]: only the rows someone reads
+        normed = g.node("Gather", [normed, "logits_index"])
+    else:
+        rows = g.node("Gather", [h, "logits_index"])
+        normed = g.node("RMSNormalization", [rows, g.weight("final_norm")], epsilon=c.rms_norm_eps, axis=-1)
     if "lm_head" in weights or lm_head_linear is not gemm_linear:
         lm_head_linear(g, normed, "lm_head" if "lm_head" in weights else "embed", "logits")
     elif np.dtype(embed_dtype) == np.float32:  # tied fp32: multiply by the embedding table itself, no copy
@@ -260,12 +266,16 @@ def _layer_as_branch(outer: GraphBuilder, c: ModelConfig, i: int, h: str) -> Non
 
 
 def _layer_nodes(g: GraphBuilder, c: ModelConfig, i: int, h: str, outs: tuple[str, str, str],
-                 outer: GraphBuilder | None = None) -> None:
+                 outer: GraphBuilder | None = None, normed_in: str | None = None,
+                 next_norm: str | None = None) -> str | None:
     """Decoder layer i: h -> outs = (new h, present key, present value). Weights are initializers of
-    `outer` (the main graph) when g builds an If branch."""
+    `outer` (the main graph) when g builds an If branch. Inlined layers chain their norms:
+    normed_in = RMSNorm(h) made by the previous layer; next_norm names the norm weight applied to the
+    new h, computed with the residual add in one op and returned."""
     outer = outer or g
     p = f"layers.{i}."
-    a = g.node("RMSNormalization", [h, outer.weight(p + "attn_norm")], epsilon=c.rms_norm_eps, axis=-1)
+    a = normed_in or g.node("RMSNormalization", [h, outer.weight(p + "attn_norm")], epsilon=c.rms_norm_eps,
+                            axis=-1)
     biases = [p + kind + "_bias" for kind in "qkv"] if c.attention_bias else None
     qkv = g.fresh("qkv")
     if g.project_stacked(a, [p + kind for kind in "qkv"], qkv, biases):
@@ -300,4 +310,10 @@ def _layer_nodes(g: GraphBuilder, c: ModelConfig, i: int, h: str, outs: tuple[st
         g.project(m, [p + "gate", p + "up"], [gate, up])
     act = g.node("Mul", [g.node("Mul", [gate, g.node("Sigmoid", [gate])]), up])  # SwiGLU
     g.project(act, [p + "down"], [down])
-    g.node("Add", [h1, down], [outs[0]])
+    if next_norm is None:
+        g.node("Add", [h1, down], [outs[0]])
+        return None
+    normed_out = g.fresh("normed")
+    g.node("SkipSimplifiedLayerNormalization", [down, h1, outer.weight(next_norm)], [normed_out, "", "", outs[0]],
+           domain=MS_DOMAIN, epsilon=c.rms_norm_eps)
+    return normed_out

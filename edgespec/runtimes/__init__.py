@@ -28,18 +28,21 @@ class Opened:
     source: Path | None = None  # the weights file/dir behind it
 
 
-def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "cpu", context: int = 4096) -> Opened:
+def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "cpu", context: int = 4096,
+                 memory_budget: int | None = None) -> Opened:
+    """memory_budget: bytes; backends that allocate their KV cache up front (llama.cpp) size the context
+    to fit it before allocating (the others are fitted after loading: Model.apply_memory_budget)."""
     if kind == "auto":
         from .auto import choose_backend
 
         kind, why = choose_backend(ref, threads, context)
-        opened = open_backend(ref, kind, threads, device, context)
+        opened = open_backend(ref, kind, threads, device, context, memory_budget)
         opened.description += f" (auto: {why})"
         return opened
     if kind == "reference":
         return _open_reference(ref, context)
     if kind == "llamacpp":
-        return _open_llamacpp(ref, threads, context)
+        return _open_llamacpp(ref, threads, context, memory_budget)
     return _open_ort(ref, threads, device)
 
 
@@ -94,12 +97,22 @@ def gguf_source(ref: hub.ModelRef):
     return ref.path, tokenizer_for("gguf", ref.path, source.metadata, source.config.vocab_size), source.config
 
 
-def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int) -> Opened:
-    from .llamacpp import LlamaCppBackend
+def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget: int | None = None) -> Opened:
+    from .llamacpp import LlamaCppBackend, kv_bytes_per_token
 
     path, tokenizer, config = gguf_source(ref)
     n_ctx = min(context, config.max_position_embeddings)
-    backend = LlamaCppBackend(path, config, n_ctx, threads)
+    n_batch = 512
+    if memory_budget is not None:
+        # llama.cpp allocates the KV cache for n_ctx and compute buffers for n_batch rows when the context
+        # is created: both are chosen to fit the budget before that (context first, as for onnxruntime)
+        from ..spec.memory import plan_memory, row_bytes, rss
+
+        # the weights are mapped and read in full; the smallest batch llama.cpp accepts is always allocated
+        expected = rss() + Path(path).stat().st_size + LlamaCppBackend.MIN_BATCH * row_bytes(config)
+        plan = plan_memory(memory_budget, expected, kv_bytes_per_token(config), row_bytes(config), n_ctx, n_batch)
+        n_ctx, n_batch = plan.context, max(plan.max_rows, LlamaCppBackend.MIN_BATCH)
+    backend = LlamaCppBackend(path, config, n_ctx, threads, n_batch=n_batch)
     return Opened(backend, tokenizer, config, n_ctx, f"llama.cpp ({path.name})", Path(path))
 
 

@@ -46,6 +46,11 @@ def _llama_cpp():
     return llama_cpp
 
 
+def kv_bytes_per_token(config) -> int:
+    """llama.cpp's KV cache per token: f16 K and V in every layer."""
+    return 2 * config.num_layers * config.num_kv_heads * config.head_dim * 2
+
+
 def tree_structure(tree_mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """(depth of each node, leaves) of a tree given as an ancestor mask; refuses non-trees."""
     mask = np.asarray(tree_mask, dtype=bool)
@@ -63,6 +68,8 @@ def tree_structure(tree_mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
 
 class LlamaCppBackend:
     name = "llamacpp"
+
+    MIN_BATCH = 16  # llama.cpp reserves outputs for n_seq_max (max_branches) rows: a smaller batch asserts
 
     def __init__(self, gguf_path, config, max_len: int, threads: int = 0, max_branches: int = 16,
                  n_batch: int = 512, flash_attn: bool = False):
@@ -223,8 +230,9 @@ class LlamaCppBackend:
         import psutil
 
         c = self.config
-        kv_per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 2  # f16 K and V
+        kv_per_token = kv_bytes_per_token(c)
         return {"weights": int(self.lc.llama_model_size(self.model)), "kv_allocated": kv_per_token * self.max_len,
+                "kv_resident": kv_per_token * self.max_len,  # allocated and cleared when the context is created
                 "kv_per_token": kv_per_token, "rss": psutil.Process().memory_info().rss}
 
     def close(self) -> None:
