@@ -79,3 +79,15 @@ def test_ngram_bucket_names_the_match_length_and_propose_reuses_the_lookup():
     assert drafter.bucket(context) == "ngram/n3"  # [5, 6, 7] occurred before, followed by 8
     assert drafter.propose(context, 2).tokens == [8, 9]
     assert drafter.bucket([1, 2, 3]) is None  # nothing seen before: no candidate this step
+
+
+def test_reprobing_is_rarer_where_a_two_token_pass_is_dear():
+    """Probing a drafter that does not pay costs c(2) - 1 steps each time; on a backend whose
+    2-token pass costs 2.4 steps (llama.cpp here) it happens every ~70 plain steps, not 16."""
+    llamacpp_like = CostModel([1, 2, 4, 8, 16], [0.016, 0.038, 0.053, 0.067, 0.081])
+    assert Controller(CPU).probe_interval() == 16
+    slow = trained(Controller(llamacpp_like, free={"ngram"}), "ngram", rate=0.02)
+    interval = slow.probe_interval()
+    assert 60 <= interval <= 80
+    plans = [slow.plan(["ngram"]) for _ in range(2 * interval)]
+    assert plans.count(("ngram", 1)) == 2 and plans[interval - 1] == ("ngram", 1)

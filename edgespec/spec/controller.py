@@ -10,7 +10,10 @@ per second:
 t(T) comes from a short calibration cached per model, backend and machine, and is rescaled
 online when observed passes drift from it; a_j is a decayed online estimate per drafter and
 depth. When no K > 0 beats plain decoding, the step is plain; every `probe_every` plain steps
-a 1-token draft is tried anyway, so a drafter that starts to pay is noticed.
+a 1-token draft is tried anyway, so a drafter that starts to pay is noticed — less often where
+a 2-token pass is dear, so that probing never costs more than PROBE_SHARE of the time:
+    interval = max(probe_every, (t(2) / t(1) - 1) / PROBE_SHARE)
+(onnxruntime here: c(2) = 1.08 -> every 16 steps; llama.cpp: c(2) = 2.4 -> every ~70).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .. import hub
 
 log = logging.getLogger(__name__)
 CALIBRATION_SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
+PROBE_SHARE = 0.02  # at most this share of decode time goes to re-probing drafters that did not pay
 
 
 @dataclass
@@ -139,9 +143,13 @@ class Controller:
                     best, best_rate = (name, k), rate
         if best[0] is None and names:
             self.plain_steps += 1
-            if self.plain_steps % self.probe_every == 0:  # re-probe: estimates only move when drafts are tried
+            if self.plain_steps % self.probe_interval() == 0:  # re-probe: estimates move only when drafts are tried
                 return names[0], 1
         return best
+
+    def probe_interval(self) -> int:
+        extra = self.cost.pass_seconds(2) / self.cost.pass_seconds(1) - 1  # what a 1-token probe costs, in steps
+        return max(self.probe_every, int(np.ceil(extra / PROBE_SHARE)))
 
     def observe(self, name: str, drafted: int, accepted: int, draft_s: float, verify_T: int, verify_s: float,
                 bucket: str | None = None):

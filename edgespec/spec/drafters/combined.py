@@ -14,8 +14,9 @@ CALIBRATION_TEXT = "def quicksort(items):\n    \"\"\"Sort a list of numbers.\"\"
 
 
 def auto_drafter(model, max_budget: int = 16) -> ControlledDrafter:
-    # n-gram drafts from a single repeated token were measured to cost more than they save on chat
-    drafters = {"ngram": NgramDrafter(min_ngram=2)}
+    # matches of every length are candidates: the controller keeps acceptance per match length, so
+    # 1-token matches are drafted only where they are followed (copying a long text), not on chat
+    drafters = {"ngram": NgramDrafter(min_ngram=1)}
     if model.backend.supports_plan():
         from ..tune import tuned_layerskip
         from .layerskip import LayerSkipDrafter
