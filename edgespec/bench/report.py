@@ -67,7 +67,7 @@ def plot(report: dict, path: str) -> None:
     names = list(categories)
     engines = list(next(iter(categories.values()))["engines"])
     width = 0.8 / len(engines)
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(names) + 2), 4.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(names) + 2), 5.6), dpi=120)
     colours = plt.get_cmap("tab10")
     for k, engine in enumerate(engines):
         values = [categories[c]["engines"][engine]["decode_tok_s"] for c in names]
@@ -83,7 +83,8 @@ def plot(report: dict, path: str) -> None:
     ax.set_ylabel("decode tokens / s (higher is better)")
     ax.set_title(f"{report['model']}: {report['tokens']} new tokens, {m['cpu']}, {m['threads']} threads "
                  f"(hatched = plain decoding, grey = peers)", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    # below the axes: inside, it hid the tallest bars' labels
+    ax.legend(fontsize=7, ncol=min(len(engines), 5), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
