@@ -48,7 +48,9 @@ def test_acceptance_counts_reached_depths_only():
     a = Acceptance(prior=0.5, decay=1.0)
     a.observe(drafted=4, accepted=2)  # depths 1, 2 hit; 3 tried and missed; 4 never reached
     assert a.trials == [1, 1, 1, 0] and a.hits == [1, 1, 0, 0]
-    assert a.rate(1) == 0.75 and a.rate(3) == 0.25 and a.rate(4) == 0.5
+    assert a.rate(1) == 0.75 and a.rate(3) == 0.25
+    assert a.rate(4) == a.rate(3)  # never reached: borrows the deepest depth tried
+    assert Acceptance(prior=0.5).rate(1) == 0.5  # nothing tried: the prior
 
 
 def test_cost_model_interpolates_extrapolates_and_tracks_drift():

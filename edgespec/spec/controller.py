@@ -93,9 +93,13 @@ class Acceptance:
     trials: list[float] = field(default_factory=list)
 
     def rate(self, depth: int) -> float:  # depth counts from 1
-        if depth > len(self.trials):
+        """A depth never tried borrows the rate of the deepest one tried: once a draft is being copied it
+        tends to go on being copied, and a fixed prior would keep K from ever growing past what was tried."""
+        tried = [d for d in range(min(depth, len(self.trials))) if self.trials[d] >= 1.0]
+        if not tried:
             return self.prior
-        return (self.hits[depth - 1] + self.prior) / (self.trials[depth - 1] + 1.0)
+        d = depth - 1 if depth - 1 in tried else tried[-1]
+        return (self.hits[d] + self.prior) / (self.trials[d] + 1.0)
 
     def observe(self, drafted: int, accepted: int) -> None:
         """A chain of `drafted` tokens of which the first `accepted` were kept."""
