@@ -79,7 +79,8 @@ def test_chat_non_utf8_stdin(smollm2_gguf):
 
 
 def test_chat_in_a_pty(smollm2_gguf):
-    chat = pexpect.spawn(sys.executable, ["-m", "edgespec.cli", "chat", str(smollm2_gguf), "--max-tokens", "400"],
+    # long answers: at ~150 tok/s a 400-token answer could end before the Ctrl-C below arrives
+    chat = pexpect.spawn(sys.executable, ["-m", "edgespec.cli", "chat", str(smollm2_gguf), "--max-tokens", "2000"],
                          timeout=120, encoding="utf-8", env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         chat.expect("> ")
