@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import sys
 
 from .errors import EdgespecError
@@ -18,6 +19,8 @@ HELP = "commands: /reset  /stats  /system TEXT  /exit   (Ctrl-C stops an answer)
 
 
 def run_chat(args, sampling) -> int:
+    # Ctrl-C stops an answer even when a parent started us with SIGINT ignored (background jobs)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from .cli import load_model
 
     model = load_model(args)
