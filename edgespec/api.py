@@ -94,11 +94,12 @@ class Model:
 
         # a backend with a fixed batch (llama.cpp, sized to the budget when it was created) caps the rows
         want_rows = min(want_rows, getattr(self.backend, "n_batch", want_rows))
-        kv_per_token = self.backend.memory().get("kv_per_token") or (
+        memory = self.backend.memory()
+        kv_per_token = memory.get("kv_per_token") or (
             2 * self.config.num_layers * self.config.num_kv_heads * self.config.head_dim * 4)
         # the high-water mark, not the current size: loading peaks above what stays resident; minus a KV
         # cache the backend already allocated and cleared for its whole context (llama.cpp), counted below
-        loaded = peak_rss() - self.backend.memory().get("kv_resident", 0)
+        loaded = peak_rss() - memory.get("kv_resident", 0)
         self.memory_plan = plan_memory(budget, loaded, kv_per_token, row_bytes(self.config), self.context, want_rows)
         self.context = min(self.context, self.memory_plan.context)
         return self.memory_plan

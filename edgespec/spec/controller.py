@@ -92,14 +92,19 @@ class Acceptance:
     hits: list[float] = field(default_factory=list)
     trials: list[float] = field(default_factory=list)
 
+    def rates(self, depth: int) -> list[float]:
+        """a_1 .. a_depth. A depth never tried borrows the rate of the deepest one tried above it: once a
+        draft is being copied it tends to go on being copied, and a fixed prior would keep K from ever
+        growing past what was tried."""
+        out, current = [], self.prior
+        for d in range(depth):
+            if d < len(self.trials) and self.trials[d] >= 1.0:
+                current = (self.hits[d] + self.prior) / (self.trials[d] + 1.0)
+            out.append(current)
+        return out
+
     def rate(self, depth: int) -> float:  # depth counts from 1
-        """A depth never tried borrows the rate of the deepest one tried: once a draft is being copied it
-        tends to go on being copied, and a fixed prior would keep K from ever growing past what was tried."""
-        tried = [d for d in range(min(depth, len(self.trials))) if self.trials[d] >= 1.0]
-        if not tried:
-            return self.prior
-        d = depth - 1 if depth - 1 in tried else tried[-1]
-        return (self.hits[d] + self.prior) / (self.trials[d] + 1.0)
+        return self.rates(depth)[-1]
 
     def observe(self, drafted: int, accepted: int) -> None:
         """A chain of `drafted` tokens of which the first `accepted` were kept."""
@@ -113,12 +118,16 @@ class Acceptance:
                 self.trials[d] += 1
                 self.hits[d] += d < accepted
 
+    def expected_tokens_upto(self, k_max: int) -> list[float]:
+        """E[tokens | K] for K = 0 .. k_max in one pass: 1 + sum_{d<=K} prod_{j<=d} a_j."""
+        totals, reach = [1.0], 1.0
+        for a in self.rates(k_max):
+            reach *= a
+            totals.append(totals[-1] + reach)
+        return totals
+
     def expected_tokens(self, k: int) -> float:
-        total, reach = 1.0, 1.0
-        for d in range(1, k + 1):
-            reach *= self.rate(d)
-            total += reach
-        return total
+        return self.expected_tokens_upto(k)[k]
 
 
 @dataclass
@@ -141,8 +150,9 @@ class Controller:
         for name in names:
             acceptance = self.acceptance.setdefault(buckets.get(name, name), Acceptance())
             per_token = 0.0 if name in self.free else self.draft_seconds.get(name, 0.5 * self.cost.pass_seconds(1))
+            expected = acceptance.expected_tokens_upto(self.max_budget)
             for k in range(1, self.max_budget + 1):
-                rate = acceptance.expected_tokens(k) / (k * per_token + self.cost.pass_seconds(k + 1))
+                rate = expected[k] / (k * per_token + self.cost.pass_seconds(k + 1))
                 if rate > best_rate:
                     best, best_rate = (name, k), rate
         if best[0] is None and names:
