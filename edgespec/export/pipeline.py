@@ -42,7 +42,7 @@ EMBED_CHOICES = ("fp16", "fp32")
 class ExportOptions:
     precision: str = "int4"
     block_size: int = 32  # for weights that must be requantized (float sources)
-    accuracy_level: int = 4  # MatMulNBits: 4 = int8 activations (fast), 0/1 = fp32 (slow on CPU)
+    accuracy_level: int = 4  # MatMulNBits on int4 weights: 4 = int8 activations (fast), 0/1 = fp32
     lm_head: str = "int8"
     embed: str = "fp16"
     max_len: int = 4096  # KV buffer length (context) the runtime allocates

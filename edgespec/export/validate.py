@@ -102,8 +102,10 @@ def validate(make_decoder, make_reference, tokenizer, precision: str, n_tokens: 
     report: dict = {"tokens_per_text": n_tokens}
     log.info("validation: running the fp32 reference")
     reference = make_reference()
+    reference_top1 = {}
     for name, tokens in texts.items():
         ref = reference.forward(np.asarray(tokens))
+        reference_top1[name] = ref.argmax(-1)
         report[name] = {"max_abs_logit_diff": float(np.abs(ours[name] - ref).max()),
                         "top1_agreement": float(np.mean(ours[name].argmax(-1) == ref.argmax(-1))),
                         "perplexity": perplexity(ours[name], tokens), "reference_perplexity": perplexity(ref, tokens)}
@@ -116,6 +118,9 @@ def validate(make_decoder, make_reference, tokenizer, precision: str, n_tokens: 
         if precision != "fp32" and gguf_source is not None:
             theirs = llamacpp_logits(gguf_source, tokens)
             report[name]["llamacpp_perplexity"] = None if theirs is None else perplexity(theirs, tokens)
+            # The same yardstick for llama.cpp: how often its own kernels pick the reference's top token.
+            report[name]["llamacpp_top1_agreement"] = \
+                None if theirs is None else float(np.mean(theirs.argmax(-1) == reference_top1[name]))
         log.info("validation on %s (%d tokens): %s", name, len(tokens),
                  ", ".join(f"{k} {v:.4g}" for k, v in report[name].items() if isinstance(v, float)))
     return report
