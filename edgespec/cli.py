@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gguf: a GGUF for llama.cpp (Q4_0 for --int4, F32 for --fp32, or --gguf-type)")
     p.add_argument("--gguf-type", help="Q8_0 | Q4_0 | F16 | F32 (with --format gguf)")
     p.add_argument("--block-size", type=int, default=32, help="int4 block for requantized weights (16/32/64/128)")
-    p.add_argument("--accuracy-level", type=int, default=4, 
+    p.add_argument("--accuracy-level", type=int, default=4,
                    help="MatMulNBits accuracy level for int4 weights: 4 = int8 activations (fast, like llama.cpp), "
                         "0 = fp32 activations (exact, 0.6-0.9x speed); int8 weights always use 4")
     p.add_argument("--lm-head", default="int8", help="int8 | int4 | fp32")
