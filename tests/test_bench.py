@@ -62,3 +62,18 @@ def test_question_jsonl_prompts(tmp_path):
     assert len(load_prompts()) == 5  # the shipped default set
     suite = load_prompts("suite")
     assert {r["category"] for r in suite} == {"chat", "code", "code_edit", "summarisation", "long_context_qa"}
+
+
+def test_speedup_over_plain_is_paired_by_repetition():
+    """A slow repetition slows plain and speculative runs alike; the ratio is taken within each one."""
+    from edgespec.bench.report import by_category
+
+    def run(seconds):  # one prompt, 100 tokens
+        return {"results": [{"steps": 100, "decode_s": seconds, "token_ids": [1, 2]}]}
+
+    runs = {"edgespec-ort": [run(1.0), run(2.0), run(1.0)],
+            "edgespec-ort+auto": [run(0.9), run(1.9), run(1.9)]}  # rep 3: auto alone had a slow minute
+    entry = by_category(runs, [{"category": "chat"}])["chat"]["engines"]["edgespec-ort+auto"]
+    # per repetition 1/0.9, 2/1.9, 1/1.9 -> median 2/1.9; unpaired medians would give 100/1.9 / 100/1.0 = 0.53
+    assert entry["vs_plain"] == round(2.0 / 1.9, 3)
+    assert entry["decode_tok_s"] == round(100 / 1.9, 2) and entry["equal_to_plain"] == "1/1"

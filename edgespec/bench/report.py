@@ -10,17 +10,19 @@ PLAIN_PEERS = ("llama.cpp", "onnxruntime-genai")
 
 
 def by_category(runs: dict[str, list], rows: list[dict]) -> dict:
-    """category -> engine -> decode tok/s (median over repetitions), speedups, outputs equal to plain greedy."""
+    """category -> engine -> decode tok/s (median over repetitions), speedups, outputs equal to plain greedy.
+
+    A speedup over plain is paired: the median over repetitions of (engine / plain in the same repetition),
+    so that the machine's slow minutes, which hit both runs of one repetition, cancel."""
     categories = sorted({r.get("category", "default") for r in rows}, key=[r.get("category", "default")
                                                                            for r in rows].index)
     out = {}
     for category in categories:
         idx = [i for i, r in enumerate(rows) if r.get("category", "default") == category]
-        speeds = {}
-        for engine, reps in runs.items():
-            per_rep = [sum(run["results"][i]["steps"] for i in idx) / sum(run["results"][i]["decode_s"] for i in idx)
-                       for run in reps]
-            speeds[engine] = float(np.median(per_rep))
+        per_rep = {engine: [sum(run["results"][i]["steps"] for i in idx) /
+                            sum(run["results"][i]["decode_s"] for i in idx) for run in reps]
+                   for engine, reps in runs.items()}
+        speeds = {engine: float(np.median(values)) for engine, values in per_rep.items()}
         peers = [speeds[p] for p in PLAIN_PEERS if p in speeds]
         fastest_peer = max(peers) if peers else None
         table = {}
@@ -28,7 +30,8 @@ def by_category(runs: dict[str, list], rows: list[dict]) -> dict:
             plain = engine.split("+")[0]
             entry = {"decode_tok_s": round(tok_s, 2)}
             if plain != engine and plain in speeds:
-                entry["vs_plain"] = round(tok_s / speeds[plain], 3)
+                ratios = [a / b for a, b in zip(per_rep[engine], per_rep[plain])]
+                entry["vs_plain"] = round(float(np.median(ratios)), 3)
                 first = runs[engine][0]["results"]
                 entry["equal_to_plain"] = f"{sum(first[i]['token_ids'] == runs[plain][0]['results'][i]['token_ids'] for i in idx)}/{len(idx)}"
             if fastest_peer:
