@@ -77,3 +77,16 @@ def test_speedup_over_plain_is_paired_by_repetition():
     # per repetition 1/0.9, 2/1.9, 1/1.9 -> median 2/1.9; unpaired medians would give 100/1.9 / 100/1.0 = 0.53
     assert entry["vs_plain"] == round(2.0 / 1.9, 3)
     assert entry["decode_tok_s"] == round(100 / 1.9, 2) and entry["equal_to_plain"] == "1/1"
+
+
+def test_a_failing_worker_is_named_with_its_error(tmp_path):
+    """Workers are real processes; one that cannot load its engine stops the bench with that engine's error."""
+    import sys
+
+    from edgespec.bench.runner import _run_interleaved
+    from edgespec.progress import Progress
+
+    spec = {"engine": "llama.cpp", "gguf": str(tmp_path / "missing.gguf"), "n_ctx": 64, "threads": 1,
+            "tokens": 4, "prompts": [[1, 2, 3]]}
+    with Progress(1, "bench", unit="runs") as bar, pytest.raises(EdgespecError, match="worker for llama.cpp failed"):
+        _run_interleaved({"llama.cpp": spec}, {"llama.cpp": sys.executable}, 1, 0, bar)

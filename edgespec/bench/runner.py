@@ -1,8 +1,11 @@
 """`edgespec bench`: plain decoding of our export against llama.cpp on the same source GGUF.
 
 Same prompts (chat-templated token ids), same threads, same number of new
-tokens; engines run in their own processes (so each one's peak RSS is its own),
-interleaved repetition by repetition. Reported per engine: prefill and decode
+tokens; engines run in their own processes (so each one's peak RSS is its own).
+An engine and its plain counterpart (edgespec-ort, edgespec-ort+ngram, edgespec-ort+auto;
+llama.cpp and llama.cpp+lookup; ...) are loaded side by side and take turns prompt by prompt,
+in an order that rotates, so a speedup over plain compares runs made seconds apart on this
+noisy machine; every repetition starts fresh processes. Reported per engine: prefill and decode
 tok/s (medians), peak RSS, and the effective weight bandwidth (bytes of weights
 read per decoded token / time per token) beside the memory bandwidth this
 machine measures for a large copy, the physical limit of plain decoding.
@@ -111,12 +114,15 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
             "n_ctx": max(len(p) for p in prompts) + tokens + 16, "genai_model": ortgenai_model, "budget": budget}
 
     runs: dict[str, list] = {e: [] for e in engines}
-    with Progress(reps * len(engines), "bench", unit="runs") as bar:
-        for _ in range(reps):
-            for engine in engines:  # interleaved: every repetition runs every engine once
-                python = peers_python if engine.startswith("onnxruntime-genai") and peers_python else sys.executable
-                runs[engine].append(_run_worker({**spec, **ours.get(engine, {}), "engine": engine}, python))
-                bar.update(1)
+    groups = [[e for e in engines if e.split("+")[0] == base] for base in dict.fromkeys(e.split("+")[0] for e in engines)]
+    with Progress(reps * len(engines) * len(prompts), "bench", unit="runs") as bar:
+        for rep in range(reps):
+            for group in groups:
+                specs = {engine: {**spec, **ours.get(engine, {}), "engine": engine} for engine in group}
+                python = {engine: peers_python if engine.startswith("onnxruntime-genai") and peers_python
+                          else sys.executable for engine in group}
+                for engine, run in _run_interleaved(specs, python, len(prompts), rep, bar).items():
+                    runs[engine].append(run)
 
     bandwidth = memory_bandwidth()
     weights = _weights_per_token(export_dir, gguf, ortgenai_model)
@@ -175,14 +181,60 @@ def _compare(ours: dict, theirs: dict) -> tuple[float, int]:
     return round(ours["decode_tok_s"] / theirs["decode_tok_s"], 3), same
 
 
-def _run_worker(spec: dict, python: str) -> dict:
-    # PYTHONPATH lets a peers-only Python import the worker module (it needs only numpy besides its engine).
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    result = subprocess.run([python, "-m", "edgespec.bench.worker", json.dumps(spec)], capture_output=True,
-                            text=True, env=env)
-    if result.returncode != 0:
-        raise EdgespecError(f"bench worker for {spec['engine']} failed:\n{result.stderr.strip()[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def _run_interleaved(specs: dict[str, dict], python: dict[str, str], n_prompts: int, rep: int, bar) -> dict:
+    """Load every engine of `specs` in its own worker, then run prompt by prompt, each prompt on every
+    engine in turn (the order rotates with the prompt and repetition). -> engine -> {results, peak_rss, version}"""
+    workers = {engine: _Worker(spec, python[engine]) for engine, spec in specs.items()}
+    try:
+        results: dict[str, list] = {engine: [] for engine in specs}
+        names = list(specs)
+        for i in range(n_prompts):
+            shift = (i + rep) % len(names)
+            for engine in names[shift:] + names[:shift]:
+                results[engine].append(workers[engine].ask(str(i)))
+                bar.update(1)
+        return {engine: {"results": results[engine], **workers[engine].ask("quit")} for engine in specs}
+    finally:
+        for worker in workers.values():
+            worker.close()
+
+
+class _Worker:
+    """One engine in its own process (edgespec.bench.worker), answering one JSON line per request."""
+
+    def __init__(self, spec: dict, python: str):
+        import tempfile
+
+        self.engine = spec["engine"]
+        # PYTHONPATH lets a peers-only Python import the worker module (it needs only numpy besides its engine).
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: engines' chatter cannot block them
+        self.process = subprocess.Popen([python, "-m", "edgespec.bench.worker", json.dumps(spec)], env=env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr)
+        self.read()  # {"ready": true} once loaded
+
+    def read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self.stderr.seek(0)
+            raise EdgespecError(f"bench worker for {self.engine} failed (exit code {self.process.returncode}):\n"
+                                f"{self.stderr.read().strip()[-2000:]}")
+        return json.loads(line)
+
+    def ask(self, request: str) -> dict:
+        try:
+            self.process.stdin.write(request + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: read() says how
+        return self.read()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.stderr.close()
 
 
 def markdown(report: dict) -> str:

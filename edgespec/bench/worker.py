@@ -1,15 +1,20 @@
-"""One engine, one process: load it, decode every prompt, report timings and this process's peak RSS.
+"""One engine, one process: load it, then decode the prompts the runner asks for, one at a time.
 
 Decode speed counts forward steps after prefill: N new tokens are N-1 single-token
 forwards (the first comes from the prefill logits), the same for every engine.
 
 Run by the bench runner as `python -m edgespec.bench.worker SPEC_JSON`, so every engine's
-memory is measured alone. Prints one JSON object on stdout.
+memory is measured alone. Protocol (one JSON object per line on stdout): it prints
+{"ready": true} once loaded; then each stdin line with a prompt index gets that prompt's
+result; the line "quit" gets {"peak_rss", "version"} and the worker exits. The runner keeps
+several workers loaded and takes turns among them prompt by prompt, so an engine and the
+plain engine it is compared with run seconds apart, not minutes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -18,15 +23,15 @@ import numpy as np
 from ..sysinfo import peak_rss
 
 
-def run_ours(spec: dict) -> list[dict]:
+def run_ours(spec: dict):
     from ..api import load
 
     backend = spec.get("backend", "ort")
     model = load(spec["export"] if backend == "ort" else spec["gguf"], backend=backend, threads=spec["threads"],
                  context=spec["n_ctx"])
     model.set_spec(spec.get("spec_mode", "off"), spec.get("budget", 8))
-    results = []
-    for prompt in spec["prompts"]:
+
+    def run(prompt: list[int]) -> dict:
         inside = getattr(model.backend, "decode_seconds", None)
         list(model.generate(prompt, max_tokens=spec["tokens"], stop_on_eos=False))
         s = model.last_stats
@@ -34,23 +39,24 @@ def run_ours(spec: dict) -> list[dict]:
                   "steps": s.generated_tokens - 1, "token_ids": s.token_ids, "spec": s.spec.as_dict()}
         if inside is not None:  # llama.cpp: seconds inside llama_decode, prefill included
             result["backend_s"] = model.backend.decode_seconds - inside
-        results.append(result)
-    return results
+        return result
+
+    return run
 
 
-def run_llamacpp(spec: dict) -> list[dict]:
+def run_llamacpp(spec: dict):
     from llama_cpp import Llama
 
     llm = Llama(model_path=spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=512, verbose=False)
-    results = []
-    for prompt in spec["prompts"]:
+    n_vocab = llm.n_vocab()
+
+    def run(prompt: list[int]) -> dict:
         llm.reset()
         start = time.perf_counter()
         llm.eval(prompt)
         prefill = time.perf_counter() - start
         tokens, start = [], time.perf_counter()
         # The same loop llama-cpp-python's generate() runs: sample greedily, eval one token.
-        n_vocab = llm.n_vocab()
         for _ in range(spec["tokens"]):
             # logits of the last evaluated token (llama-cpp-python keeps no scores without logits_all)
             token = int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).argmax())
@@ -58,12 +64,13 @@ def run_llamacpp(spec: dict) -> list[dict]:
             if len(tokens) == spec["tokens"]:
                 break
             llm.eval([token])
-        results.append({"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
-                        "steps": len(tokens) - 1, "token_ids": tokens})
-    return results
+        return {"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
+                "steps": len(tokens) - 1, "token_ids": tokens}
+
+    return run
 
 
-def run_llamacpp_lookup(spec: dict) -> list[dict]:
+def run_llamacpp_lookup(spec: dict):
     """llama-cpp-python's own prompt-lookup speculation (LlamaPromptLookupDecoding) through Llama.generate.
 
     It needs logits_all=True (without it 0.3.36 crashes past ~512 tokens); the first token's time counts
@@ -73,8 +80,8 @@ def run_llamacpp_lookup(spec: dict) -> list[dict]:
 
     llm = Llama(model_path=spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=512,
                 logits_all=True, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=10), verbose=False)
-    results = []
-    for prompt in spec["prompts"]:
+
+    def run(prompt: list[int]) -> dict:
         tokens, start, prefill = [], time.perf_counter(), 0.0
         for token in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
             tokens.append(int(token))
@@ -82,12 +89,13 @@ def run_llamacpp_lookup(spec: dict) -> list[dict]:
                 prefill, start = time.perf_counter() - start, time.perf_counter()
             if len(tokens) == spec["tokens"]:
                 break
-        results.append({"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
-                        "steps": len(tokens) - 1, "token_ids": tokens})
-    return results
+        return {"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
+                "steps": len(tokens) - 1, "token_ids": tokens}
+
+    return run
 
 
-def run_ortgenai(spec: dict) -> list[dict]:
+def run_ortgenai(spec: dict):
     """onnxruntime-genai on a model its own builder made from the same weights (the [peers] setup);
     engine "onnxruntime-genai+ngram": with its own n-gram speculation (ngram_size 3, up to `budget` drafts)."""
     import onnxruntime_genai as og
@@ -99,8 +107,8 @@ def run_ortgenai(spec: dict) -> list[dict]:
     with open(config_file, "w") as f:
         json.dump(config, f, indent=1)
     model = og.Model(spec["genai_model"])
-    results = []
-    for prompt in spec["prompts"]:
+
+    def run(prompt: list[int]) -> dict:
         params = og.GeneratorParams(model)
         params.set_search_options(max_length=len(prompt) + spec["tokens"], do_sample=False)
         if spec["engine"].endswith("+ngram"):
@@ -113,9 +121,10 @@ def run_ortgenai(spec: dict) -> list[dict]:
         while not generator.is_done():  # a plain step adds one token, a speculative round may add several
             generator.generate_next_token()
         tokens = [int(t) for t in generator.get_sequence(0)[len(prompt):]]
-        results.append({"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
-                        "steps": len(tokens) - 1, "token_ids": tokens})
-    return results
+        return {"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
+                "steps": len(tokens) - 1, "token_ids": tokens}
+
+    return run
 
 
 ENGINES = {"edgespec": run_ours, "llama.cpp": run_llamacpp, "llama.cpp+lookup": run_llamacpp_lookup,
@@ -123,9 +132,22 @@ ENGINES = {"edgespec": run_ours, "llama.cpp": run_llamacpp, "llama.cpp+lookup": 
 
 
 def main() -> None:
+    # replies go on a private copy of stdout; whatever the engines print (C libraries too) goes to stderr
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def reply(obj: dict) -> None:
+        replies.write(json.dumps(obj) + "\n")
+        replies.flush()
+
     spec = json.loads(sys.argv[1])
-    results = ENGINES["edgespec" if spec["engine"].startswith("edgespec") else spec["engine"]](spec)
-    print(json.dumps({"results": results, "peak_rss": peak_rss(), "version": _version(spec["engine"])}))
+    run = ENGINES["edgespec" if spec["engine"].startswith("edgespec") else spec["engine"]](spec)
+    reply({"ready": True})
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        reply(run(spec["prompts"][int(line)]))
+    reply({"peak_rss": peak_rss(), "version": _version(spec["engine"])})
 
 
 def _version(engine: str) -> str:
