@@ -7,6 +7,7 @@ import numpy as np
 from ..errors import MissingDependencyError
 
 PLAIN_PEERS = ("llama.cpp", "onnxruntime-genai")
+PEER_GREYS = {"llama.cpp": "0.45", "onnxruntime-genai": "0.72"}  # one shade per peer family
 
 
 def by_category(runs: dict[str, list], rows: list[dict]) -> dict:
@@ -76,7 +77,8 @@ def plot(report: dict, path: str) -> None:
         values = [categories[c]["engines"][engine]["decode_tok_s"] for c in names]
         peer = not engine.startswith("edgespec")
         bars = ax.bar(np.arange(len(names)) + (k - (len(engines) - 1) / 2) * width, values, width,
-                      label=engine, color="0.6" if peer else colours(k), hatch="//" if "+" not in engine else None,
+                      label=engine, color=PEER_GREYS.get(engine.split("+")[0], "0.6") if peer else colours(k),
+                      hatch="//" if "+" not in engine else None,
                       edgecolor="white" if peer else None)
         for bar, value in zip(bars, values):
             ax.annotate(f"{value:.0f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
@@ -85,7 +87,7 @@ def plot(report: dict, path: str) -> None:
     ax.set_xticks(np.arange(len(names)), [f"{c}\n({categories[c]['prompts']} prompts)" for c in names])
     ax.set_ylabel("decode tokens / s (higher is better)")
     ax.set_title(f"{report['model']}: {report['tokens']} new tokens, {m['cpu']}, {m['threads']} threads "
-                 f"(hatched = plain decoding, grey = peers)", fontsize=9)
+                 f"(hatched = plain decoding; grey = peers: dark llama.cpp, light onnxruntime-genai)", fontsize=9)
     # below the axes: inside, it hid the tallest bars' labels
     ax.legend(fontsize=7, ncol=min(len(engines), 5), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     ax.grid(axis="y", alpha=0.3)
