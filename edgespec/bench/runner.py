@@ -114,10 +114,12 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
             "n_ctx": max(len(p) for p in prompts) + tokens + 16, "genai_model": ortgenai_model, "budget": budget}
 
     runs: dict[str, list] = {e: [] for e in engines}
-    groups = [[e for e in engines if e.split("+")[0] == base] for base in dict.fromkeys(e.split("+")[0] for e in engines)]
+    families: dict[str, list] = {}  # an engine and its speculative variants take turns prompt by prompt
+    for engine in engines:
+        families.setdefault(engine.split("+")[0], []).append(engine)
     with Progress(reps * len(engines) * len(prompts), "bench", unit="runs") as bar:
         for rep in range(reps):
-            for group in groups:
+            for group in families.values():
                 specs = {engine: {**spec, **ours.get(engine, {}), "engine": engine} for engine in group}
                 python = {engine: peers_python if engine.startswith("onnxruntime-genai") and peers_python
                           else sys.executable for engine in group}

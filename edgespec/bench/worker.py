@@ -44,6 +44,12 @@ def run_ours(spec: dict):
     return run
 
 
+def _peer_result(prompt: list[int], prefill_s: float, decode_started: float, tokens: list[int]) -> dict:
+    """A peer's timings for one prompt, in the shape the runner reads (ours adds spec stats)."""
+    return {"prefill_s": prefill_s, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - decode_started,
+            "steps": len(tokens) - 1, "token_ids": tokens}
+
+
 def run_llamacpp(spec: dict):
     from llama_cpp import Llama
 
@@ -64,8 +70,7 @@ def run_llamacpp(spec: dict):
             if len(tokens) == spec["tokens"]:
                 break
             llm.eval([token])
-        return {"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
-                "steps": len(tokens) - 1, "token_ids": tokens}
+        return _peer_result(prompt, prefill, start, tokens)
 
     return run
 
@@ -89,8 +94,7 @@ def run_llamacpp_lookup(spec: dict):
                 prefill, start = time.perf_counter() - start, time.perf_counter()
             if len(tokens) == spec["tokens"]:
                 break
-        return {"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
-                "steps": len(tokens) - 1, "token_ids": tokens}
+        return _peer_result(prompt, prefill, start, tokens)
 
     return run
 
@@ -121,8 +125,7 @@ def run_ortgenai(spec: dict):
         while not generator.is_done():  # a plain step adds one token, a speculative round may add several
             generator.generate_next_token()
         tokens = [int(t) for t in generator.get_sequence(0)[len(prompt):]]
-        return {"prefill_s": prefill, "prompt_tokens": len(prompt), "decode_s": time.perf_counter() - start,
-                "steps": len(tokens) - 1, "token_ids": tokens}
+        return _peer_result(prompt, prefill, start, tokens)
 
     return run
 
