@@ -174,3 +174,14 @@ def test_every_drafter_on_llamacpp_equals_plain_in_exact_mode(smollm2_gguf, spec
         assert [e.token for e in model.generate(ids, max_tokens=64, stop_on_eos=False)] == plain, (spec, prompt)
     if spec.startswith("draft:"):
         assert model.last_stats.spec.accepted > 0
+
+
+def test_an_amx_build_is_refused_with_the_rebuild_command():
+    # ggml's AMX matmul in llama-cpp-python 0.3.36 segfaults (llama.cpp #20824): a clear error instead
+    from edgespec.runtimes.llamacpp import check_build
+
+    amx = "CPU : AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AMX_INT8 = 1 | OPENMP = 1 |"
+    with pytest.raises(EdgespecError, match=r"AMX_INT8 = 1.*CFLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'"):
+        check_build(amx)
+    check_build(amx, override="1")  # the user says their ggml is fixed
+    check_build(amx.replace("AMX_INT8 = 1 | ", ""))

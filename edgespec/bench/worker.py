@@ -51,7 +51,9 @@ def _peer_result(prompt: list[int], prefill_s: float, decode_started: float, tok
 
 
 def run_llamacpp(spec: dict):
-    from llama_cpp import Llama
+    from ..runtimes.llamacpp import llama_cpp_module
+
+    Llama = llama_cpp_module().Llama
 
     llm = Llama(model_path=spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=512, verbose=False)
     n_vocab = llm.n_vocab()
@@ -80,7 +82,9 @@ def run_llamacpp_lookup(spec: dict):
 
     It needs logits_all=True (without it 0.3.36 crashes past ~512 tokens); the first token's time counts
     as prefill, the rest as decode."""
-    from llama_cpp import Llama
+    from ..runtimes.llamacpp import llama_cpp_module
+
+    Llama = llama_cpp_module().Llama
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
     llm = Llama(model_path=spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=512,

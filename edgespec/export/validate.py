@@ -57,13 +57,9 @@ class LlamaCppLogits:
     """llama.cpp as a teacher-forcing engine: forward(tokens) -> logits of every position."""
 
     def __init__(self, gguf_path, n_ctx: int, threads: int = 2):
-        from ..errors import MissingDependencyError
+        from ..runtimes.llamacpp import llama_cpp_module
 
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise MissingDependencyError("this needs llama-cpp-python: pip install 'edgespec[llamacpp]'") from None
-        self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=threads, logits_all=True, verbose=False)
+        self.llm = llama_cpp_module().Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=threads, logits_all=True, verbose=False)
 
     def reset(self) -> None:
         self.llm.reset()

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from .. import hub
+from ..errors import EdgespecError
 from ..sysinfo import machine_info
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,12 @@ TIMED_STEPS = 24
 
 def choose_backend(ref: hub.ModelRef, threads: int, context: int) -> tuple[str, str]:
     """(backend name, why) — "ort" alone when llama-cpp-python is not installed."""
+    from .llamacpp import llama_cpp_module
+
     try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return "ort", "llama-cpp-python is not installed"
+        llama_cpp_module()
+    except EdgespecError as unusable:  # not installed, or a build that cannot run here
+        return "ort", f"llama.cpp unusable: {unusable}"
     record_file = _record_file(ref, threads)
 
     def measure() -> dict:

@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 _initialised = False
 
 
-def _llama_cpp():
+AMX_OVERRIDE = "EDGESPEC_LLAMACPP_AMX"  # set to 1 to use an AMX build anyway (a fixed ggml, say)
+NO_AMX_FLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+def llama_cpp_module():
+    """llama_cpp, initialised once, after checking that this build can run here."""
     global _initialised
     try:
         import llama_cpp
@@ -40,10 +45,24 @@ def _llama_cpp():
         raise MissingDependencyError("the llama.cpp backend needs llama-cpp-python: "
                                      "pip install 'edgespec[llamacpp]'") from None
     if not _initialised:
+        check_build(llama_cpp.llama_print_system_info().decode(errors="replace"), os.environ.get(AMX_OVERRIDE))
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # its stderr chatter
         llama_cpp.llama_backend_init()
         _initialised = True
     return llama_cpp
+
+
+def check_build(system_info: str, override: str | None = None) -> None:
+    """Refuse a build whose ggml uses AMX: in llama-cpp-python 0.3.36 its AMX matmul loads a tile
+    config the compiler has dropped and the process dies with SIGSEGV on the first pass (llama.cpp
+    issues #20824, PR #26954; seen on a Sapphire-Rapids-class Xeon). A source build with
+    -march=native turns AMX on wherever the CPU has it, so refuse with the fix rather than crash."""
+    if "AMX_INT8 = 1" in system_info and override != "1":
+        raise EdgespecError(
+            "this llama-cpp-python build uses ggml's AMX kernels (system info: AMX_INT8 = 1), which crash with "
+            "a segmentation fault in ggml_backend_amx_mul_mat (llama.cpp issue #20824); expected a build "
+            f"without AMX: CFLAGS='{NO_AMX_FLAGS}' CXXFLAGS='{NO_AMX_FLAGS}' pip install --force-reinstall "
+            f"--no-cache-dir --no-deps llama-cpp-python==0.3.36 (or set {AMX_OVERRIDE}=1 to try it anyway)")
 
 
 def kv_bytes_per_token(config) -> int:
@@ -73,7 +92,7 @@ class LlamaCppBackend:
 
     def __init__(self, gguf_path, config, max_len: int, threads: int = 0, max_branches: int = 16,
                  n_batch: int = 512, flash_attn: bool = False):
-        lc = self.lc = _llama_cpp()
+        lc = self.lc = llama_cpp_module()
         self.config, self.max_len, self.branches, self.n_batch = config, max_len, max_branches, n_batch
         self.path = Path(gguf_path)
         params = lc.llama_model_default_params()
