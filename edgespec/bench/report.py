@@ -80,14 +80,17 @@ def plot(report: dict, path: str) -> None:
                       label=engine, color=PEER_GREYS.get(engine.split("+")[0], "0.6") if peer else colours(k),
                       hatch="//" if "+" not in engine else None,
                       edgecolor="white" if peer else None)
-        for bar, value in zip(bars, values):
-            ax.annotate(f"{value:.0f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
-                        fontsize=6)
+        # a speculative bar says its speedup over plain (the number the plot is for), a plain one its tok/s
+        labels = [f"{categories[c]['engines'][engine]['vs_plain']:.2f}x" if "vs_plain" in categories[c]["engines"][engine]
+                  else f"{value:.1f}" for c, value in zip(names, values)]
+        for bar, value, label in zip(bars, values, labels):
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=6)
     m = report["machine"]
     ax.set_xticks(np.arange(len(names)), [f"{c}\n({categories[c]['prompts']} prompts)" for c in names])
     ax.set_ylabel("decode tokens / s (higher is better)")
-    ax.set_title(f"{report['model']}: {report['tokens']} new tokens, {m['cpu']}, {m['threads']} threads "
-                 f"(hatched = plain decoding; grey = peers: dark llama.cpp, light onnxruntime-genai)", fontsize=9)
+    ax.set_title(f"{report['model']}: {report['tokens']} new tokens, {m['cpu']}, {m['threads']} threads\n"
+                 "hatched = plain decoding, labelled tok/s; speculative bars labelled with their speedup over plain; "
+                 "grey = peers (dark llama.cpp, light onnxruntime-genai)", fontsize=8)
     # below the axes: inside, it hid the tallest bars' labels
     ax.legend(fontsize=7, ncol=min(len(engines), 5), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     ax.grid(axis="y", alpha=0.3)
