@@ -55,7 +55,7 @@ def llama_cpp_module():
 def check_build(system_info: str, override: str | None = None) -> None:
     """Refuse a build whose ggml uses AMX: in llama-cpp-python 0.3.36 its AMX matmul loads a tile
     config the compiler has dropped and the process dies with SIGSEGV on the first pass (llama.cpp
-    issues #20824, PR #26954; seen on a Sapphire-Rapids-class Xeon). A source build with
+    issues #20824, PR #26954; seen on a 2-core Xeon VM with AMX-INT8). A source build with
     -march=native turns AMX on wherever the CPU has it, so refuse with the fix rather than crash."""
     if "AMX_INT8 = 1" in system_info and override != "1":
         raise EdgespecError(
