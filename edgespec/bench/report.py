@@ -74,15 +74,16 @@ def plot(report: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(names) + 2), 5.6), dpi=120)
     colours = plt.get_cmap("tab10")
     for k, engine in enumerate(engines):
-        values = [categories[c]["engines"][engine]["decode_tok_s"] for c in names]
+        entries = [categories[c]["engines"][engine] for c in names]
+        values = [entry["decode_tok_s"] for entry in entries]
         peer = not engine.startswith("edgespec")
         bars = ax.bar(np.arange(len(names)) + (k - (len(engines) - 1) / 2) * width, values, width,
                       label=engine, color=PEER_GREYS.get(engine.split("+")[0], "0.6") if peer else colours(k),
                       hatch="//" if "+" not in engine else None,
                       edgecolor="white" if peer else None)
         # a speculative bar says its speedup over plain (the number the plot is for), a plain one its tok/s
-        labels = [f"{categories[c]['engines'][engine]['vs_plain']:.2f}x" if "vs_plain" in categories[c]["engines"][engine]
-                  else f"{value:.1f}" for c, value in zip(names, values)]
+        labels = [f"{entry['vs_plain']:.2f}x" if "vs_plain" in entry else f"{entry['decode_tok_s']:.1f}"
+                  for entry in entries]
         for bar, value, label in zip(bars, values, labels):
             ax.annotate(label, (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=6)
     m = report["machine"]

@@ -59,7 +59,8 @@ class LlamaCppLogits:
     def __init__(self, gguf_path, n_ctx: int, threads: int = 2):
         from ..runtimes.llamacpp import llama_cpp_module
 
-        self.llm = llama_cpp_module().Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=threads, logits_all=True, verbose=False)
+        self.llm = llama_cpp_module().Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=threads,
+                                            logits_all=True, verbose=False)
 
     def reset(self) -> None:
         self.llm.reset()

@@ -18,7 +18,7 @@ TIMED_STEPS = 24
 
 
 def choose_backend(ref: hub.ModelRef, threads: int, context: int) -> tuple[str, str]:
-    """(backend name, why) — "ort" alone when llama-cpp-python is not installed."""
+    """(backend name, why) — "ort" alone when llama-cpp-python is not installed or its build cannot run here."""
     from .llamacpp import llama_cpp_module
 
     try:
