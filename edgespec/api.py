@@ -22,7 +22,7 @@ from . import hub
 from .export.cached import cached_export  # noqa: F401  (public: bench and tests use it)
 from .errors import ContextOverflowError, EdgespecError
 from .sampling import Sampler, SamplingParams
-from .spec.engine import SpecStats, common_prefix, decode
+from .speculative.engine import SpecStats, common_prefix, decode
 from .tokenizer import chat_ids
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,11 @@ class Model:
         return self.context
 
     def set_spec(self, spec: str = "off", budget: int = 8, exact: bool = False) -> None:
-        """Choose the drafter: off | ngram | layerskip | auto | draft:MODEL (see edgespec.spec.drafters).
+        """Choose the drafter: off | ngram | layerskip | auto | draft:MODEL (see edgespec.speculative.drafters).
 
         exact: every pass has >= 2 rows, so the output is bit-identical with or without speculation
-        (see edgespec.spec.engine); otherwise the two may differ at numerical near-ties."""
-        from .spec.drafters.select import make_drafter
+        (see edgespec.speculative.engine); otherwise the two may differ at numerical near-ties."""
+        from .speculative.drafters.select import make_drafter
 
         self._cached = []  # tuning and calibration run on the backend: forget what it held
         self.drafter, self.spec_name, self.exact = make_drafter(spec, self, budget), spec, exact
@@ -88,8 +88,8 @@ class Model:
 
     def apply_memory_budget(self, budget: int, want_rows: int = 65) -> "MemoryPlan":
         """Fit the context and the tokens per pass (prefill chunk, draft tree) into `budget` bytes of
-        resident memory, from what loading really took (see edgespec.spec.memory)."""
-        from .spec.memory import plan_memory, row_bytes
+        resident memory, from what loading really took (see edgespec.memory)."""
+        from .memory import plan_memory, row_bytes
         from .sysinfo import peak_rss
 
         # a backend with a fixed batch (llama.cpp, sized to the budget when it was created) caps the rows
@@ -123,7 +123,7 @@ class Model:
         stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
         detok = self.tokenizer.stream_decoder()
         # keep what the cache already holds of this prompt (the earlier turns of a chat)
-        # At least 2 prompt tokens are always fed: a 1-token pass rounds differently (spec/engine.py), and
+        # At least 2 prompt tokens are always fed: a 1-token pass rounds differently (speculative/engine.py), and
         # the same prompt must give the same logits whether or not its prefix was cached.
         reuse = 0 if self.backend.cache_len != len(self._cached) else common_prefix(self._cached, ids[:-2])
         stats.reused_tokens = reuse
@@ -193,7 +193,7 @@ def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, 
     ref = hub.resolve_model(spec)
     budget = None
     if memory_budget is not None:
-        from .spec.memory import check_before_load, parse_size
+        from .memory import check_before_load, parse_size
 
         budget = parse_size(memory_budget)
         check_before_load(budget, hub.weights_bytes(ref), ref.name)  # before anything is loaded

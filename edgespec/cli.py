@@ -150,7 +150,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 def _sampling(args):
     from .sampling import SamplingParams
 
-    from .spec.drafters.select import check_spec
+    from .speculative.drafters.select import check_spec
 
     check_spec(args.spec)
     return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -171,11 +171,11 @@ def cmd_pull(args) -> int:
 def cmd_bench(args) -> int:
     from .bench.runner import markdown, run_bench
 
-    from .spec.drafters.select import check_spec
+    from .speculative.drafters.select import check_spec
 
     backends = _backends(args.model, args.backend.split(","), args.threads)
     if args.cost_curve:
-        from .bench.cost import cost_markdown, run_cost_curves
+        from .runtimes.timing import cost_markdown, run_cost_curves
 
         from .bench.runner import peer_versions
         from .sysinfo import machine_info
@@ -301,7 +301,7 @@ def cmd_generate(args) -> int:
 def load_model(args):
     from . import api
 
-    from .spec.memory import default_budget
+    from .memory import default_budget
 
     model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
                      context=args.context, memory_budget=args.memory_budget or default_budget())
@@ -330,7 +330,7 @@ def _stats_dict(model) -> dict:
 def cmd_tune(args) -> int:
     from . import api
     from .export.manifest import update_drafters
-    from .spec.tune import tune_layerskip
+    from .speculative.tune import tune_layerskip
 
     model = api.load(args.model, backend="ort", threads=args.threads)
     record = tune_layerskip(model, tokens=args.tokens)

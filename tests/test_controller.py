@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgespec.spec.controller import Acceptance, Controller, CostModel
+from edgespec.speculative.controller import Acceptance, Controller, CostModel
 
 # a 2-core CPU running onnxruntime int4 (measured shape: c(2) ~1.08, c(8) ~1.6, c(16) ~2.5)
 CPU = CostModel([1, 2, 4, 8, 16], [0.016, 0.0173, 0.020, 0.026, 0.040])
@@ -74,7 +74,7 @@ def test_acceptance_is_kept_per_bucket_so_long_matches_get_long_drafts():
 
 
 def test_ngram_bucket_names_the_match_length_and_propose_reuses_the_lookup():
-    from edgespec.spec.drafters.ngram import NgramDrafter
+    from edgespec.speculative.drafters.ngram import NgramDrafter
 
     drafter = NgramDrafter(min_ngram=1)
     context = [5, 6, 7, 8, 9, 5, 6, 7]

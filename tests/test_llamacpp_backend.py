@@ -9,7 +9,7 @@ import pytest
 
 from edgespec.api import load
 from edgespec.errors import EdgespecError, MissingDependencyError
-from edgespec.spec.tree import tree_layout
+from edgespec.speculative.tree import tree_layout
 
 from .llamacpp_util import greedy, llama
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from edgespec.errors import EdgespecError
-from edgespec.spec.memory import MIN_CONTEXT, MemoryBudgetError, parse_size, plan_memory
+from edgespec.memory import MIN_CONTEXT, MemoryBudgetError, parse_size, plan_memory
 
 from .test_cli import run_cli
 

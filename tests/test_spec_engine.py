@@ -12,12 +12,12 @@ from edgespec.models.onnx_llama import build_graph
 from edgespec.runtimes.ort import OrtBackend
 from edgespec.runtimes.reference import ReferenceBackend
 from edgespec.sampling import Sampler, SamplingParams
-from edgespec.spec.controller import Controller, ControlledDrafter, CostModel
-from edgespec.spec.drafters.draft_model import DraftModelDrafter
-from edgespec.spec.drafters.layerskip import LayerSkipDrafter
-from edgespec.spec.drafters.ngram import NgramDrafter
-from edgespec.spec.engine import SpecStats, decode
-from edgespec.spec.tree import DraftTree
+from edgespec.speculative.controller import Controller, ControlledDrafter, CostModel
+from edgespec.speculative.drafters.draft_model import DraftModelDrafter
+from edgespec.speculative.drafters.layerskip import LayerSkipDrafter
+from edgespec.speculative.drafters.ngram import NgramDrafter
+from edgespec.speculative.engine import SpecStats, decode
+from edgespec.speculative.tree import DraftTree
 
 from .tiny import TINY_CONFIGS, random_weights
 
@@ -172,7 +172,7 @@ def test_tune_stores_the_calibration_and_layerskip_uses_it(smollm2_gguf):
 def test_draft_model_with_another_vocabulary_is_refused_naming_the_token(smollm2_gguf, qwen05_gguf):
     from edgespec.errors import TokenizerError
     from edgespec.formats import open_weights
-    from edgespec.spec.drafters.draft_model import check_same_vocabulary
+    from edgespec.speculative.drafters.draft_model import check_same_vocabulary
     from edgespec.tokenizer import tokenizer_for
 
     def tokenizer(path):

@@ -2,7 +2,7 @@
 qwen2.5-coder-0.5b: 2 chat + 2 code — on a CPU without AVX-512 VNNI its 10 prompts were the largest part
 of a 26-minute suite, and smollm2 already covers every prompt).
 
-A T-token pass rounds differently from a 1-token pass (see spec/engine.py), so outside exact
+A T-token pass rounds differently from a 1-token pass (see speculative/engine.py), so outside exact
 mode a divergence is allowed only at a numerical near-tie: where plain decoding's top-2 logit
 gap is smaller than the measured difference between the 1-token-pass logits and the
 T-token-pass logits for the same input. In exact mode there is no divergence at all.
@@ -17,9 +17,9 @@ import pytest
 
 from edgespec.api import load
 from edgespec.sampling import Sampler, SamplingParams
-from edgespec.spec.drafters.layerskip import LayerSkipDrafter
-from edgespec.spec.drafters.ngram import NgramDrafter
-from edgespec.spec.engine import decode
+from edgespec.speculative.drafters.layerskip import LayerSkipDrafter
+from edgespec.speculative.drafters.ngram import NgramDrafter
+from edgespec.speculative.engine import decode
 
 CHAT = ["What is the capital of France?", "Write a haiku about autumn.", "Explain recursion in one sentence.",
         "Give me three tips for staying focused.", "Why is the sky blue? Answer briefly."]

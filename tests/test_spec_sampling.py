@@ -10,10 +10,10 @@ import pytest
 from edgespec.models.llama import LlamaReference
 from edgespec.runtimes.reference import ReferenceBackend
 from edgespec.sampling import Sampler, SamplingParams
-from edgespec.spec.drafters.draft_model import DraftModelDrafter
-from edgespec.spec.engine import decode
-from edgespec.spec.tree import DraftTree
-from edgespec.spec.verify import draw, verify_sampling
+from edgespec.speculative.drafters.draft_model import DraftModelDrafter
+from edgespec.speculative.engine import decode
+from edgespec.speculative.tree import DraftTree
+from edgespec.speculative.verify import draw, verify_sampling
 
 from .tiny import TINY_CONFIGS, random_weights
 
@@ -129,9 +129,9 @@ def test_engine_sampling_distribution_is_the_targets():
 
 
 def test_the_engine_test_catches_a_wrong_verifier(monkeypatch):
-    import edgespec.spec.engine
+    import edgespec.speculative.engine
 
-    monkeypatch.setattr(edgespec.spec.engine, "verify_sampling", naive_verifier)
+    monkeypatch.setattr(edgespec.speculative.engine, "verify_sampling", naive_verifier)
     assert engine_second_token_p_value() < 1e-3
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgespec.config import ModelConfig
-from edgespec.spec.tree import tree_layout  # noqa: F401  (re-exported for the graph tests)
+from edgespec.speculative.tree import tree_layout  # noqa: F401  (re-exported for the graph tests)
 
 TINY_CONFIGS = {
     "llama": ModelConfig(architecture="llama", vocab_size=97, hidden_size=64, intermediate_size=96, num_layers=3,

@@ -106,7 +106,7 @@ def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget:
     if memory_budget is not None:
         # llama.cpp allocates the KV cache for n_ctx and compute buffers for n_batch rows when the context
         # is created: both are chosen to fit the budget before that (context first, as for onnxruntime)
-        from ..spec.memory import plan_memory, row_bytes, rss
+        from ..memory import plan_memory, row_bytes, rss
 
         # the weights are mapped and read in full; the smallest batch llama.cpp accepts is always allocated
         expected = rss() + Path(path).stat().st_size + LlamaCppBackend.MIN_BATCH * row_bytes(config)

@@ -42,7 +42,7 @@ def choose_backend(ref: hub.ModelRef, threads: int, context: int) -> tuple[str, 
 
 def measure_decode(ref: hub.ModelRef, kind: str, threads: int, context: int) -> float:
     """Decode tok/s: 1 / the median time of a 1-token pass after a short prompt."""
-    from ..bench.cost import cost_curve
+    from .timing import cost_curve
     from . import measure_on
 
     def step_seconds(opened) -> float:

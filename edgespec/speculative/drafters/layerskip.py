@@ -4,7 +4,7 @@ It runs on the same backend and the same weights through a layer plan (an `If` p
 layer in the ONNX graph), so no second copy of the weights exists. The draft passes write
 their KV rows into the target's cache after the accepted prefix; the drafter rolls them back
 and the verify pass overwrites those rows with the full model's values.
-The skip set and chain length come from `edgespec tune` (spec/tune.py): a search on this device
+The skip set and chain length come from `edgespec tune` (speculative/tune.py): a search on this device
 for the highest measured tokens per second, stored in the export's manifest.
 """
 

@@ -67,7 +67,7 @@ class CostModel:
 
     @classmethod
     def measure(cls, backend, prompt_ids: list[int], sizes=CALIBRATION_SIZES, reps: int = 3) -> "CostModel":
-        from ..bench.cost import cost_curve
+        from ..runtimes.timing import cost_curve
 
         curve = cost_curve(backend, prompt_ids, sizes, reps)
         backend.reset()

@@ -19,7 +19,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from ..errors import EdgespecError
+from .errors import EdgespecError
 
 log = logging.getLogger(__name__)
 MIN_CONTEXT = 256

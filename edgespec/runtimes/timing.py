@@ -38,7 +38,7 @@ def cost_curve(backend, prompt_ids: list[int], sizes=SIZES, reps: int = 7) -> di
 
 
 def run_cost_curves(model: str, threads: int, backends=("ort", "llamacpp"), sizes=SIZES, reps: int = 7) -> dict:
-    from ..runtimes import measure_on
+    from . import measure_on
 
     def curve(opened) -> dict:
         prompt = opened.tokenizer.encode(PROMPT)
