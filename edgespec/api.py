@@ -183,6 +183,10 @@ def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, 
 
     if backend not in BACKENDS:
         raise EdgespecError(f"backend '{backend}' is not available; choose one of {', '.join(BACKENDS)}")
+    if backend == "llamacpp":  # a missing or unusable llama-cpp-python is said before anything loads
+        from .runtimes.llamacpp import llama_cpp_module
+
+        llama_cpp_module()
     if device != "cpu":
         if backend not in ("ort", "auto"):
             raise EdgespecError(f"--device {device} needs the onnxruntime backend, not '{backend}'")

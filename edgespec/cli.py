@@ -15,6 +15,10 @@ from . import __version__, hub
 from .errors import EdgespecError
 
 log = logging.getLogger("edgespec")
+DEFAULTS = f"""defaults of chat and generate (override with the flags; see `edgespec chat -h`):
+  model {hub.DEFAULT_MODEL} (a 491 MB download, exported once on first use; smollm2-135m is smaller
+        and faster but answers poorly), --spec auto, --temperature 0.8 (0 = greedy), --top-k 40,
+        --top-p 0.9, --repeat-penalty 1.1, -n -1 (until the answer ends), --context 4096"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgespec", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="edgespec", description=__doc__.splitlines()[0], epilog=DEFAULTS,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edgespec {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -45,9 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="fetch again even if cached and valid")
     p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("info", help="describe a model or an export (its manifest and validation)")
+    p = sub.add_parser("info", help="describe a model or an export (its manifest and validation); never downloads")
     p.add_argument("model", help="known name, .gguf file, HF directory or export directory")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("list", help="the pulled models and the exports in the cache: sizes and sources")
+    p.set_defaults(func=lambda args: print("\n".join(_manage().list_rows())))
+
+    p = sub.add_parser("rm", help="delete a pulled model (with its exports) or one export (a name from `list`)")
+    p.add_argument("name", nargs="+")
+    p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser("export", help="export a model to ONNX (int4 by default), validated, with a manifest")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
@@ -97,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure the verify cost curve c(T) on each backend instead of decoding")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("generate", help="complete one prompt")
+    p = sub.add_parser("generate", epilog=DEFAULTS, formatter_class=argparse.RawDescriptionHelpFormatter, help="complete one prompt")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
-    p.add_argument("-p", "--prompt", required=True)
+    p.add_argument("-p", "--prompt", help="the prompt; '-' reads it from stdin, as does a pipe without -p")
+    p.add_argument("-f", "--file", help="read the prompt from this file")
     p.add_argument("--system", help="system message (chat template)")
     p.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
@@ -112,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=48, help="new tokens per calibration prompt")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("chat", help="interactive chat in the terminal")
+    p = sub.add_parser("chat", epilog=DEFAULTS, formatter_class=argparse.RawDescriptionHelpFormatter, help="interactive chat in the terminal")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
     p.add_argument("--system", help="system message")
     p.add_argument("--no-stats", action="store_true", help="no stats footer after each answer")
@@ -128,23 +141,44 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="onnxruntime device: cpu, xnnpack, qnn, nnapi, coreml, "
                                                    "openvino, webgpu, dml, cuda (if this build has it)")
     p.add_argument("--threads", type=int, default=0, help="compute threads (0 = all physical cores)")
-    p.add_argument("--context", type=int, default=4096, help="context length in tokens (KV cache size)")
-    p.add_argument("--spec", default="off", help="speculative decoding: off, ngram (prompt lookup), layerskip "
-                                                 "(ort), draft:MODEL (a smaller model, same vocabulary), auto")
+    p.add_argument("--context", type=_positive, default=4096,
+                   help="context length in tokens: KV cache and memory plan (default 4096; at most the model's own)")
+    p.add_argument("--spec", default="auto", help="speculative decoding: auto (default: n-gram and layer-skip drafts "
+                                                  "where this machine's measured costs say they pay, else plain; "
+                                                  "calibrated once per model and machine), off, ngram (prompt "
+                                                  "lookup), layerskip (ort), draft:MODEL (a smaller model, same "
+                                                  "vocabulary)")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
     p.add_argument("--memory-budget", help="resident memory this process may use, e.g. 1.5G (default: what it "
                                            "uses now + 90%% of the available RAM); context and draft size shrink to "
                                            "fit, and a budget plain decoding cannot fit is refused")
     p.add_argument("--exact", action="store_true", help="bit-identical output with and without --spec: every pass "
                                                         "has >= 2 rows (a plain step costs ~1.1-2x)")
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--min-p", type=float, default=0.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    # sampling defaults are ollama's, which chat users know; --temperature 0 is greedy
+    p.add_argument("-n", "--max-tokens", type=_max_tokens, default=-1,
+                   help="new tokens at most; -1 (default) = until the end of the answer or a full context")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="0 = off (default 40)")
+    p.add_argument("--top-p", type=float, default=0.9, help="1 = off (default 0.9)")
+    p.add_argument("--min-p", type=float, default=0.0, help="0 = off (default)")
+    p.add_argument("--repetition-penalty", "--repeat-penalty", type=float, default=1.1,
+                   help="1 = off (default 1.1)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=None)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected a positive number of tokens")
+    return value
+
+
+def _max_tokens(text: str) -> int:
+    value = int(text)
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"{value}: expected a positive number of tokens, or -1 for no limit")
+    return value
 
 
 def _sampling(args):
@@ -232,60 +266,64 @@ def cmd_export(args) -> int:
     output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
                             f"{args.precision}"
     out = export(args.model, output, options, force=args.force)
-    _print_manifest(out)
+    print("\n".join(_manage().manifest_lines(out)))
     return 0
 
 
-def _print_manifest(directory) -> None:
-    from .export.manifest import read_manifest
+def _manage():
+    from . import manage
 
-    m = read_manifest(directory)
-    q = m["quantization"]
-    print(f"export:       {directory}  (schema {m['schema_version']}, edgespec {m['edgespec_version']})")
-    print(f"source:       {m['source']['name']} ({m['source']['kind']}) sha256 {m['source'].get('sha256', '-')}")
-    print(f"model:        {m['architecture']}, {m['config']['num_layers']} layers, hidden "
-          f"{m['config']['hidden_size']}, vocab {m['config']['vocab_size']}, context {m['max_len']}")
-    if m.get("format") == "gguf":
-        print(f"format:       GGUF for llama.cpp, {q['gguf_type']}: {q['tensors']}")
-    else:
-        print(f"precision:    {q['precision']} (lm_head {q['lm_head']}, embed {q['embed']}, accuracy level "
-              f"{q['accuracy_level']}); weights: {q['routes']}")
-    for name, entry in m["validation"].items():
-        if isinstance(entry, dict):
-            llama = entry.get("llamacpp_perplexity")
-            print(f"validation {name:<7} top-1 {entry['top1_agreement']:.2%}  max|dlogit| "
-                  f"{entry['max_abs_logit_diff']:.3g}  ppl {entry['perplexity']:.3f} (reference "
-                  f"{entry['reference_perplexity']:.3f}" + (f", llama.cpp {llama:.3f})" if llama else ")"))
-    print("files:        " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items()))
-    print(f"time:         {m['timing']['total_seconds']} s")
+    return manage
 
 
 def cmd_info(args) -> int:
-    from .formats import open_weights
-
-    ref = hub.resolve_model(args.model)
-    if ref.kind == "export":
-        _print_manifest(ref.path)
-        return 0
-    source = open_weights(ref.path)
-    print(f"model:        {ref.name} ({ref.kind}) {ref.path}")
-    for key, value in source.config.to_dict().items():
-        print(f"{key + ':':<26}{value}")
+    print("\n".join(_manage().info_lines(args.model)))
     return 0
+
+
+def cmd_rm(args) -> int:
+    for name in args.name:
+        for path in _manage().remove(name):
+            print(f"removed {path}")
+    return 0
+
+
+def _read_prompt(args) -> str:
+    """-p TEXT, -p - (stdin), -f FILE, or stdin when it is a pipe and neither is given."""
+    if args.prompt is not None and args.file is not None:
+        raise EdgespecError("give the prompt with -p or -f, not both")
+    if args.file is not None:
+        try:
+            return open(args.file, encoding="utf-8").read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EdgespecError(f"-f {args.file}: cannot read the prompt ({exc})") from None
+    if args.prompt == "-" or (args.prompt is None and not sys.stdin.isatty()):
+        try:
+            text = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EdgespecError(f"the prompt on stdin is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        if not text.strip():
+            raise EdgespecError("the prompt on stdin is empty")
+        return text
+    if args.prompt is None:
+        raise EdgespecError("no prompt: give -p TEXT, -f FILE, or pipe it in (echo hi | edgespec generate)")
+    return args.prompt
 
 
 def cmd_generate(args) -> int:
     from . import api
 
     sampling = _sampling(args)  # validate before the (slow) load
+    text = _read_prompt(args)
     model = load_model(args)
     if args.no_chat_template:
-        prompt = model.tokenizer.encode(args.prompt)
+        prompt = model.tokenizer.encode(text)
     else:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
-        prompt = model.chat_prompt(messages + [{"role": "user", "content": args.prompt}])
+        prompt = model.chat_prompt(messages + [{"role": "user", "content": text}])
     pieces = []
-    for event in model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop)):
+    for event in model.generate(prompt, max_tokens=max_new_tokens(args, model), sampling=sampling,
+                                stop=tuple(args.stop)):
         pieces.append(event.text)
         if not args.json:
             sys.stdout.write(event.text)
@@ -296,6 +334,11 @@ def cmd_generate(args) -> int:
     else:
         print()
     return 0
+
+
+def max_new_tokens(args, model) -> int:
+    """-n -1: until EOS or the context is full."""
+    return model.context_length if args.max_tokens == -1 else args.max_tokens
 
 
 def load_model(args):

@@ -24,8 +24,9 @@ def _human(n: float, unit: str) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, desc: str, unit: str = "B", enabled: bool = True):
-        self.total, self.desc, self.unit, self.enabled = max(total, 1), desc, unit, enabled
+    def __init__(self, total: int, desc: str, unit: str = "B", enabled: bool = True, estimate: float | None = None):
+        """estimate: seconds the whole job is expected to take, shown until the measured rate takes over."""
+        self.total, self.desc, self.unit, self.enabled, self.estimate = max(total, 1), desc, unit, enabled, estimate
         self.done = 0
         self.tty = sys.stderr.isatty()
         self._start = time.monotonic()
@@ -34,8 +35,24 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.enabled and not self.tty:
-            log.info("%s: %s", self.desc, _human(self.total, self.unit))
+            about = f" (about {self.estimate:.0f} s)" if self.estimate else ""
+            log.info("%s: %s%s", self.desc, _human(self.total, self.unit), about)
+        elif self.enabled:
+            self._draw(time.monotonic())
         return self
+
+    def _draw(self, now: float) -> None:
+        self._last_draw = now
+        elapsed = max(now - self._start, 1e-9)
+        rate = self.done / elapsed
+        if self.estimate and elapsed < self.estimate:  # a prior estimate beats the rate of uneven steps
+            eta = f"ETA {self.estimate - elapsed:4.0f}s"
+        else:
+            eta = f"ETA {(self.total - self.done) / rate:4.0f}s" if self.done else ""
+        speed = f" {_human(rate, self.unit)}/s" if self.unit == "B" else ""
+        sys.stderr.write(f"\r{self.desc}: {min(self.done / self.total, 1.0):6.1%} {_human(self.done, self.unit)}/"
+                         f"{_human(self.total, self.unit)}{speed} {eta} ")
+        sys.stderr.flush()
 
     def update(self, n: int) -> None:
         self.done += n
@@ -44,12 +61,7 @@ class Progress:
         fraction = min(self.done / self.total, 1.0)
         now = time.monotonic()
         if self.tty and (now - self._last_draw > 0.1 or fraction >= 1.0):
-            self._last_draw = now
-            rate = self.done / max(now - self._start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else 0
-            sys.stderr.write(f"\r{self.desc}: {fraction:6.1%} {_human(self.done, self.unit)}/"
-                             f"{_human(self.total, self.unit)} {_human(rate, self.unit)}/s ETA {eta:4.0f}s ")
-            sys.stderr.flush()
+            self._draw(now)
         elif not self.tty and fraction >= self._next_log_fraction:
             log.info("%s: %3.0f%%", self.desc, 100 * fraction)
             while self._next_log_fraction <= fraction:

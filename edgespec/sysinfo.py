@@ -21,6 +21,16 @@ def peak_rss() -> int:
         return psutil.Process().memory_info().rss
 
 
+def effective_threads(threads: int) -> int:
+    """The thread count a setting means: 0 = every physical core (onnxruntime's and our default), so
+    calibrations cached per machine are keyed on what runs, not on how it was spelled."""
+    if threads > 0:
+        return threads
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
 def machine_info(threads: int) -> dict:
     """CPU model and the SIMD features that decide which kernels run (never assume them)."""
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []

@@ -1,7 +1,8 @@
 """`edgespec.json`: what an export contains, where it came from, and how well it matched.
 
 Loading an export reads the manifest first and checks its schema version and
-every file's size and sha256 before anything runs.
+every file's size and sha256 before anything runs (a file's sha256 is computed once
+per size and mtime, see hub.hashed).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .. import hub
 from ..config import ModelConfig
 from ..errors import ModelFormatError
 
@@ -51,7 +53,8 @@ def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
             file = directory / name
             if not file.is_file():
                 raise ModelFormatError(f"export '{directory}' is missing {name}, which its manifest lists")
-            if file.stat().st_size != expected["size"] or file_entry(file)["sha256"] != expected["sha256"]:
+            # hashed once per size and mtime (hub.hashed): a cached export loads without re-reading its weights
+            if file.stat().st_size != expected["size"] or hub.hashed(file) != expected["sha256"]:
                 raise ModelFormatError(f"export '{directory}': {name} does not match its manifest (sha256 "
                                        f"{expected['sha256'][:16]}...); the export is corrupt — export it again")
     return manifest

@@ -26,6 +26,7 @@ from ..quant.linear import QuantizedLinear
 from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
 from .gguf_writer import GGUF_TYPES, write_gguf
+from ..progress import Progress
 from .manifest import write_manifest
 from .validate import LlamaCppLogits, validate
 
@@ -74,7 +75,30 @@ class ExportOptions:
             raise EdgespecError("; ".join(problems))
 
 
-def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptions(), force: bool = False) -> Path:
+def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptions(), force: bool = False,
+           progress: bool = False, estimate: float | None = None) -> Path:
+    """progress: one progress line with an estimate instead of the step-by-step log (first use from a
+    front end: the validation report stays in the manifest, shown by `edgespec info`)."""
+    if not progress:
+        return _export(model, out_dir, options, force, None)
+    quiet = [logging.getLogger(name) for name in ("edgespec.export", "edgespec.formats", "edgespec.quant")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        with Progress(len(STAGES), f"exporting {Path(model).name} for onnxruntime (once)", unit="steps",
+                      estimate=estimate) as bar:
+            return _export(model, out_dir, options, force, bar)
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+
+
+STAGES = ("build", "validate", "save")
+
+
+def _export(model: str, out_dir: str | Path, options: ExportOptions, force: bool, bar) -> Path:
+    step = bar.update if bar is not None else (lambda n: None)
     options.check()
     out = Path(out_dir)
     if out.exists() and not force:
@@ -95,10 +119,11 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
     tmp.mkdir()
     try:
         if options.format == "gguf":
-            artifact, report, build_seconds = _write_gguf_export(ref, source, tokenizer, tmp, options, started)
+            artifact, report, build_seconds = _write_gguf_export(ref, source, tokenizer, tmp, options, started, step)
         else:
             artifact, report, build_seconds = _write_onnx_export(ref, source, tokenizer, tmp, options, max_len,
-                                                                 started)
+                                                                 started, step)
+        step(1)  # validated
         tokenizer.save(tmp)
         write_manifest(tmp, {
             "edgespec_version": __version__,
@@ -117,6 +142,7 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
                        "total_seconds": round(time.monotonic() - started, 2)},
         })
         _move_into_place(tmp, out, force)
+        step(1)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -128,7 +154,8 @@ def _reference(source):
     return lambda: reference_model_class(source.config.architecture).from_source(source, lazy=True)
 
 
-def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions, max_len: int, started: float):
+def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions, max_len: int, started: float,
+                       step):
     """model.onnx + model.onnx.data; returns (manifest entries, validation report, build seconds)."""
     config = source.config
     log.info("building the %s graph for %s (%d layers)", options.precision, ref.name, config.num_layers)
@@ -146,6 +173,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     inputs = [i.name for i in graph.graph.input if not i.name.startswith("past_")]
     del graph
     build_seconds = time.monotonic() - started
+    step(1)
     log.info("validating against the numpy reference")
     report = validate(lambda: OrtBackend(str(tmp / GRAPH_FILE), config, options.validate_tokens + 8),
                       _reference(source), tokenizer, options.precision, options.validate_tokens,
@@ -157,12 +185,13 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     return artifact, report, build_seconds
 
 
-def _write_gguf_export(ref, source, tokenizer, tmp: Path, options: ExportOptions, started: float):
+def _write_gguf_export(ref, source, tokenizer, tmp: Path, options: ExportOptions, started: float, step):
     """model.gguf for llama.cpp; validated by running it in llama.cpp against the reference."""
     type_name = options.gguf_type or ("Q4_0" if options.precision == "int4" else "F32")
     log.info("writing %s as %s", GGUF_FILE, type_name)
     written = write_gguf(ref, source, tmp / GGUF_FILE, type_name)
     build_seconds = time.monotonic() - started
+    step(1)
     log.info("validating %s in llama.cpp against the numpy reference", GGUF_FILE)
     report = validate(lambda: LlamaCppLogits(tmp / GGUF_FILE, options.validate_tokens + 8), _reference(source),
                       tokenizer, options.precision, options.validate_tokens, ref.path if ref.kind == "gguf" else None)

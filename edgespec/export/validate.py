@@ -71,14 +71,21 @@ class LlamaCppLogits:
         return np.array(self.llm.scores[: len(tokens)], dtype=np.float32)
 
 
-def llamacpp_logits(gguf_path, tokens: list[int], threads: int = 2) -> np.ndarray | None:
-    """Teacher-forced logits of llama.cpp on `gguf_path`, or None without llama-cpp-python."""
-    from ..errors import MissingDependencyError
+def llamacpp_logits(gguf_path, tokens: list[int], threads: int = 2) -> np.ndarray:
+    """Teacher-forced logits of llama.cpp on `gguf_path`."""
+    return LlamaCppLogits(gguf_path, len(tokens) + 8, threads).forward(tokens)
+
+
+def _llamacpp_unusable() -> str | None:
+    """Why llama.cpp cannot run here (not installed, or a build that would crash), or None."""
+    from ..errors import EdgespecError
+    from ..runtimes.llamacpp import llama_cpp_module
 
     try:
-        return LlamaCppLogits(gguf_path, len(tokens) + 8, threads).forward(tokens)
-    except MissingDependencyError:
-        return None
+        llama_cpp_module()
+    except EdgespecError as exc:
+        return str(exc)
+    return None
 
 
 def validate(make_decoder, make_reference, tokenizer, precision: str, n_tokens: int, gguf_source=None) -> dict:
@@ -109,15 +116,21 @@ def validate(make_decoder, make_reference, tokenizer, precision: str, n_tokens: 
         del ref
     del reference, ours
     _release_freed_memory()
-    if precision != "fp32" and gguf_source is not None:
-        log.info("validation: running llama.cpp on the source GGUF")
+    compare = precision != "fp32" and gguf_source is not None
+    if compare:
+        skipped = _llamacpp_unusable()
+        if skipped:
+            report["llamacpp_skipped"] = skipped
+            log.info("validation: the llama.cpp comparison was skipped: %s", skipped)
+            compare = False
+        else:
+            log.info("validation: running llama.cpp on the source GGUF")
     for name, tokens in texts.items():
-        if precision != "fp32" and gguf_source is not None:
+        if compare:
             theirs = llamacpp_logits(gguf_source, tokens)
-            report[name]["llamacpp_perplexity"] = None if theirs is None else perplexity(theirs, tokens)
+            report[name]["llamacpp_perplexity"] = perplexity(theirs, tokens)
             # The same yardstick for llama.cpp: how often its own kernels pick the reference's top token.
-            report[name]["llamacpp_top1_agreement"] = \
-                None if theirs is None else float(np.mean(theirs.argmax(-1) == reference_top1[name]))
+            report[name]["llamacpp_top1_agreement"] = float(np.mean(theirs.argmax(-1) == reference_top1[name]))
         log.info("validation on %s (%d tokens): %s", name, len(tokens),
                  ", ".join(f"{k} {v:.4g}" for k, v in report[name].items() if isinstance(v, float)))
     return report

@@ -8,6 +8,7 @@ with an error that names the file, the value found and what was expected.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,8 @@ class GGUFModel:
             raise ModelFormatError(f"'{path}' is corrupt or truncated: its GGUF header and tensor table do not "
                                    f"fit its {path.stat().st_size:,} bytes ({exc})") from None
         self._check_not_truncated()
-        self.metadata: dict[str, Any] = {key: _plain(field) for key, field in self._reader.fields.items()
-                                         if not key.startswith("GGUF.")}
+        self.metadata = _Metadata({key: field for key, field in self._reader.fields.items()
+                                   if not key.startswith("GGUF.")})
         self._tensors = {t.name: t for t in self._reader.tensors}
         self.config = ModelConfig.from_gguf(self.metadata, frozenset(self._tensors))
         self._canonical = {}
@@ -125,6 +126,25 @@ class GGUFModel:
             elif kind in ("k", "k_bias"):
                 values = names.unpermute_qk(values, self.config.num_kv_heads)
         return values
+
+
+class _Metadata(Mapping):
+    """GGUF metadata decoded on first access: the vocabulary and merges (10^5 strings, seconds to
+    decode) are read only by whoever needs them (the tokenizer), not by `info` or the config."""
+
+    def __init__(self, fields: dict):
+        self._fields, self._values = fields, {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._values:
+            self._values[key] = _plain(self._fields[key])
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
 
 
 def _plain(field) -> Any:

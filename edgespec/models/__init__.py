@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+# Bumped whenever the ONNX graph onnx_llama.py builds changes, so exports cached on first use are
+# rebuilt. Here, not there: finding a cached export must not import onnx (seconds at start-up).
+GRAPH_VERSION = 2  # 2: stacked q/k/v and gate/up, SkipSimplifiedLayerNormalization
+
 _REGISTRY: dict[str, Callable] = {}
 
 

@@ -50,11 +50,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..config import ModelConfig
 from ..errors import UnsupportedArchitectureError
+from . import GRAPH_VERSION  # noqa: F401  (defined there; see models/__init__.py)
 from .llama import rope_inv_freq
 
 OPSET = 23
-# Bumped whenever the graph this module builds changes, so exports cached on first use are rebuilt.
-GRAPH_VERSION = 2  # 2: stacked q/k/v and gate/up, SkipSimplifiedLayerNormalization
 MS_DOMAIN = "com.microsoft"
 
 # A Linear strategy: (graph, input name [T, in], canonical weight name, output name) -> None.

@@ -43,7 +43,16 @@ def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "
         return _open_reference(ref, context)
     if kind == "llamacpp":
         return _open_llamacpp(ref, threads, context, memory_budget)
-    return _open_ort(ref, threads, device)
+    return _open_ort(ref, threads, device, context)
+
+
+def check_context(context: int, limit: int, what: str) -> int:
+    """`context` if it fits `limit` (the model's or the export's maximum), else a clear error."""
+    if context < 1:
+        raise EdgespecError(f"--context {context}: expected a positive number of tokens")
+    if context > limit:
+        raise EdgespecError(f"--context {context} is above {what}'s maximum of {limit} tokens")
+    return context
 
 
 def measure_on(ref: hub.ModelRef, kind: str, measure, threads: int = 0, context: int = 4096):
@@ -59,7 +68,7 @@ def measure_on(ref: hub.ModelRef, kind: str, measure, threads: int = 0, context:
         gc.collect()
 
 
-def _open_ort(ref: hub.ModelRef, threads: int, device: str) -> Opened:
+def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int = 4096) -> Opened:
     from ..export.cached import cached_export
     from ..export.manifest import manifest_config, read_manifest
     from ..tokenizer import tokenizer_for
@@ -71,9 +80,13 @@ def _open_ort(ref: hub.ModelRef, threads: int, device: str) -> Opened:
     if manifest.get("format") == "gguf":
         raise EdgespecError(f"'{ref.path}' holds a GGUF export; run it with --backend llamacpp")
     config = manifest_config(manifest)
+    limit = manifest["max_len"]  # the RoPE table's length; the KV buffers are sized to the context asked for
+    what = f"{ref.name}" if limit == config.max_position_embeddings else \
+        f"this export (made with --max-len {limit}; the model allows {config.max_position_embeddings})"
+    context = check_context(context, limit, what)
     tokenizer = tokenizer_for("export", ref.path, {}, config.vocab_size)
-    backend = OrtBackend(str(ref.path / manifest["graph"]["file"]), config, manifest["max_len"], threads, device)
-    return Opened(backend, tokenizer, config, manifest["max_len"],
+    backend = OrtBackend(str(ref.path / manifest["graph"]["file"]), config, context, threads, device)
+    return Opened(backend, tokenizer, config, context,
                   f"onnxruntime {manifest['quantization']['precision']}", ref.path)
 
 
@@ -101,7 +114,7 @@ def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget:
     from .llamacpp import LlamaCppBackend, kv_bytes_per_token
 
     path, tokenizer, config = gguf_source(ref)
-    n_ctx = min(context, config.max_position_embeddings)
+    n_ctx = check_context(context, config.max_position_embeddings, ref.name)
     n_batch = 512
     if memory_budget is not None:
         # llama.cpp allocates the KV cache for n_ctx and compute buffers for n_batch rows when the context
@@ -129,6 +142,6 @@ def _open_reference(ref: hub.ModelRef, context: int) -> Opened:
     tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, config.vocab_size)
     log.info("loading %s (%s, %d layers) on the numpy reference backend", ref.name, config.architecture,
              config.num_layers)
-    n_ctx = min(context, config.max_position_embeddings)
+    n_ctx = check_context(context, config.max_position_embeddings, ref.name)
     model = reference_model_class(config.architecture).from_source(source)
     return Opened(ReferenceBackend(model, n_ctx), tokenizer, config, n_ctx, "numpy reference", Path(ref.path))

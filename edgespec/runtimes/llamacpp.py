@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ContextOverflowError, EdgespecError, MissingDependencyError
+from ..sysinfo import effective_threads
 
 log = logging.getLogger(__name__)
 _initialised = False
@@ -100,7 +101,7 @@ class LlamaCppBackend:
         if not self.model:
             raise EdgespecError(f"llama.cpp could not load '{self.path}'")
         self.recurrent = bool(lc.llama_model_is_recurrent(self.model) or lc.llama_model_is_hybrid(self.model))
-        threads = threads or _physical_cores()
+        threads = effective_threads(threads)
         cparams = lc.llama_context_default_params()
         cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = max_len, n_batch, n_batch
         cparams.n_seq_max, cparams.kv_unified = max_branches, True
@@ -266,9 +267,3 @@ class LlamaCppBackend:
             self.close()
         except Exception:  # interpreter shutdown
             pass
-
-
-def _physical_cores() -> int:
-    import psutil
-
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1

@@ -74,18 +74,19 @@ class CostModel:
         return cls(list(sizes), [curve["seconds"][T] for T in sizes])
 
     @classmethod
-    def cached(cls, model, prompt_ids: list[int]) -> "CostModel":
-        """Measured once per model file, backend, machine and threads (EDGESPEC_CACHE/costs)."""
-        from ..sysinfo import machine_info
+    def cached(cls, model, prompt_ids: list[int] | None = None) -> "CostModel":
+        """Measured once per model file, backend, machine and threads that run (EDGESPEC_CACHE/costs)."""
+        from ..runtimes.timing import PROMPT
+        from ..sysinfo import effective_threads, machine_info
 
-        extra = (model.backend.name, machine_info(model.threads)["cpu"], model.threads)
+        extra = (model.backend.name, machine_info(model.threads)["cpu"], effective_threads(model.threads))
         source = model.source if model.source and Path(model.source).exists() else model.ref.path
         path = hub.cache_dir() / "costs" / f"{model.ref.name}-{hub.source_key(source, *extra)}.json"
 
         def measure() -> dict:
             log.info("measuring this device's verify cost curve for %s on %s (once)", model.ref.name,
                      model.backend.name)
-            cost = cls.measure(model.backend, prompt_ids)
+            cost = cls.measure(model.backend, prompt_ids or model.tokenizer.encode(PROMPT))
             return {"sizes": cost.sizes, "seconds": cost.seconds}
 
         data = hub.cached_json(path, measure)

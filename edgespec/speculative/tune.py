@@ -1,10 +1,14 @@
-"""`edgespec tune`: find this device's fastest layer-skip drafter (skip set, chain length).
+"""Find this device's fastest layer-skip drafter (skip set, chain length).
 
-A search over skip sets of the middle layers (the first and last layers matter most, as
-Draft & Verify and SWIFT found) and chain lengths. Each candidate decodes the calibration
-prompts greedily with speculation; the score is measured tokens per second, not acceptance,
-because on a CPU a verify pass of T tokens costs more than one step. The winner and every
-candidate's numbers go into the export's manifest, keyed by machine and thread count.
+Candidates are skip sets of the middle layers (the first and last layers matter most, as
+Draft & Verify and SWIFT found). Two searches store the same record in the export's manifest,
+keyed by machine and the thread count that runs (0 and the core count are the same setting):
+
+- `edgespec tune` (tune_layerskip): every candidate and chain length decodes the calibration
+  prompts; the score is measured tokens per second. Thorough, minutes.
+- first `--spec auto` (quick_tune_layerskip): on a time budget, pruned by a bound on the gain
+  from the skipped share of the layers and the measured cost curve, scored from measured
+  acceptance and draft cost with the controller's own model. Seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 from ..errors import EdgespecError
 from ..progress import Progress
 from ..sampling import Sampler, SamplingParams
-from ..sysinfo import machine_info
+from ..sysinfo import effective_threads, machine_info
 from .engine import SpecStats, decode
 
 log = logging.getLogger(__name__)
@@ -77,26 +81,101 @@ def tune_layerskip(model, tokens: int = 48) -> dict:
     best = max(results, key=lambda r: r["tok_s"])
     record = {"kind": "layerskip", "skip": best["skip"], "draft_len": best["draft_len"],
               "speedup": round(best["tok_s"] / plain["tok_s"], 3), "pays": best["tok_s"] > plain["tok_s"],
-              "plain_tok_s": plain["tok_s"], "candidates": results, "machine": machine_info(model.threads)["cpu"],
-              "threads": model.threads, "calibration": {"prompts": len(prompts), "tokens": tokens}}
+              "plain_tok_s": plain["tok_s"], "candidates": results, **_machine_key(model),
+              "calibration": {"prompts": len(prompts), "tokens": tokens}}
     log.info("layer-skip tuned: skip %s, chain %d: %.1f tok/s vs plain %.1f (%.2fx, acceptance %.2f tok/step)",
              best["skip"], best["draft_len"], best["tok_s"], plain["tok_s"], record["speedup"], best["tokens_per_step"])
     return record
 
 
-def tuned_layerskip(model, retune: bool = False) -> dict:
-    """The stored calibration for this model, machine and threads; tuned (and stored) when missing."""
+def _machine_key(model) -> dict:
+    return {"machine": machine_info(model.threads)["cpu"], "threads": effective_threads(model.threads)}
+
+
+# Why a skip set can be dropped before any search. With t(T) the measured time of a T-row pass,
+# c(T) = t(T) / t(1), and a draft pass that skips s of the L layers costing d * t(1): a chain of k
+# drafts costs k*d*t(1) + t(k+1) per step and yields at most k+1 tokens (every draft kept), so
+#     speedup(k) <= G(k) = (k + 1) / (k*d + c(k + 1)).
+# The skipped layers are the only work a draft pass saves (embedding, lm_head and the kept layers
+# all run), so d >= 1 - s/L; with that d the bound holds before anything is measured. A set whose
+# max_k G(k) <= 1 cannot beat plain decoding even at perfect acceptance, and is not searched.
+# A searched set measures d and the acceptance P(>= j drafts kept) of a K_MAX chain, which give
+#     speedup(k) ~= E[k] / (k*d + c(k + 1)),   E[k] = 1 + sum_{j<=k} P(>= j kept),   k <= K_MAX
+# (the controller's model: speculative/controller.py).
+K_MAX = max(DRAFT_LENGTHS)
+QUICK_TOKENS = 32  # new tokens per calibration prompt in the quick search
+PAYS = 1.05  # a drafter must promise this much to be used (measurement noise on a shared machine)
+
+
+def gain_bound(cost, draft_cost: float, k_max: int = K_MAX) -> tuple[float, int]:
+    """(max_k G(k), its k) for a draft pass costing `draft_cost` x t(1) on CostModel `cost`."""
+    t1 = cost.pass_seconds(1)
+    return max(((k + 1) / (k * draft_cost + cost.pass_seconds(k + 1) / t1), k) for k in range(1, k_max + 1))
+
+
+def quick_tune_layerskip(model, cost, budget_s: float = 10.0) -> dict:
+    """The layer-skip record from a search that stops after about `budget_s` seconds (see above)."""
+    from .drafters.layerskip import LayerSkipDrafter
+
+    L = model.config.num_layers
+    bounded = sorted(((gain_bound(cost, 1 - len(skip) / L), skip) for skip in candidate_skip_sets(L)),
+                     key=lambda b: -b[0][0])
+    searchable = [(bound, skip) for bound, skip in bounded if bound[0] > PAYS]
+    rows = [{"skip": skip, "draft_len": k, "bound": round(g, 3), "searched": False} for (g, k), skip in bounded]
+    log.info("layer-skip: %d of %d skip sets could beat plain decoding here (bound from c(T)); searching them "
+             "for at most %.0f s", len(searchable), len(bounded), budget_s)
+    prompts = [model.chat_prompt([{"role": "user", "content": p}]) for p in CALIBRATION_PROMPTS[:2]]
+    started, spent = time.monotonic(), []
+    with Progress(max(len(searchable), 1), "calibrating --spec auto (once per model and machine)",
+                  unit="candidates") as progress:
+        for (bound, skip), row in zip(searchable, rows):
+            if spent and time.monotonic() - started + max(spent) > budget_s:
+                break  # the next candidate would overrun the budget
+            t0 = time.monotonic()
+            drafter = LayerSkipDrafter(model.backend, L, skip, K_MAX)
+            stats = SpecStats()
+            for ids in prompts:
+                for _ in decode(model.backend, ids, Sampler(SamplingParams()), QUICK_TOKENS, drafter, K_MAX, stats):
+                    pass
+            d = stats.draft_seconds / max(stats.drafted, 1) / cost.pass_seconds(1)
+            reach = [n / max(stats.steps, 1) for n in stats.accepted_at_depth] + [0.0] * K_MAX
+            t1 = cost.pass_seconds(1)
+            speedup, k = max(((1 + sum(reach[:k])) / (k * d + cost.pass_seconds(k + 1) / t1), k)
+                             for k in range(1, K_MAX + 1))
+            row.update(draft_len=k, searched=True, draft_cost=round(d, 3), speedup=round(speedup, 3),
+                       tokens_per_step=round(stats.tokens_per_step, 3))
+            spent.append(time.monotonic() - t0)
+            progress.update(1)
+    model.backend.reset()
+    searched = [r for r in rows if r["searched"]]
+    best = max(searched, key=lambda r: r["speedup"]) if searched else rows[0]
+    speedup = best.get("speedup", 0.0)
+    record = {"kind": "layerskip", "skip": best["skip"], "draft_len": best["draft_len"], "speedup": speedup,
+              "pays": speedup > PAYS, "plain_tok_s": round(1 / cost.pass_seconds(1), 2), "candidates": rows,
+              **_machine_key(model), "search": "quick",
+              "calibration": {"prompts": len(prompts), "tokens": QUICK_TOKENS, "budget_s": budget_s,
+                              "seconds": round(time.monotonic() - started, 2)}}
+    log.info("layer-skip %s here: best skip %s, chain %d, expected %.2fx plain (%d of %d sets searched)",
+             "pays" if record["pays"] else "does not pay", best["skip"], best["draft_len"], speedup, len(searched),
+             len(rows))
+    return record
+
+
+def tuned_layerskip(model, cost=None, retune: bool = False) -> dict:
+    """The stored calibration for this model, machine and threads; a quick search (stored) when missing."""
     from ..export.manifest import read_manifest, update_drafters
 
-    machine = machine_info(model.threads)["cpu"]
+    key = _machine_key(model)
     source = model.source
     if source is not None and (source / "edgespec.json").is_file() and not retune:
         for entry in read_manifest(source, verify=False).get("drafters", []):
-            if entry.get("kind") == "layerskip" and entry.get("machine") == machine \
-                    and entry.get("threads") == model.threads:
+            if entry.get("kind") == "layerskip" and all(entry.get(k) == v for k, v in key.items()):
                 return entry
-    log.info("no layer-skip calibration for %s on this machine yet: tuning it now (once)", model.ref.name)
-    record = tune_layerskip(model)
+    if cost is None:
+        from .controller import CostModel
+
+        cost = CostModel.cached(model)
+    record = quick_tune_layerskip(model, cost)
     if source is not None and (source / "edgespec.json").is_file():
         update_drafters(source, record)
     return record
