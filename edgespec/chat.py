@@ -1,7 +1,9 @@
 """`edgespec chat`: a multi-turn terminal chat that streams as it decodes.
 
-Commands: /reset, /stats, /system TEXT, /exit. Ctrl-C stops the current
-answer and returns to the prompt; Ctrl-D or /exit leaves.
+Commands: /help, /stats, /reset, /system TEXT, /exit. Ctrl-C stops the current answer and
+returns to the prompt; the cut answer and its question are dropped from the conversation (as
+ollama does: an answer the user stopped is not one to build on, and a kept half-answer is what
+the model would continue next turn). Ctrl-D or /exit leaves.
 """
 
 from __future__ import annotations
@@ -10,25 +12,74 @@ import io
 import logging
 import signal
 import sys
+from dataclasses import dataclass, field
 
 from .errors import EdgespecError
 
 log = logging.getLogger(__name__)
 
-HELP = "commands: /reset  /stats  /system TEXT  /exit   (Ctrl-C stops an answer)"
+COMMANDS = {
+    "/help": "this list",
+    "/stats": "this conversation's numbers: tokens in context, speed, tokens per step, which drafter pays",
+    "/reset": "start a new conversation (the system message stays)",
+    "/system TEXT": "set the system message (no TEXT: clear it) and start a new conversation",
+    "/exit": "leave (or Ctrl-D); Ctrl-C stops an answer",
+}
+HELP = "\n".join(f"  {name:<14} {what}" for name, what in COMMANDS.items())
+
+
+@dataclass
+class Session:
+    """Numbers of the conversation since it started or was reset."""
+
+    answers: int = 0
+    tokens: int = 0
+    decode_seconds: float = 0.0
+    steps: int = 0  # verify passes (a plain step is one)
+    context_tokens: int = 0  # what the last turn left in the context (prompt + answer)
+    drafters: dict = field(default_factory=dict)  # name -> [passes, drafted, kept]
+
+    def add(self, model) -> None:
+        s = model.last_stats
+        self.answers += 1
+        self.tokens += s.generated_tokens
+        self.decode_seconds += s.decode_seconds
+        self.steps += s.spec.steps if model.drafter is not None else max(s.generated_tokens - 1, 0)
+        self.context_tokens = s.prompt_tokens + s.generated_tokens
+        tally = getattr(model.drafter, "tally", None)
+        if tally is None and model.drafter is not None:  # one fixed drafter (--spec ngram, ...)
+            tally = {model.spec_name: [s.spec.steps, s.spec.drafted, s.spec.accepted]}
+        for name, (passes, drafted, kept) in (tally or {}).items():
+            total = self.drafters.setdefault(name, [0, 0, 0])
+            total[0], total[1], total[2] = total[0] + passes, total[1] + drafted, total[2] + kept
+
+    def lines(self, model) -> list[str]:
+        speed = self.tokens / self.decode_seconds if self.decode_seconds else 0.0
+        out = [f"context:   {self.context_tokens} of {model.context_length} tokens",
+               f"answers:   {self.answers}, {self.tokens} tokens, {speed:.1f} tok/s decoding"
+               + (f", {self.tokens / self.steps:.2f} tokens per step" if self.steps else ""),
+               f"model:     {model.ref.name} on {model.backend_name}, speculation {model.spec_name}"]
+        for name, (passes, drafted, kept) in sorted(self.drafters.items()):
+            out.append(f"drafter:   {name}: drafted in {passes} steps, kept {kept} of {drafted} drafted tokens "
+                       f"({kept / max(self.tokens, 1):.0%} of the answer tokens came free)")
+        if model.spec_name != "off" and not self.drafters:
+            out.append("drafter:   none paid yet: every step so far was a plain step")
+        return out
 
 
 def run_chat(args, sampling) -> int:
     # Ctrl-C stops an answer even when a parent started us with SIGINT ignored (background jobs)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from .cli import load_model
+    from .cli import load_model, max_new_tokens
 
-    model = load_model(args)
+    model = load_model(args, announce=False)
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict") if hasattr(sys.stdin, "buffer") \
         else sys.stdin
     system = args.system
     history: list[dict] = []
-    print(f"edgespec chat — {model.ref.name} on {model.backend_name}. {HELP}", file=sys.stderr)
+    session = Session()
+    print(f"edgespec chat — {model.ref.name} on {model.backend_name}, speculation {model.spec_name}. "
+          "/help for commands, Ctrl-C stops an answer, Ctrl-D leaves.", file=sys.stderr)
     while True:
         try:
             sys.stdout.write("> ")
@@ -50,43 +101,49 @@ def run_chat(args, sampling) -> int:
             command, _, rest = text.partition(" ")
             if command == "/exit":
                 return 0
-            if command == "/reset":
+            if command in ("/reset", "/system"):
+                system = (rest.strip() or None) if command == "/system" else system
                 history.clear()
-                print("(conversation cleared)", file=sys.stderr)
-            elif command == "/system":
-                system = rest.strip() or None
-                history.clear()
-                print(f"(system message {'set' if system else 'cleared'}; conversation cleared)", file=sys.stderr)
+                session = Session()
+                print("(new conversation" + (f"; system message {'set' if system else 'cleared'})"
+                                             if command == "/system" else ")"), file=sys.stderr)
             elif command == "/stats":
-                print(_footer(model), file=sys.stderr)
+                print("\n".join(session.lines(model)), file=sys.stderr)
+            elif command == "/help":
+                print(HELP, file=sys.stderr)
             else:
-                print(f"unknown command {command!r}; {HELP}", file=sys.stderr)
+                print(f"unknown command {command!r}; commands:\n{HELP}", file=sys.stderr)
             continue
         history.append({"role": "user", "content": text})
-        answer = _answer(model, system, history, args, sampling)
-        history.append({"role": "assistant", "content": answer})
+        answer, cut = _answer(model, system, history, max_new_tokens(args, model), args, sampling)
+        session.add(model)
+        if cut:
+            history.pop()  # the question goes with the answer it did not get
+        else:
+            history.append({"role": "assistant", "content": answer})
         if not args.no_stats:
             print(_footer(model), file=sys.stderr)
 
 
-def _answer(model, system, history, args, sampling) -> str:
-    """Stream one answer; Ctrl-C anywhere in it (prompt, prefill, decode) stops just this answer."""
-    pieces, events = [], None
+def _answer(model, system, history, max_tokens, args, sampling) -> tuple[str, bool]:
+    """Stream one answer; Ctrl-C anywhere in it (prompt, prefill, decode) stops just this answer.
+    Returns (text, whether it was cut)."""
+    pieces, events, cut = [], None, False
     try:
         prompt = _fit_prompt(model, system, history)
-        events = model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop))
+        events = model.generate(prompt, max_tokens=max_tokens, sampling=sampling, stop=tuple(args.stop))
         for event in events:
             pieces.append(event.text)
             sys.stdout.write(event.text)
             sys.stdout.flush()
     except KeyboardInterrupt:
-        model.last_stats.stop_reason = "interrupted"
-        sys.stdout.write(" [stopped]")
+        model.last_stats.stop_reason, cut = "interrupted", True
+        sys.stdout.write(" [stopped; not kept in the conversation]")
     finally:
         if events is not None:
             events.close()  # now, not at garbage collection: the cache is trimmed before the next turn
     print()
-    return "".join(pieces)
+    return "".join(pieces), cut
 
 
 def _fit_prompt(model, system, history) -> list[int]:
@@ -102,13 +159,5 @@ def _fit_prompt(model, system, history) -> list[int]:
 
 def _footer(model) -> str:
     s = model.last_stats
-    reused = f" ({s.reused_tokens} cached)" if s.reused_tokens else ""
-    return (f"[{s.generated_tokens} tokens, prefill{reused} {s.prefill_tok_s:.1f} tok/s, decode {s.decode_tok_s:.1f} tok/s, "
-            f"{model.backend_name}{_acceptance(model)}, stop: {s.stop_reason or '-'}]")
-
-
-def _acceptance(model) -> str:
-    spec = model.last_stats.spec
-    if model.drafter is None or not spec.steps:
-        return ""
-    return f", spec {model.spec_name}: {spec.tokens_per_step:.2f} tok/step ({spec.accepted}/{spec.drafted} drafts kept)"
+    steps = f", {s.spec.tokens_per_step:.2f} tok/step" if model.drafter is not None and s.spec.steps else ""
+    return f"[{s.generated_tokens} tokens, {s.decode_tok_s:.1f} tok/s{steps}, stop: {s.stop_reason or '-'}]"

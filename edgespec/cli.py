@@ -341,7 +341,7 @@ def max_new_tokens(args, model) -> int:
     return model.context_length if args.max_tokens == -1 else args.max_tokens
 
 
-def load_model(args):
+def load_model(args, announce: bool = True):
     from . import api
 
     from .memory import default_budget
@@ -349,7 +349,8 @@ def load_model(args):
     model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
                      context=args.context, memory_budget=args.memory_budget or default_budget())
     model.set_spec(args.spec, args.draft_budget, args.exact)
-    log.info("%s on %s, speculation: %s", model.ref.name, model.backend_name, model.spec_name)
+    if announce:
+        log.info("%s on %s, speculation: %s", model.ref.name, model.backend_name, model.spec_name)
     return model
 
 

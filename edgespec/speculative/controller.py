@@ -69,9 +69,10 @@ class CostModel:
     def measure(cls, backend, prompt_ids: list[int], sizes=CALIBRATION_SIZES, reps: int = 3) -> "CostModel":
         from ..runtimes.timing import cost_curve
 
-        curve = cost_curve(backend, prompt_ids, sizes, reps)
+        curve = cost_curve(backend, prompt_ids, sizes, reps, stat=min)
         backend.reset()
-        return cls(list(sizes), [curve["seconds"][T] for T in sizes])
+        # a pass of more rows never costs less: noise that says otherwise would make long drafts look free
+        return cls(list(sizes), np.maximum.accumulate([curve["seconds"][T] for T in sizes]).tolist())
 
     @classmethod
     def cached(cls, model, prompt_ids: list[int] | None = None) -> "CostModel":
@@ -196,6 +197,7 @@ class ControlledDrafter:
     def __init__(self, drafters: dict, controller: Controller):
         self.drafters, self.controller = drafters, controller
         self._last = None  # (name, drafted depth, started)
+        self.tally: dict[str, list[int]] = {}  # drafter -> [passes it drafted for, tokens drafted, kept]: who pays
 
     def propose(self, context, budget):
         from .tree import DraftTree
@@ -221,7 +223,10 @@ class ControlledDrafter:
         verify_s = time.perf_counter() - verify_started
         self.controller.observe(name, tree.depth(), len(accepted) - 1, draft_s, len(tree) + 1, verify_s, bucket)
         self.drafters[name].observe(accepted)
+        tally = self.tally.setdefault(name, [0, 0, 0])
+        tally[0], tally[1], tally[2] = tally[0] + 1, tally[1] + len(tree), tally[2] + len(accepted) - 1
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # a new generation: the tally is per generation
+        self.tally = {}
         for drafter in self.drafters.values():
             drafter.reset()

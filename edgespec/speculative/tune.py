@@ -103,7 +103,9 @@ def _machine_key(model) -> dict:
 #     speedup(k) ~= E[k] / (k*d + c(k + 1)),   E[k] = 1 + sum_{j<=k} P(>= j kept),   k <= K_MAX
 # (the controller's model: speculative/controller.py).
 K_MAX = max(DRAFT_LENGTHS)
-QUICK_TOKENS = 32  # new tokens per calibration prompt in the quick search
+QUICK_TOKENS = 40  # new tokens per candidate in the quick search (one calibration prompt)
+QUICK_BUDGET_S = 10.0  # the quick search's time budget: the issue allows 15 s (smollm2) / 30 s (qwen 0.5b) in all
+MIN_STEPS = 6  # verify passes a candidate needs before its acceptance means anything
 PAYS = 1.05  # a drafter must promise this much to be used (measurement noise on a shared machine)
 
 
@@ -113,38 +115,24 @@ def gain_bound(cost, draft_cost: float, k_max: int = K_MAX) -> tuple[float, int]
     return max(((k + 1) / (k * draft_cost + cost.pass_seconds(k + 1) / t1), k) for k in range(1, k_max + 1))
 
 
-def quick_tune_layerskip(model, cost, budget_s: float = 10.0) -> dict:
-    """The layer-skip record from a search that stops after about `budget_s` seconds (see above)."""
-    from .drafters.layerskip import LayerSkipDrafter
-
+def quick_tune_layerskip(model, cost, budget_s: float = QUICK_BUDGET_S) -> dict:
+    """The layer-skip record from a search that stops after `budget_s` seconds (see above)."""
     L = model.config.num_layers
     bounded = sorted(((gain_bound(cost, 1 - len(skip) / L), skip) for skip in candidate_skip_sets(L)),
                      key=lambda b: -b[0][0])
-    searchable = [(bound, skip) for bound, skip in bounded if bound[0] > PAYS]
     rows = [{"skip": skip, "draft_len": k, "bound": round(g, 3), "searched": False} for (g, k), skip in bounded]
+    searchable = [row for row in rows if row["bound"] > PAYS]
     log.info("layer-skip: %d of %d skip sets could beat plain decoding here (bound from c(T)); searching them "
-             "for at most %.0f s", len(searchable), len(bounded), budget_s)
-    prompts = [model.chat_prompt([{"role": "user", "content": p}]) for p in CALIBRATION_PROMPTS[:2]]
-    started, spent = time.monotonic(), []
+             "for at most %.0f s", len(searchable), len(rows), budget_s)
+    prompt = model.chat_prompt([{"role": "user", "content": CALIBRATION_PROMPTS[0]}])
+    started = time.monotonic()
+    deadline = started + budget_s
     with Progress(max(len(searchable), 1), "calibrating --spec auto (once per model and machine)",
-                  unit="candidates") as progress:
-        for (bound, skip), row in zip(searchable, rows):
-            if spent and time.monotonic() - started + max(spent) > budget_s:
-                break  # the next candidate would overrun the budget
-            t0 = time.monotonic()
-            drafter = LayerSkipDrafter(model.backend, L, skip, K_MAX)
-            stats = SpecStats()
-            for ids in prompts:
-                for _ in decode(model.backend, ids, Sampler(SamplingParams()), QUICK_TOKENS, drafter, K_MAX, stats):
-                    pass
-            d = stats.draft_seconds / max(stats.drafted, 1) / cost.pass_seconds(1)
-            reach = [n / max(stats.steps, 1) for n in stats.accepted_at_depth] + [0.0] * K_MAX
-            t1 = cost.pass_seconds(1)
-            speedup, k = max(((1 + sum(reach[:k])) / (k * d + cost.pass_seconds(k + 1) / t1), k)
-                             for k in range(1, K_MAX + 1))
-            row.update(draft_len=k, searched=True, draft_cost=round(d, 3), speedup=round(speedup, 3),
-                       tokens_per_step=round(stats.tokens_per_step, 3))
-            spent.append(time.monotonic() - t0)
+                  unit="candidates", estimate=budget_s if searchable else None) as progress:
+        for row in searchable:
+            if time.monotonic() > deadline:
+                break
+            _measure_candidate(model, cost, row, prompt, deadline)
             progress.update(1)
     model.backend.reset()
     searched = [r for r in rows if r["searched"]]
@@ -153,12 +141,36 @@ def quick_tune_layerskip(model, cost, budget_s: float = 10.0) -> dict:
     record = {"kind": "layerskip", "skip": best["skip"], "draft_len": best["draft_len"], "speedup": speedup,
               "pays": speedup > PAYS, "plain_tok_s": round(1 / cost.pass_seconds(1), 2), "candidates": rows,
               **_machine_key(model), "search": "quick",
-              "calibration": {"prompts": len(prompts), "tokens": QUICK_TOKENS, "budget_s": budget_s,
+              "calibration": {"tokens": QUICK_TOKENS, "budget_s": budget_s,
                               "seconds": round(time.monotonic() - started, 2)}}
     log.info("layer-skip %s here: best skip %s, chain %d, expected %.2fx plain (%d of %d sets searched)",
              "pays" if record["pays"] else "does not pay", best["skip"], best["draft_len"], speedup, len(searched),
              len(rows))
     return record
+
+
+def _measure_candidate(model, cost, row: dict, prompt: list[int], deadline: float) -> None:
+    """Greedy decode with a K_MAX chain of this skip set until QUICK_TOKENS or the deadline; fills in
+    the measured draft cost, acceptance and expected speedup (too few steps: left unsearched)."""
+    from .drafters.layerskip import LayerSkipDrafter
+
+    drafter = LayerSkipDrafter(model.backend, model.config.num_layers, row["skip"], K_MAX)
+    stats = SpecStats()
+    events = decode(model.backend, prompt, Sampler(SamplingParams()), QUICK_TOKENS, drafter, K_MAX, stats)
+    try:
+        for _ in events:
+            if time.monotonic() > deadline:
+                break
+    finally:
+        events.close()
+    if stats.steps < MIN_STEPS:
+        return
+    t1 = cost.pass_seconds(1)
+    d = stats.draft_seconds / max(stats.drafted, 1) / t1
+    reach = [n / stats.steps for n in stats.accepted_at_depth] + [0.0] * K_MAX  # P(>= j drafts kept)
+    speedup, k = max(((1 + sum(reach[:k])) / (k * d + cost.pass_seconds(k + 1) / t1), k) for k in range(1, K_MAX + 1))
+    row.update(draft_len=k, searched=True, draft_cost=round(d, 3), speedup=round(speedup, 3),
+               tokens_per_step=round(stats.tokens_per_step, 3))
 
 
 def tuned_layerskip(model, cost=None, retune: bool = False) -> dict:
