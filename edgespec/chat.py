@@ -39,13 +39,15 @@ class Session:
     context_tokens: int = 0  # what the last turn left in the context (prompt + answer)
     drafters: dict = field(default_factory=dict)  # name -> [passes, drafted, kept]
 
-    def add(self, model) -> None:
+    def add(self, model, kept: bool = True) -> None:
+        """Count the last answer; a cut one (not kept) adds to the speed, not to the context."""
         s = model.last_stats
         self.answers += 1
         self.tokens += s.generated_tokens
         self.decode_seconds += s.decode_seconds
         self.steps += s.spec.steps if model.drafter is not None else max(s.generated_tokens - 1, 0)
-        self.context_tokens = s.prompt_tokens + s.generated_tokens
+        if kept:
+            self.context_tokens = s.prompt_tokens + s.generated_tokens
         tally = getattr(model.drafter, "tally", None)
         if tally is None and model.drafter is not None:  # one fixed drafter (--spec ngram, ...)
             tally = {model.spec_name: [s.spec.steps, s.spec.drafted, s.spec.accepted]}
@@ -116,7 +118,7 @@ def run_chat(args, sampling) -> int:
             continue
         history.append({"role": "user", "content": text})
         answer, cut = _answer(model, system, history, max_new_tokens(args, model), args, sampling)
-        session.add(model)
+        session.add(model, kept=not cut)
         if cut:
             history.pop()  # the question goes with the answer it did not get
         else:

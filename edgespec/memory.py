@@ -89,11 +89,12 @@ def plan_memory(budget: int, loaded: int, kv_per_token: int, per_row: int, want_
                 want_rows: int) -> MemoryPlan:
     free = budget - loaded - MARGIN
     context = min(want_context, (free - 2 * per_row) // kv_per_token)
-    if context < MIN_CONTEXT:
-        need = loaded + MARGIN + MIN_CONTEXT * kv_per_token + 2 * per_row
+    floor = min(want_context, MIN_CONTEXT)  # a --context below MIN_CONTEXT is the user's choice, not a squeeze
+    if context < floor:
+        need = loaded + MARGIN + floor * kv_per_token + 2 * per_row
         raise MemoryBudgetError(
             f"memory budget {human(budget)} is too small: the loaded model takes {human(loaded)}, a context of "
-            f"{MIN_CONTEXT} tokens {human(MIN_CONTEXT * kv_per_token)} and a 2-token pass {human(2 * per_row)}; "
+            f"{floor} tokens {human(floor * kv_per_token)} and a 2-token pass {human(2 * per_row)}; "
             f"plain decoding needs at least {human(need)}")
     rows = int(max(2, min(want_rows, (free - context * kv_per_token) // per_row)))
     plan = MemoryPlan(budget, loaded, kv_per_token, per_row, int(context), rows)

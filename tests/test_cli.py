@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,9 +13,10 @@ import pexpect
 import pytest
 
 
-def run_cli(*args, input_bytes: bytes | None = None, timeout: float = 300):
+def run_cli(*args, input_bytes: bytes | None = None, timeout: float = 300, cache=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"EDGESPEC_CACHE": str(cache)} if cache else {})}
     return subprocess.run([sys.executable, "-m", "edgespec.cli", *args], input=input_bytes,
-                          capture_output=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          capture_output=True, timeout=timeout, env=env)
 
 
 def assert_clean_error(result, *fragments):
@@ -59,7 +62,7 @@ def test_info_on_real_model(smollm2_gguf):
 @pytest.mark.parametrize("backend", ["ort", "reference"])
 def test_generate_json_is_greedy_and_deterministic(smollm2_gguf, backend):
     args = ("generate", str(smollm2_gguf), "-p", "What is the capital of France?", "--max-tokens", "12", "--json",
-            "--backend", backend)
+            "--backend", backend, "--temperature", "0", "--spec", "off")
     first, second = run_cli(*args), run_cli(*args)
     assert first.returncode == 0, first.stderr.decode()
     a, b = json.loads(first.stdout), json.loads(second.stdout)
@@ -78,27 +81,130 @@ def test_chat_non_utf8_stdin(smollm2_gguf):
     assert_clean_error(result, "UTF-8")
 
 
-def test_chat_in_a_pty(smollm2_gguf):
-    # long answers: at ~150 tok/s a 400-token answer could end before the Ctrl-C below arrives
-    chat = pexpect.spawn(sys.executable, ["-m", "edgespec.cli", "chat", str(smollm2_gguf), "--max-tokens", "2000"],
-                         timeout=120, encoding="utf-8", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+@pytest.fixture
+def empty_cache(tmp_path, smollm2_gguf):
+    """A fresh EDGESPEC_CACHE that has the pulled smollm2 GGUF (linked, so nothing downloads) and nothing else."""
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / smollm2_gguf.name).symlink_to(smollm2_gguf)
+    return cache
+
+
+def test_chat_from_an_empty_cache_in_a_pty(empty_cache):
+    screen = io.StringIO()
+    chat = pexpect.spawn(sys.executable, ["-m", "edgespec.cli", "chat", "smollm2-135m", "--seed", "1"],
+                         timeout=900, encoding="utf-8", dimensions=(40, 200), logfile=None,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1", "EDGESPEC_CACHE": str(empty_cache)})
+    chat.logfile_read = screen
     try:
+        chat.expect(r"exporting smollm2-135m for onnxruntime \(once\): +0\.0% .*ETA +\d+s")  # first run: progress, estimate
+        chat.expect("calibrating --spec auto")
+        chat.expect("edgespec chat — smollm2-135m on onnxruntime int4, speculation auto. /help")
         chat.expect("> ")
         chat.sendline("Say hello in one short sentence.")
-        chat.expect(r"\[\d+ tokens, prefill [\d.]+ tok/s, decode [\d.]+ tok/s")
+        chat.expect(r"\[\d+ tokens, [\d.]+ tok/s")  # an answer arrived
         chat.expect("> ")
+        chat.sendline("/help")
+        chat.expect(r"/stats +this conversation's numbers")
         chat.sendline("/stats")
-        chat.expect(r"decode [\d.]+ tok/s")
+        chat.expect(r"context: +(\d+) of 4096 tokens")
+        assert int(chat.match.group(1)) > 10
+        chat.expect(r"answers: +1, \d+ tokens, [\d.]+ tok/s decoding")
         chat.sendline("Write a very long story about a dragon, at least a thousand words.")
         chat.expect("thousand words.")  # the terminal's echo of our line
         chat.expect(r"\w+ \w+ \w+")  # it is streaming...
         chat.sendintr()  # Ctrl-C mid-answer stops the answer, not the chat
-        chat.expect(r"\[stopped\]")
+        chat.expect(r"\[stopped; not kept in the conversation\]")
         chat.expect("> ")
+        chat.sendline("/stats")  # the cut answer's tokens count as decoded, not as context
+        chat.expect(r"answers: +2")
         chat.sendline("/reset")
-        chat.expect("conversation cleared")
+        chat.expect(r"\(new conversation\)")
+        chat.sendline("/stats")
+        chat.expect(r"context: +0 of 4096 tokens")
         chat.sendline("/exit")
         chat.expect(pexpect.EOF)
     finally:
         chat.close()
-    assert chat.exitstatus == 0
+    assert chat.exitstatus == 0, screen.getvalue()[-2000:]
+    text = screen.getvalue()
+    assert text.count("edgespec chat —") == 1  # the header, once
+    assert "validation" not in text and "perplexity" not in text  # the report is in the manifest, not the chat
+
+
+@pytest.fixture(scope="session")
+def smollm2_export(smollm2_gguf):
+    from edgespec import hub
+    from edgespec.export.cached import cached_export
+
+    return cached_export(hub.ModelRef("gguf", smollm2_gguf, "smollm2-135m"), progress=False)
+
+
+def generate_json(*args, **kwargs):
+    result = run_cli("generate", *args, "--json", "--temperature", "0", "--spec", "off", **kwargs)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("backend", ["ort", "reference"])
+def test_context_sizes_the_cache_and_n_minus_1_fills_it(smollm2_gguf, smollm2_export, backend):
+    out = generate_json(str(smollm2_gguf), "-p", "Count from one to one hundred.", "--backend", backend,
+                        "--context", "64", "-n", "-1")
+    stats = out["stats"]
+    assert stats["context"] == 64
+    assert stats["prompt_tokens"] + stats["tokens"] <= 64
+    assert stats["stop_reason"] == "eos" or stats["prompt_tokens"] + stats["tokens"] == 64  # until EOS or full
+    if backend == "ort":  # KV buffers for 64 tokens, not the export's whole context
+        assert stats["kv_allocated_mb"] == round(64 * 2 * 30 * 3 * 64 * 4 / 2**20, 1)
+    assert_clean_error(run_cli("generate", str(smollm2_gguf), "-p", "hi", "--backend", backend, "--context", "9000"),
+                       "--context 9000", "8192")
+
+
+def test_max_tokens_below_1_is_refused():
+    for bad in ("0", "-2"):
+        result = run_cli("generate", "smollm2-135m", "-p", "hi", "-n", bad)
+        assert result.returncode == 2 and "-1 for no limit" in result.stderr.decode()
+
+
+def test_prompt_from_stdin_and_file(smollm2_gguf, smollm2_export, tmp_path):
+    question = "What is the capital of France?"
+    expected = generate_json(str(smollm2_gguf), "-p", question, "-n", "8")["token_ids"]
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text(question, encoding="utf-8")
+    assert generate_json(str(smollm2_gguf), "-n", "8", input_bytes=question.encode())["token_ids"] == expected
+    assert generate_json(str(smollm2_gguf), "-p", "-", "-n", "8", input_bytes=question.encode())["token_ids"] == expected
+    assert generate_json(str(smollm2_gguf), "-f", str(prompt_file), "-n", "8")["token_ids"] == expected
+    assert_clean_error(run_cli("generate", "smollm2-135m", "-f", str(tmp_path / "missing.txt")), "missing.txt")
+
+
+def test_info_never_downloads(tmp_path):
+    result = run_cli("info", "qwen2.5-coder-0.5b", cache=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "not pulled; run `edgespec pull qwen2.5-coder-0.5b`" in result.stdout.decode()
+    assert not (tmp_path / "models").exists()
+
+
+def test_list_and_rm(empty_cache, smollm2_export):
+    (empty_cache / "exports").mkdir()
+    (empty_cache / "exports" / smollm2_export.name).symlink_to(smollm2_export)  # the real export, linked
+    listed = run_cli("list", cache=empty_cache).stdout.decode()
+    assert "smollm2-135m " in listed and "98 MB" in listed and "pulled from PyPI" in listed
+    assert smollm2_export.name in listed and "export (onnxruntime int4) of smollm2-135m" in listed
+    assert_clean_error(run_cli("rm", "nothing-here", cache=empty_cache), "nothing-here", smollm2_export.name)
+    assert run_cli("rm", smollm2_export.name, cache=empty_cache).returncode == 0
+    assert not (empty_cache / "exports" / smollm2_export.name).exists() and smollm2_export.is_dir()
+    assert run_cli("rm", "smollm2-135m", cache=empty_cache).returncode == 0
+    assert not list((empty_cache / "models").iterdir())
+    assert "nothing cached yet" in run_cli("list", cache=empty_cache).stdout.decode()
+
+
+def test_a_known_model_given_by_its_path_reuses_its_export(empty_cache, smollm2_export, smollm2_gguf, tmp_path):
+    (empty_cache / "exports").mkdir()
+    (empty_cache / "exports" / smollm2_export.name).symlink_to(smollm2_export)
+    copy = tmp_path / "renamed-copy.gguf"
+    shutil.copyfile(smollm2_gguf, copy)  # same bytes, another name and path: the export is keyed by content
+    for source in (str(empty_cache / "models" / smollm2_gguf.name), str(copy)):
+        result = run_cli("generate", source, "-p", "hi", "-n", "2", "--spec", "off", cache=empty_cache)
+        assert result.returncode == 0, result.stderr.decode()
+        assert "exporting" not in result.stderr.decode()
+    assert [p.name for p in (empty_cache / "exports").iterdir()] == [smollm2_export.name]

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 # the model's whole context: only the RoPE table grows with it (qwen 32k: 8 MB); the runtime sizes
 # the KV buffers to --context
 FULL_CONTEXT = 1 << 30
-EXPORT_SECONDS_PER_MB = {"onnx": 0.25, "gguf": 0.1}  # a rough first-run estimate (2-core EPYC, smollm2/qwen 0.5b)
+EXPORT_SECONDS_PER_MB = {"onnx": 0.1, "gguf": 0.05}  # first-run estimate: 2-core EPYC, idle (smollm2 7 s, qwen 0.5b 23 s)
 
 
 def export_key(ref: hub.ModelRef, fmt: str = "onnx") -> tuple[str, str]:
@@ -53,6 +53,7 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True) -
     estimate = max(10.0, hub.weights_bytes(ref) / 1e6 * EXPORT_SECONDS_PER_MB[fmt])
     log.info("first use of %s: exporting it to %s in %s (once, about %.0f s)", ref.name,
              "int4 ONNX" if fmt == "onnx" else "GGUF", out, estimate)
-    export(ref.name if ref.name in hub.KNOWN_MODELS else str(ref.path), out, force=True,
+    known = hub.known_by_content(hub.content_sha256(ref))  # a known model's bytes under any path: its name
+    export(known.name if known else str(ref.path), out, force=True,
            options=ExportOptions(format=fmt, max_len=FULL_CONTEXT), progress=progress, estimate=estimate)
     return out
