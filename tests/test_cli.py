@@ -208,3 +208,29 @@ def test_a_known_model_given_by_its_path_reuses_its_export(empty_cache, smollm2_
         assert result.returncode == 0, result.stderr.decode()
         assert "exporting" not in result.stderr.decode()
     assert [p.name for p in (empty_cache / "exports").iterdir()] == [smollm2_export.name]
+
+
+@pytest.fixture
+def without_llama_cpp(tmp_path):
+    """An environment where `import llama_cpp` fails, as on a machine without the [llamacpp] extra."""
+    shadow = tmp_path / "shadow" / "llama_cpp"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('llama_cpp is hidden for this test')\n")
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_a_missing_optional_package_is_reported_before_loading(without_llama_cpp, smollm2_gguf):
+    result = subprocess.run([sys.executable, "-m", "edgespec.cli", "generate", str(smollm2_gguf), "-p", "hi",
+                             "--backend", "llamacpp"], capture_output=True, timeout=120, env=without_llama_cpp)
+    assert_clean_error(result, "pip install 'edgespec[llamacpp]'")
+    assert result.stderr.decode().count("\n") == 1  # that line alone: nothing was loaded or exported first
+
+
+def test_export_without_llama_cpp_says_the_comparison_was_skipped(without_llama_cpp, tmp_path):
+    out = tmp_path / "export"
+    result = subprocess.run([sys.executable, "-m", "edgespec.cli", "export", "smollm2-135m", "-o", str(out),
+                             "--validate-tokens", "16"], capture_output=True, timeout=900, env=without_llama_cpp)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "llama.cpp comparison skipped: the llama.cpp backend needs llama-cpp-python" in result.stdout.decode()
+    assert "running llama.cpp" not in result.stderr.decode()
