@@ -11,7 +11,8 @@ import json
 import logging
 import sys
 
-from . import __version__, hub
+from . import hub
+from ._version import __version__
 from .errors import EdgespecError
 
 log = logging.getLogger("edgespec")

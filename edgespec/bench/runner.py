@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, hub
+from .. import hub
+from .._version import __version__
 from ..errors import EdgespecError
 from ..progress import Progress
 from ..sysinfo import machine_info, memory_bandwidth

@@ -14,9 +14,11 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx") -> Path:
     """The default export of a source (int4 ONNX, or a Q4_0/Q8_0 GGUF for llama.cpp), made once."""
     from .pipeline import ExportOptions, export
 
+    from ..models.contract import GRAPH_CONTRACT_VERSION
     from ..models.onnx_llama import GRAPH_VERSION
 
-    key = hub.source_key(ref.path, f"graph{GRAPH_VERSION}") if fmt == "onnx" else hub.source_key(ref.path)
+    key = hub.source_key(ref.path, f"graph{GRAPH_VERSION}", f"contract{GRAPH_CONTRACT_VERSION}") if fmt == "onnx" \
+        else hub.source_key(ref.path)
     out = hub.cache_dir() / "exports" / (f"{ref.name}-int4-{key}" if fmt == "onnx" else f"{ref.name}-gguf-{key}")
     if not (out / "edgespec.json").is_file():
         log.info("first use of %s: exporting it to %s in %s", ref.name, "int4 ONNX" if fmt == "onnx" else "GGUF", out)

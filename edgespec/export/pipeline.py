@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .. import __version__, hub
+from .. import hub
+from .._version import __version__
 from ..errors import EdgespecError
 from ..formats import LazyWeights, open_weights
 from ..models import reference_model_class
+from ..models.contract import manifest_entry
 from ..models.onnx_llama import ExternalData, build_graph, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
@@ -153,7 +155,8 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     artifact = {"format": "onnx",
                 "quantization": {**asdict(options), "routes": _route_summary(getattr(linear, "report", {})),
                                  "lm_head_route": getattr(lm_head, "report", {})},
-                "graph": {"file": GRAPH_FILE, "inputs": inputs}}
+                "graph": {"file": GRAPH_FILE, "inputs": inputs},
+                "graph_contract": manifest_entry(config, layer_plans=options.layer_plans)}
     return artifact, report, build_seconds
 
 

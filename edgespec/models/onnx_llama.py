@@ -1,6 +1,7 @@
 """ONNX graph for the Llama/Qwen2/SmolLM2 family, built from canonical weights (no tracing).
 
-One graph serves prefill, decode, tree verification and layer-skip drafting:
+One graph serves prefill, decode, tree verification and layer-skip drafting. Its inputs and
+outputs are the graph contract's (models/contract.py, versioned); in short:
 
   inputs   input_ids [1,T] int64      position_ids [1,T] int64 (tree depth + past for trees)
            attention_bias [1,1,T,S]   0 / -inf, S = past+T: any token tree over the new tokens
@@ -50,6 +51,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..config import ModelConfig
 from ..errors import UnsupportedArchitectureError
+from .contract import TensorSpec, graph_inputs, graph_outputs
 from .llama import rope_inv_freq
 
 OPSET = 23
@@ -175,24 +177,10 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     if c.head_dim % 16:
         raise UnsupportedArchitectureError(f"head_dim {c.head_dim} is not a multiple of 16, which onnxruntime's "
                                            "GroupQueryAttention needs")
-    L, kv, hd = c.num_layers, c.num_kv_heads, c.head_dim
-    inputs = [
-        helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "T"]),
-        helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, "T"]),
-        helper.make_tensor_value_info("attention_bias", TensorProto.FLOAT, [1, 1, "T", "S"]),
-        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
-        helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
-        helper.make_tensor_value_info("logits_index", TensorProto.INT64, ["N"]),
-    ]
-    if layer_plans:
-        inputs.append(helper.make_tensor_value_info("layer_mask", TensorProto.BOOL, [L]))
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", c.vocab_size])]
-    for i in range(L):
-        for kind in ("key", "value"):
-            # The buffer length is the runtime's choice (<= max_len, which bounds the RoPE tables).
-            inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, [1, kv, "kv_len", hd]))
-            outputs.append(helper.make_tensor_value_info(f"present_{kind}.{i}", TensorProto.FLOAT,
-                                                         [1, kv, "kv_len", hd]))
+    L, hd = c.num_layers, c.head_dim
+    # Inputs and outputs are the graph contract's (models/contract.py), in its order.
+    inputs = [_value_info(t) for t in graph_inputs(c, layer_plans, extra_embeds)]
+    outputs = [_value_info(t) for t in graph_outputs(c)]
 
     inv_freq = rope_inv_freq(hd, c.rope_theta, c.rope_scaling)
     angles = np.arange(max_len, dtype=np.float64)[:, None] * inv_freq[None, :]
@@ -209,7 +197,6 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
         h = g.node("Cast", [h], to=TensorProto.FLOAT)
     if extra_embeds:
         # A graph input that is also an initializer is overridable: the initializer is its default.
-        inputs.append(helper.make_tensor_value_info("extra_embeds", TensorProto.FLOAT, [1, "E", c.hidden_size]))
         g.constant("extra_embeds", np.zeros((1, 0, c.hidden_size), np.float32))
         h = g.node("Concat", [h, g.node("Squeeze", ["extra_embeds", "axes0"])], axis=0)  # [T_ids + E, d]
     normed = None  # inlined layers: the next norm of the residual stream, fused with the residual add
@@ -239,6 +226,11 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
                                                     helper.make_opsetid(MS_DOMAIN, 1)])
     model.ir_version = 10
     return model
+
+
+def _value_info(spec: TensorSpec) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(spec.name, helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype)),
+                                         list(spec.shape))
 
 
 def _layer_as_branch(outer: GraphBuilder, c: ModelConfig, i: int, h: str) -> None:

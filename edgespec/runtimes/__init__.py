@@ -62,6 +62,7 @@ def measure_on(ref: hub.ModelRef, kind: str, measure, threads: int = 0, context:
 def _open_ort(ref: hub.ModelRef, threads: int, device: str) -> Opened:
     from ..export.cached import cached_export
     from ..export.manifest import manifest_config, read_manifest
+    from ..models.contract import check_manifest
     from ..tokenizer import tokenizer_for
     from .ort import OrtBackend
 
@@ -70,6 +71,7 @@ def _open_ort(ref: hub.ModelRef, threads: int, device: str) -> Opened:
     manifest = read_manifest(ref.path)  # checks every file's sha256 first
     if manifest.get("format") == "gguf":
         raise EdgespecError(f"'{ref.path}' holds a GGUF export; run it with --backend llamacpp")
+    check_manifest(manifest, str(ref.path))
     config = manifest_config(manifest)
     tokenizer = tokenizer_for("export", ref.path, {}, config.vocab_size)
     backend = OrtBackend(str(ref.path / manifest["graph"]["file"]), config, manifest["max_len"], threads, device)
