@@ -13,7 +13,7 @@ from onnx import helper
 import edgespec
 from edgespec.export.manifest import MANIFEST, read_manifest
 from edgespec.models.contract import GRAPH_CONTRACT_VERSION, graph_inputs, graph_outputs
-from edgespec.models.onnx_llama import build_graph
+from edgespec.models.llama.graph import build_graph
 
 from .tiny import TINY_CONFIGS, random_weights
 

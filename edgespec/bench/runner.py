@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import hub
+from ..api import cached_export
+from ..export.manifest import read_manifest
+from ..loader import choose_backend
 from .._version import __version__
 from ..errors import EdgespecError
 from ..progress import Progress
@@ -67,8 +70,6 @@ def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) ->
     """Bytes of weights one decode step reads: all of them but the embedding table (only one row is read)."""
     import gguf as gguf_lib
 
-    from ..export.manifest import read_manifest
-
     manifest = read_manifest(export_dir, verify=False)
     c = manifest["config"]
     embed_bytes = c["vocab_size"] * c["hidden_size"] * (2 if manifest["quantization"].get("embed") == "fp16" else 4)
@@ -84,6 +85,20 @@ def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) ->
     return sizes
 
 
+def resolve_backends(model: str, names: list[str], threads: int) -> list[str]:
+    """bench --backend: ort / llamacpp as named; auto -> the one `--backend auto` picks here."""
+    out = []
+    for name in names:
+        if name not in ("ort", "llamacpp", "auto"):
+            raise EdgespecError(f"bench --backend: unknown backend '{name}'; expected ort, llamacpp or auto")
+        if name == "auto":
+            name, why = choose_backend(hub.resolve_model(model), threads, 4096)
+            log.info("bench: auto picked %s (%s)", name, why)
+        if name not in out:
+            out.append(name)
+    return out
+
+
 def engine_name(backend: str, mode: str = "off") -> str:
     return f"edgespec-{backend}" + ("" if mode == "off" else f"+{mode}")
 
@@ -97,9 +112,6 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     speculating = any(m != "off" for m in modes)  # then the peers' own n-gram / prompt-lookup speculation too
     genai = (("onnxruntime-genai",) + (("onnxruntime-genai+ngram",) if speculating else ())) if ortgenai_model else ()
     engines = tuple(ours) + ("llama.cpp",) + (("llama.cpp+lookup",) if speculating else ()) + genai
-    from ..api import cached_export
-    from ..export.manifest import read_manifest
-
     ref = hub.resolve_model(model)
     if ref.kind == "export":
         export_dir = ref.path

@@ -20,21 +20,23 @@ import time
 
 import numpy as np
 
+from ..runtimes.llamacpp import llama_cpp_module
 from ..sysinfo import peak_rss
 
 
 def run_ours(spec: dict):
+    # here, not at the top: a peers-only Python (numpy + its engine) imports this module for the peers
     from ..api import load
 
     backend = spec.get("backend", "ort")
     model = load(spec["export"] if backend == "ort" else spec["gguf"], backend=backend, threads=spec["threads"],
-                 context=spec["n_ctx"])
-    model.set_spec(spec.get("spec_mode", "off"), spec.get("budget", 8))
+                 context=spec["n_ctx"], spec=spec.get("spec_mode", "off"), draft_budget=spec.get("budget", 8))
 
     def run(prompt: list[int]) -> dict:
         inside = getattr(model.backend, "decode_seconds", None)
-        list(model.generate(prompt, max_tokens=spec["tokens"], stop_on_eos=False))
-        s = model.last_stats
+        generation = model.generate(prompt, max_tokens=spec["tokens"], stop_on_eos=False)
+        list(generation)
+        s = generation.stats
         result = {"prefill_s": s.prefill_seconds, "prompt_tokens": s.prompt_tokens, "decode_s": s.decode_seconds,
                   "steps": s.generated_tokens - 1, "token_ids": s.token_ids, "spec": s.spec.as_dict()}
         if inside is not None:  # llama.cpp: seconds inside llama_decode, prefill included
@@ -51,8 +53,6 @@ def _peer_result(prompt: list[int], prefill_s: float, decode_started: float, tok
 
 
 def run_llamacpp(spec: dict):
-    from ..runtimes.llamacpp import llama_cpp_module
-
     Llama = llama_cpp_module().Llama
 
     llm = Llama(model_path=spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=512, verbose=False)
@@ -82,8 +82,6 @@ def run_llamacpp_lookup(spec: dict):
 
     It needs logits_all=True (without it 0.3.36 crashes past ~512 tokens); the first token's time counts
     as prefill, the rest as decode."""
-    from ..runtimes.llamacpp import llama_cpp_module
-
     Llama = llama_cpp_module().Llama
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 

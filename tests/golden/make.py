@@ -20,7 +20,7 @@ import edgespec
 from edgespec.export.manifest import read_manifest
 from edgespec.export.pipeline import ExportOptions
 from edgespec.models.contract import GRAPH_CONTRACT_VERSION
-from edgespec.models.onnx_llama import GRAPH_VERSION
+from edgespec.models.llama import GRAPH_VERSION
 from edgespec.sysinfo import machine_info
 
 from .trace import FORMAT, FORMAT_VERSION, REGENERATE, digest, trace
