@@ -18,10 +18,13 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
+import gguf as gguf_lib
 import numpy as np
+import onnxruntime
 
 from .. import hub
 from ..api import cached_export
@@ -54,11 +57,9 @@ def load_prompts(path: str | None = None) -> list[dict]:
 
 
 def peer_versions() -> dict:
-    import onnxruntime
-
     versions = {"edgespec": __version__, "onnxruntime": onnxruntime.__version__}
     try:
-        import llama_cpp
+        import llama_cpp  # optional (the [llamacpp] extra)
 
         versions["llama-cpp-python"] = llama_cpp.__version__
     except ImportError:
@@ -68,8 +69,6 @@ def peer_versions() -> dict:
 
 def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) -> dict:
     """Bytes of weights one decode step reads: all of them but the embedding table (only one row is read)."""
-    import gguf as gguf_lib
-
     manifest = read_manifest(export_dir, verify=False)
     c = manifest["config"]
     embed_bytes = c["vocab_size"] * c["hidden_size"] * (2 if manifest["quantization"].get("embed") == "fp16" else 4)
@@ -222,8 +221,6 @@ class _Worker:
     """One engine in its own process (edgespec.bench.worker), answering one JSON line per request."""
 
     def __init__(self, spec: dict, python: str):
-        import tempfile
-
         self.engine = spec["engine"]
         # PYTHONPATH lets a peers-only Python import the worker module (it needs only numpy besides its engine).
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}

@@ -19,7 +19,6 @@ import onnxruntime
 import edgespec
 from edgespec.export.manifest import read_manifest
 from edgespec.export.pipeline import ExportOptions
-from edgespec.models.contract import GRAPH_CONTRACT_VERSION
 from edgespec.models.llama import GRAPH_VERSION
 from edgespec.sysinfo import machine_info
 
