@@ -39,9 +39,8 @@ class Session:
     context_tokens: int = 0  # what the last turn left in the context (prompt + answer)
     drafters: dict = field(default_factory=dict)  # name -> [passes, drafted, kept]
 
-    def add(self, model, kept: bool = True) -> None:
-        """Count the last answer; a cut one (not kept) adds to the speed, not to the context."""
-        s = model.last_stats
+    def add(self, model, s, kept: bool = True) -> None:
+        """Count an answer's stats `s`; a cut one (not kept) adds to the speed, not to the context."""
         self.answers += 1
         self.tokens += s.generated_tokens
         self.decode_seconds += s.decode_seconds
@@ -69,12 +68,11 @@ class Session:
         return out
 
 
-def run_chat(args, sampling) -> int:
+def run_chat(args, sampling, load_model) -> int:
+    """load_model(args) -> a Model (the CLI's edgespec.load with its options)."""
     # Ctrl-C stops an answer even when a parent started us with SIGINT ignored (background jobs)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from .cli import load_model, max_new_tokens
-
-    model = load_model(args, announce=False)
+    model = load_model(args)
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict") if hasattr(sys.stdin, "buffer") \
         else sys.stdin
     system = args.system
@@ -117,35 +115,36 @@ def run_chat(args, sampling) -> int:
                 print(f"unknown command {command!r}; commands:\n{HELP}", file=sys.stderr)
             continue
         history.append({"role": "user", "content": text})
-        answer, cut = _answer(model, system, history, max_new_tokens(args, model), args, sampling)
-        session.add(model, kept=not cut)
+        answer, stats, cut = _answer(model, system, history, args, sampling)
+        if stats is not None:
+            session.add(model, stats, kept=not cut)
         if cut:
             history.pop()  # the question goes with the answer it did not get
         else:
             history.append({"role": "assistant", "content": answer})
-        if not args.no_stats:
-            print(_footer(model), file=sys.stderr)
+        if not args.no_stats and stats is not None:
+            print(_footer(model, stats), file=sys.stderr)
 
 
-def _answer(model, system, history, max_tokens, args, sampling) -> tuple[str, bool]:
-    """Stream one answer; Ctrl-C anywhere in it (prompt, prefill, decode) stops just this answer.
-    Returns (text, whether it was cut)."""
-    pieces, events, cut = [], None, False
+def _answer(model, system, history, args, sampling):
+    """Stream one answer -> (its text, its stats, whether Ctrl-C cut it); Ctrl-C anywhere in it (prompt,
+    prefill, decode) stops just this answer."""
+    pieces, generation, cut = [], None, False
     try:
         prompt = _fit_prompt(model, system, history)
-        events = model.generate(prompt, max_tokens=max_tokens, sampling=sampling, stop=tuple(args.stop))
-        for event in events:
+        generation = model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop))
+        for event in generation:
             pieces.append(event.text)
             sys.stdout.write(event.text)
             sys.stdout.flush()
     except KeyboardInterrupt:
-        model.last_stats.stop_reason, cut = "interrupted", True
+        cut = True
         sys.stdout.write(" [stopped; not kept in the conversation]")
     finally:
-        if events is not None:
-            events.close()  # now, not at garbage collection: the cache is trimmed before the next turn
+        if generation is not None:
+            generation.close("interrupted")  # now, not at garbage collection: the cache is trimmed before the next turn
     print()
-    return "".join(pieces), cut
+    return "".join(pieces), generation.stats if generation is not None else None, cut
 
 
 def _fit_prompt(model, system, history) -> list[int]:
@@ -159,7 +158,6 @@ def _fit_prompt(model, system, history) -> list[int]:
         print("(context full: dropped the oldest turn)", file=sys.stderr)
 
 
-def _footer(model) -> str:
-    s = model.last_stats
+def _footer(model, s) -> str:
     steps = f", {s.spec.tokens_per_step:.2f} tok/step" if model.drafter is not None and s.spec.steps else ""
     return f"[{s.generated_tokens} tokens, {s.decode_tok_s:.1f} tok/s{steps}, stop: {s.stop_reason or '-'}]"

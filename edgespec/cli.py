@@ -11,8 +11,13 @@ import json
 import logging
 import sys
 
-from . import __version__, hub
+from . import hub, manage
+from ._version import __version__
+from .chat import run_chat
 from .errors import EdgespecError
+
+# Commands import what they run, inside them: `info`, `list` and `rm` answer in well under a second,
+# and `generate`/`chat` on a cached export pay neither for onnx (the exporter) nor for the bench.
 
 log = logging.getLogger("edgespec")
 DEFAULTS = f"""defaults of chat and generate (override with the flags; see `edgespec chat -h`):
@@ -55,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("list", help="the pulled models and the exports in the cache: sizes and sources")
-    p.set_defaults(func=lambda args: print("\n".join(_manage().list_rows())))
+    p.set_defaults(func=lambda args: print("\n".join(manage.list_rows())))
 
     p = sub.add_parser("rm", help="delete a pulled model (with its exports) or one export (a name from `list`)")
     p.add_argument("name", nargs="+")
@@ -174,19 +179,19 @@ def _positive(text: str) -> int:
     return value
 
 
-def _max_tokens(text: str) -> int:
+def _max_tokens(text: str) -> int | None:
+    """-1 -> None: until EOS or a full context."""
     value = int(text)
     if value < 1 and value != -1:
         raise argparse.ArgumentTypeError(f"{value}: expected a positive number of tokens, or -1 for no limit")
-    return value
+    return None if value == -1 else value
 
 
 def _sampling(args):
     from .sampling import SamplingParams
-
     from .speculative.drafters.select import check_spec
 
-    check_spec(args.spec)
+    check_spec(args.spec)  # before the (slow) load
     return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repetition_penalty=args.repetition_penalty, seed=args.seed)
 
@@ -203,17 +208,13 @@ def cmd_pull(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench.runner import markdown, run_bench
-
+    from .bench.costs import cost_markdown, run_cost_curves
+    from .bench.runner import markdown, peer_versions, resolve_backends, run_bench
     from .speculative.drafters.select import check_spec
+    from .sysinfo import machine_info
 
-    backends = _backends(args.model, args.backend.split(","), args.threads)
+    backends = resolve_backends(args.model, args.backend.split(","), args.threads)
     if args.cost_curve:
-        from .runtimes.timing import cost_markdown, run_cost_curves
-
-        from .bench.runner import peer_versions
-        from .sysinfo import machine_info
-
         curves = run_cost_curves(args.model, args.threads, backends)
         command = "edgespec " + " ".join(sys.argv[1:])
         report = {"model": args.model, "cost_curves": curves, "machine": machine_info(args.threads),
@@ -241,21 +242,6 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _backends(model: str, names: list[str], threads: int) -> list[str]:
-    out = []
-    for name in names:
-        if name not in ("ort", "llamacpp", "auto"):
-            raise EdgespecError(f"bench --backend: unknown backend '{name}'; expected ort, llamacpp or auto")
-        if name == "auto":
-            from .runtimes.auto import choose_backend
-
-            name, why = choose_backend(hub.resolve_model(model), threads, 4096)
-            log.info("bench: auto picked %s (%s)", name, why)
-        if name not in out:
-            out.append(name)
-    return out
-
-
 def cmd_export(args) -> int:
     from .export.pipeline import ExportOptions, export
 
@@ -266,24 +252,18 @@ def cmd_export(args) -> int:
     output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
                             f"{args.precision}"
     out = export(args.model, output, options, force=args.force)
-    print("\n".join(_manage().manifest_lines(out)))
+    print("\n".join(manage.manifest_lines(out)))
     return 0
 
 
-def _manage():
-    from . import manage
-
-    return manage
-
-
 def cmd_info(args) -> int:
-    print("\n".join(_manage().info_lines(args.model)))
+    print("\n".join(manage.info_lines(args.model)))
     return 0
 
 
 def cmd_rm(args) -> int:
     for name in args.name:
-        for path in _manage().remove(name):
+        for path in manage.remove(name):
             print(f"removed {path}")
     return 0
 
@@ -311,8 +291,6 @@ def _read_prompt(args) -> str:
 
 
 def cmd_generate(args) -> int:
-    from . import api
-
     sampling = _sampling(args)  # validate before the (slow) load
     text = _read_prompt(args)
     model = load_model(args)
@@ -322,42 +300,36 @@ def cmd_generate(args) -> int:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
         prompt = model.chat_prompt(messages + [{"role": "user", "content": text}])
     pieces = []
-    for event in model.generate(prompt, max_tokens=max_new_tokens(args, model), sampling=sampling,
-                                stop=tuple(args.stop)):
+    generation = model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop))
+    for event in generation:
         pieces.append(event.text)
         if not args.json:
             sys.stdout.write(event.text)
             sys.stdout.flush()
-    stats = model.last_stats
+    stats = generation.stats
     if args.json:
-        print(json.dumps({"text": "".join(pieces), "token_ids": stats.token_ids, "stats": _stats_dict(model)}))
+        print(json.dumps({"text": "".join(pieces), "token_ids": stats.token_ids, "stats": _stats_dict(model, stats)}))
     else:
         print()
     return 0
 
 
-def max_new_tokens(args, model) -> int:
-    """-n -1: until EOS or the context is full."""
-    return model.context_length if args.max_tokens == -1 else args.max_tokens
-
-
 def load_model(args, announce: bool = True):
+    """edgespec.load with the options of generate / chat."""
     from . import api
-
     from .memory import default_budget
 
-    model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
-                     context=args.context, memory_budget=args.memory_budget or default_budget())
-    model.set_spec(args.spec, args.draft_budget, args.exact)
-    if announce:
+    model = api.load(args.model, backend=args.backend, spec=args.spec, draft_budget=args.draft_budget,
+                     exact=args.exact, memory_budget=args.memory_budget or default_budget(), context=args.context,
+                     threads=args.threads, device=args.device)
+    if announce:  # the chat says it in its header instead
         log.info("%s on %s, speculation: %s", model.ref.name, model.backend_name, model.spec_name)
     return model
 
 
-def _stats_dict(model) -> dict:
+def _stats_dict(model, s) -> dict:
     from .sysinfo import peak_rss
 
-    s = model.last_stats
     return {"backend": model.backend_name, "prompt_tokens": s.prompt_tokens, "reused_tokens": s.reused_tokens,
             "tokens": s.generated_tokens,
             "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
@@ -373,13 +345,9 @@ def _stats_dict(model) -> dict:
 
 def cmd_tune(args) -> int:
     from . import api
-    from .export.manifest import update_drafters
-    from .speculative.tune import tune_layerskip
 
     model = api.load(args.model, backend="ort", threads=args.threads)
-    record = tune_layerskip(model, tokens=args.tokens)
-    if model.source is not None:
-        update_drafters(model.source, record)
+    record = model.tune(tokens=args.tokens)
     for row in sorted(record["candidates"], key=lambda r: -r["tok_s"]):
         print(f"skip {row['skip']}, chain {row['draft_len']}: {row['tok_s']} tok/s, {row['tokens_per_step']} tok/step")
     verdict = "pays" if record["pays"] else "does not pay here: --spec auto will not use it"
@@ -389,9 +357,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from .chat import run_chat
-
-    return run_chat(args, _sampling(args))
+    return run_chat(args, _sampling(args), lambda chat_args: load_model(chat_args, announce=False))
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def test_chat_from_an_empty_cache_in_a_pty(empty_cache):
 @pytest.fixture(scope="session")
 def smollm2_export(smollm2_gguf):
     from edgespec import hub
-    from edgespec.export.cached import cached_export
+    from edgespec.loader import cached_export
 
     return cached_export(hub.ModelRef("gguf", smollm2_gguf, "smollm2-135m"), progress=False)
 

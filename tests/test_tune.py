@@ -3,13 +3,14 @@ search, the time budget, and calibrations keyed by the threads that run (not how
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from edgespec.speculative import calibration
+from edgespec.speculative.calibration.costs import cached_cost_model
+from edgespec.speculative.calibration.layerskip import K_MAX, candidate_skip_sets, gain_bound, quick_tune_layerskip
 from edgespec.speculative.controller import CostModel
-from edgespec.speculative.tune import K_MAX, candidate_skip_sets, gain_bound, quick_tune_layerskip
 from edgespec.sysinfo import effective_threads
 
 from .test_spec_engine import CONFIG, PROMPT, make_backend
@@ -40,26 +41,25 @@ class Counting:
         return getattr(self.inner, name)
 
 
-def tiny_model():
-    backend = Counting(make_backend("ort"))
-    return SimpleNamespace(backend=backend, config=CONFIG, threads=1, chat_prompt=lambda messages: list(PROMPT))
+def quick(backend, cost, budget_s):
+    return quick_tune_layerskip(backend, CONFIG.num_layers, list(PROMPT), 1, cost, budget_s=budget_s)
 
 
 def test_skip_sets_that_cannot_pay_are_not_searched():
-    model = tiny_model()
-    record = quick_tune_layerskip(model, STEEP, budget_s=30)
-    assert model.backend.passes == 0  # pruned by the bound: no decoding at all
+    backend = Counting(make_backend("ort"))
+    record = quick(backend, STEEP, budget_s=30)
+    assert backend.passes == 0  # pruned by the bound: no decoding at all
     assert not record["pays"] and not any(row["searched"] for row in record["candidates"])
     assert len(record["candidates"]) == len(candidate_skip_sets(CONFIG.num_layers))
 
 
 def test_search_stops_at_its_budget_and_scores_what_it_measured():
-    model = tiny_model()
-    record = quick_tune_layerskip(model, FREE, budget_s=0)
-    assert model.backend.passes == 0 and not any(row["searched"] for row in record["candidates"])
-    record = quick_tune_layerskip(model, FREE, budget_s=60)
+    backend = Counting(make_backend("ort"))
+    record = quick(backend, FREE, budget_s=0)
+    assert backend.passes == 0 and not any(row["searched"] for row in record["candidates"])
+    record = quick(backend, FREE, budget_s=60)
     searched = [row for row in record["candidates"] if row["searched"]]
-    assert searched and model.backend.passes > 0
+    assert searched and backend.passes > 0
     for row in searched:  # the controller's model: E[k] / (k d + c(k + 1)) never exceeds the bound
         assert 0 < row["speedup"] <= gain_bound(FREE, row["draft_cost"])[0] + 1e-9
         assert 1 <= row["draft_len"] <= K_MAX
@@ -68,17 +68,15 @@ def test_search_stops_at_its_budget_and_scores_what_it_measured():
 
 def test_cost_curve_is_cached_per_threads_that_run(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGESPEC_CACHE", str(tmp_path))
-    source = tmp_path / "model.gguf"
-    source.write_bytes(b"weights")
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"weights")
     measured = []
 
     def fake_measure(backend, prompt_ids):  # counts calibrations; the curve itself is not under test here
         measured.append(1)
         return CostModel([1, 2], [0.01, 0.02])
 
-    monkeypatch.setattr(CostModel, "measure", staticmethod(fake_measure))
+    monkeypatch.setattr(calibration.costs, "measure_cost_model", fake_measure)
     for threads in (0, effective_threads(0)):  # "all physical cores" and their number: one setting
-        model = SimpleNamespace(backend=SimpleNamespace(name="ort"), threads=threads, source=Path(source),
-                                ref=SimpleNamespace(name="m", path=source), tokenizer=None)
-        CostModel.cached(model, [1, 2, 3])
+        cached_cost_model(SimpleNamespace(name="ort"), [1, 2, 3], weights, "m", threads)
     assert len(measured) == 1

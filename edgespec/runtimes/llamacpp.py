@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from ..errors import ContextOverflowError, EdgespecError, MissingDependencyError
 from ..sysinfo import effective_threads
@@ -247,8 +248,6 @@ class LlamaCppBackend:
         self.cache_len, self._last = 0, None
 
     def memory(self) -> dict[str, int]:
-        import psutil
-
         c = self.config
         kv_per_token = kv_bytes_per_token(c)
         return {"weights": int(self.lc.llama_model_size(self.model)), "kv_allocated": kv_per_token * self.max_len,

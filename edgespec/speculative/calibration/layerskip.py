@@ -18,11 +18,13 @@ import time
 
 import numpy as np
 
-from ..errors import EdgespecError
-from ..progress import Progress
-from ..sampling import Sampler, SamplingParams
-from ..sysinfo import effective_threads, machine_info
-from .engine import SpecStats, decode
+from ...errors import EdgespecError
+from ...export.manifest import MANIFEST, read_manifest, update_drafters
+from ...progress import Progress
+from ...sampling import Sampler, SamplingParams
+from ...sysinfo import effective_threads, machine_info
+from ..drafters.layerskip import LayerSkipDrafter
+from ..engine import SpecStats, decode
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,11 @@ def candidate_skip_sets(num_layers: int) -> list[list[int]]:
     return sets
 
 
-def measure(model, prompts: list[list[int]], tokens: int, drafter=None, budget: int = 0) -> dict:
+def measure(backend, prompts: list[list[int]], tokens: int, drafter=None, budget: int = 0) -> dict:
     """Greedy decode of every prompt; tokens per second over the decode phase, and acceptance."""
     stats, produced, seconds = SpecStats(), 0, 0.0
     for ids in prompts:
-        events = decode(model.backend, ids, Sampler(SamplingParams()), tokens, drafter, budget, stats)
+        events = decode(backend, ids, Sampler(SamplingParams()), tokens, drafter, budget, stats)
         next(events)  # the prefill is not part of decode speed
         start = time.perf_counter()
         produced += sum(1 for _ in events)
@@ -64,32 +66,30 @@ def measure(model, prompts: list[list[int]], tokens: int, drafter=None, budget: 
     return {"tok_s": round(produced / seconds, 2), "tokens_per_step": round(stats.tokens_per_step, 3)}
 
 
-def tune_layerskip(model, tokens: int = 48) -> dict:
-    from .drafters.layerskip import LayerSkipDrafter
-
-    if not model.backend.supports_plan():
-        raise EdgespecError(f"tuning layer-skip needs layer plans; the {model.backend.name} backend has none")
-    prompts = [model.chat_prompt([{"role": "user", "content": p}]) for p in CALIBRATION_PROMPTS]
-    plain = measure(model, prompts, tokens)
-    candidates = [(s, k) for s in candidate_skip_sets(model.config.num_layers) for k in DRAFT_LENGTHS]
+def tune_layerskip(backend, num_layers: int, prompts: list[list[int]], threads: int, tokens: int = 48) -> dict:
+    """prompts: CALIBRATION_PROMPTS as token ids (chat-templated by the caller, who has the tokenizer)."""
+    if not backend.supports_plan():
+        raise EdgespecError(f"tuning layer-skip needs layer plans; the {backend.name} backend has none")
+    plain = measure(backend, prompts, tokens)
+    candidates = [(s, k) for s in candidate_skip_sets(num_layers) for k in DRAFT_LENGTHS]
     results = []
     with Progress(len(candidates), "tune layer-skip", unit="candidates") as progress:
         for skip, draft_len in candidates:
-            drafter = LayerSkipDrafter(model.backend, model.config.num_layers, skip, draft_len)
-            results.append({"skip": skip, "draft_len": draft_len, **measure(model, prompts, tokens, drafter, draft_len)})
+            drafter = LayerSkipDrafter(backend, num_layers, skip, draft_len)
+            results.append({"skip": skip, "draft_len": draft_len, **measure(backend, prompts, tokens, drafter, draft_len)})
             progress.update(1)
     best = max(results, key=lambda r: r["tok_s"])
     record = {"kind": "layerskip", "skip": best["skip"], "draft_len": best["draft_len"],
               "speedup": round(best["tok_s"] / plain["tok_s"], 3), "pays": best["tok_s"] > plain["tok_s"],
-              "plain_tok_s": plain["tok_s"], "candidates": results, **_machine_key(model),
+              "plain_tok_s": plain["tok_s"], "candidates": results, **_machine_key(threads),
               "calibration": {"prompts": len(prompts), "tokens": tokens}}
     log.info("layer-skip tuned: skip %s, chain %d: %.1f tok/s vs plain %.1f (%.2fx, acceptance %.2f tok/step)",
              best["skip"], best["draft_len"], best["tok_s"], plain["tok_s"], record["speedup"], best["tokens_per_step"])
     return record
 
 
-def _machine_key(model) -> dict:
-    return {"machine": machine_info(model.threads)["cpu"], "threads": effective_threads(model.threads)}
+def _machine_key(threads: int) -> dict:
+    return {"machine": machine_info(threads)["cpu"], "threads": effective_threads(threads)}
 
 
 # Why a skip set can be dropped before any search. With t(T) the measured time of a T-row pass,
@@ -115,16 +115,17 @@ def gain_bound(cost, draft_cost: float, k_max: int = K_MAX) -> tuple[float, int]
     return max(((k + 1) / (k * draft_cost + cost.pass_seconds(k + 1) / t1), k) for k in range(1, k_max + 1))
 
 
-def quick_tune_layerskip(model, cost, budget_s: float = QUICK_BUDGET_S) -> dict:
+def quick_tune_layerskip(backend, num_layers: int, prompt: list[int], threads: int, cost,
+                         budget_s: float = QUICK_BUDGET_S) -> dict:
     """The layer-skip record from a search that stops after `budget_s` seconds (see above)."""
-    L = model.config.num_layers
-    bounded = sorted(((gain_bound(cost, 1 - len(skip) / L), skip) for skip in candidate_skip_sets(L)),
-                     key=lambda b: -b[0][0])
+    if not backend.supports_plan():
+        raise EdgespecError(f"tuning layer-skip needs layer plans; the {backend.name} backend has none")
+    bounded = sorted(((gain_bound(cost, 1 - len(skip) / num_layers), skip)
+                      for skip in candidate_skip_sets(num_layers)), key=lambda b: -b[0][0])
     rows = [{"skip": skip, "draft_len": k, "bound": round(g, 3), "searched": False} for (g, k), skip in bounded]
     searchable = [row for row in rows if row["bound"] > PAYS]
     log.info("layer-skip: %d of %d skip sets could beat plain decoding here (bound from c(T)); searching them "
              "for at most %.0f s", len(searchable), len(rows), budget_s)
-    prompt = model.chat_prompt([{"role": "user", "content": CALIBRATION_PROMPTS[0]}])
     started = time.monotonic()
     deadline = started + budget_s
     with Progress(max(len(searchable), 1), "calibrating --spec auto (once per model and machine)",
@@ -132,15 +133,15 @@ def quick_tune_layerskip(model, cost, budget_s: float = QUICK_BUDGET_S) -> dict:
         for row in searchable:
             if time.monotonic() > deadline:
                 break
-            _measure_candidate(model, cost, row, prompt, deadline)
+            _measure_candidate(backend, num_layers, cost, row, prompt, deadline)
             progress.update(1)
-    model.backend.reset()
+    backend.reset()
     searched = [r for r in rows if r["searched"]]
     best = max(searched, key=lambda r: r["speedup"]) if searched else rows[0]
     speedup = best.get("speedup", 0.0)
     record = {"kind": "layerskip", "skip": best["skip"], "draft_len": best["draft_len"], "speedup": speedup,
               "pays": speedup > PAYS, "plain_tok_s": round(1 / cost.pass_seconds(1), 2), "candidates": rows,
-              **_machine_key(model), "search": "quick",
+              **_machine_key(threads), "search": "quick",
               "calibration": {"tokens": QUICK_TOKENS, "budget_s": budget_s,
                               "seconds": round(time.monotonic() - started, 2)}}
     log.info("layer-skip %s here: best skip %s, chain %d, expected %.2fx plain (%d of %d sets searched)",
@@ -149,14 +150,12 @@ def quick_tune_layerskip(model, cost, budget_s: float = QUICK_BUDGET_S) -> dict:
     return record
 
 
-def _measure_candidate(model, cost, row: dict, prompt: list[int], deadline: float) -> None:
+def _measure_candidate(backend, num_layers: int, cost, row: dict, prompt: list[int], deadline: float) -> None:
     """Greedy decode with a K_MAX chain of this skip set until QUICK_TOKENS or the deadline; fills in
     the measured draft cost, acceptance and expected speedup (too few steps: left unsearched)."""
-    from .drafters.layerskip import LayerSkipDrafter
-
-    drafter = LayerSkipDrafter(model.backend, model.config.num_layers, row["skip"], K_MAX)
+    drafter = LayerSkipDrafter(backend, num_layers, row["skip"], K_MAX)
     stats = SpecStats()
-    events = decode(model.backend, prompt, Sampler(SamplingParams()), QUICK_TOKENS, drafter, K_MAX, stats)
+    events = decode(backend, prompt, Sampler(SamplingParams()), QUICK_TOKENS, drafter, K_MAX, stats)
     try:
         for _ in events:
             if time.monotonic() > deadline:
@@ -173,21 +172,31 @@ def _measure_candidate(model, cost, row: dict, prompt: list[int], deadline: floa
                tokens_per_step=round(stats.tokens_per_step, 3))
 
 
-def tuned_layerskip(model, cost=None, retune: bool = False) -> dict:
-    """The stored calibration for this model, machine and threads; a quick search (stored) when missing."""
-    from ..export.manifest import read_manifest, update_drafters
+def stored_layerskip(source, threads: int) -> dict | None:
+    """The layer-skip record an export's manifest holds for this machine and thread count, if any."""
+    if source is None or not (source / MANIFEST).is_file():
+        return None
+    key = _machine_key(threads)
+    for entry in read_manifest(source, verify=False).get("drafters", []):
+        if entry.get("kind") == "layerskip" and all(entry.get(k) == v for k, v in key.items()):
+            return entry
+    return None
 
-    key = _machine_key(model)
-    source = model.source
-    if source is not None and (source / "edgespec.json").is_file() and not retune:
-        for entry in read_manifest(source, verify=False).get("drafters", []):
-            if entry.get("kind") == "layerskip" and all(entry.get(k) == v for k, v in key.items()):
-                return entry
-    if cost is None:
-        from .controller import CostModel
 
-        cost = CostModel.cached(model)
-    record = quick_tune_layerskip(model, cost)
-    if source is not None and (source / "edgespec.json").is_file():
+def tuned_layerskip(backend, num_layers: int, prompts: list[list[int]], threads: int, source=None, name: str = "",
+                    retune: bool = False, tokens: int = 48, cost=None) -> dict:
+    """The stored calibration for this export, machine and threads; when missing, the quick search on
+    `cost` (the device's CostModel), or with retune (or no cost) the thorough one, stored in the export's
+    manifest when there is one."""
+    record = None if retune else stored_layerskip(source, threads)
+    if record is not None:
+        return record
+    if retune or cost is None:
+        log.info("searching the layer-skip drafter of %s on this machine (minutes)", name)
+        record = tune_layerskip(backend, num_layers, prompts, threads, tokens)
+    else:
+        log.info("no layer-skip calibration for %s on this machine yet: a quick search now (once)", name)
+        record = quick_tune_layerskip(backend, num_layers, prompts[0], threads, cost)
+    if source is not None and (source / MANIFEST).is_file():
         update_drafters(source, record)
     return record

@@ -1,0 +1,265 @@
+"""The loader: a model name or path -> a ready backend with its tokenizer and config.
+
+    resolve (hub) -> export on first use (cached) -> check the manifest -> open the backend
+    --backend auto: whichever of onnxruntime and llama.cpp decodes faster here (measured once)
+
+Sources are exported on first use when the backend needs it (int4 ONNX for onnxruntime, a GGUF
+for llama.cpp when the source is an HF directory), cached under EDGESPEC_CACHE/exports; an export
+directory's manifest, file hashes and graph contract are checked before anything runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import hub, memory
+from .errors import EdgespecError
+from .config import ModelConfig
+from .export.manifest import manifest_config, read_manifest
+from .formats import open_weights
+from .formats.gguf_header import read_gguf_header
+from .models import family
+from .models.contract import GRAPH_CONTRACT_VERSION, check_manifest
+from .runtimes.llamacpp import LlamaCppBackend, kv_bytes_per_token, llama_cpp_module
+from .runtimes.ort import OrtBackend, providers_for
+from .runtimes.reference import ReferenceBackend
+from .runtimes.timing import cost_curve
+from .sysinfo import machine_info
+from .tokenizer import tokenizer_for
+
+log = logging.getLogger(__name__)
+BACKENDS = ("ort", "llamacpp", "reference", "auto")
+AUTO_TIMED_STEPS = 24
+EXPORT_SECONDS_PER_MB = {"onnx": 0.1, "gguf": 0.05}  # first-run estimate: 2-core EPYC, idle (smollm2 7 s, qwen 0.5b 23 s)
+
+
+@dataclass
+class Opened:
+    backend: object
+    tokenizer: object
+    config: object
+    context: int
+    description: str
+    source: Path | None = None  # the weights file/dir behind it
+
+
+def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", context: int = 4096,
+                 memory_budget: int | str | None = None) -> tuple[hub.ModelRef, Opened, int | None]:
+    """Resolve `model` and open it on backend `kind`: (its reference, the opened backend, the memory budget
+    in bytes or None). Bad options fail before any export or loading work."""
+    if kind not in BACKENDS:
+        raise EdgespecError(f"backend '{kind}' is not available; choose one of {', '.join(BACKENDS)}")
+    if device != "cpu":
+        if kind not in ("ort", "auto"):
+            raise EdgespecError(f"--device {device} needs the onnxruntime backend, not '{kind}'")
+        providers_for(device)  # fail before any export work
+        kind = "ort"
+    if kind == "llamacpp":  # a missing or unusable llama-cpp-python is said before anything loads
+        llama_cpp_module()
+    ref = hub.resolve_model(model)
+    budget = None
+    if memory_budget is not None:
+        budget = memory.parse_size(memory_budget)
+        memory.check_before_load(budget, hub.weights_bytes(ref), ref.name)  # before anything is loaded
+    return ref, open_backend(ref, kind, threads=threads, device=device, context=context, memory_budget=budget), budget
+
+
+def source_config(ref: hub.ModelRef) -> ModelConfig:
+    """A source's config without loading it: a GGUF's header only (not its vocabulary), or config.json."""
+    if ref.kind == "gguf":
+        return ModelConfig.from_gguf(*read_gguf_header(ref.path))
+    return open_weights(ref.path).config
+
+
+def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False) -> tuple[str, str]:
+    """(directory name, key) of a default export of `ref`, keyed by the source's content (sha256) and,
+    for ONNX, the family's graph version and the graph contract: the known model with these bytes names
+    it, whatever path or name it was given by. full_context: the variant whose RoPE table covers the
+    model's whole context (made when --context asks for more than the default export's)."""
+    sha = hub.content_sha256(ref)
+    known = hub.known_by_content(sha)
+    versions = ""
+    if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
+        versions = f"graph{family(source_config(ref).architecture).graph_version}:contract{GRAPH_CONTRACT_VERSION}"
+    key = hashlib.sha256(f"{sha}:{fmt}:{versions}{':fullctx' if full_context else ''}".encode()).hexdigest()[:12]
+    return f"{known.name if known else ref.name}-{'int4' if fmt == 'onnx' else 'gguf'}-{key}", key
+
+
+def find_export(ref: hub.ModelRef, fmt: str = "onnx", context: int = 0) -> Path | None:
+    """The cached default export of these bytes that holds `context` tokens, whatever it was called when
+    it was made (the default one first, then the whole-context one)."""
+    exports = hub.cache_dir() / "exports"
+    for full in (False, True):
+        name, key = export_key(ref, fmt, full)
+        for out in [exports / name, *sorted(exports.glob(f"*-{key}"))]:
+            if (out / "edgespec.json").is_file() and read_manifest(out, verify=False)["max_len"] >= context:
+                return out
+    return None
+
+
+def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, context: int = 0) -> Path:
+    """The default export of a source (int4 ONNX, or a Q4_0/Q8_0 GGUF for llama.cpp), made once, with a
+    progress line and an estimate instead of the export's step-by-step log (that stays in the manifest).
+    A context beyond the default export's (4096) gets an export for the model's whole context (only its
+    RoPE table is longer); beyond the model's own maximum, a clear error before any work."""
+    found = find_export(ref, fmt, context)
+    if found is not None:
+        return found
+    # imported here: onnx takes 0.5-5 s to import, and every start with a cached export needs none of it
+    from .export.pipeline import ExportOptions, export
+
+    options = ExportOptions(format=fmt)
+    full = context > options.max_len
+    if full:
+        limit = source_config(ref).max_position_embeddings
+        check_context(context, limit, ref.name)
+        options = ExportOptions(format=fmt, max_len=limit)
+    out = hub.cache_dir() / "exports" / export_key(ref, fmt, full)[0]
+    estimate = max(10.0, hub.weights_bytes(ref) / 1e6 * EXPORT_SECONDS_PER_MB[fmt])
+    log.info("first use of %s: exporting it to %s in %s (once, about %.0f s)", ref.name,
+             "int4 ONNX" if fmt == "onnx" else "GGUF", out, estimate)
+    known = hub.known_by_content(hub.content_sha256(ref))  # a known model's bytes under any path: its name
+    export(known.name if known else str(ref.path), out, force=True, options=options, progress=progress,
+           estimate=estimate)
+    return out
+
+
+def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "cpu", context: int = 4096,
+                 memory_budget: int | None = None) -> Opened:
+    """memory_budget: bytes; backends that allocate their KV cache up front (llama.cpp) size the context
+    to fit it before allocating (the others are fitted after loading: Model.apply_memory_budget)."""
+    if kind not in BACKENDS:
+        raise EdgespecError(f"backend '{kind}' is not available; choose one of {', '.join(BACKENDS)}")
+    if kind == "auto":
+        kind, why = choose_backend(ref, threads, context)
+        opened = open_backend(ref, kind, threads, device, context, memory_budget)
+        opened.description += f" (auto: {why})"
+        return opened
+    if kind == "reference":
+        return _open_reference(ref, context)
+    if kind == "llamacpp":
+        return _open_llamacpp(ref, threads, context, memory_budget)
+    return _open_ort(ref, threads, device, context)
+
+
+def check_context(context: int, limit: int, what: str) -> int:
+    """`context` if it fits `limit` (the model's or the export's maximum), else a clear error."""
+    if context < 1:
+        raise EdgespecError(f"--context {context}: expected a positive number of tokens")
+    if context > limit:
+        raise EdgespecError(f"--context {context} is above {what}'s maximum of {limit} tokens")
+    return context
+
+
+def release(opened: Opened) -> None:
+    """Free a backend now (memory included), not at garbage collection."""
+    if hasattr(opened.backend, "close"):
+        opened.backend.close()
+    opened.backend = None
+    gc.collect()
+
+
+def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int = 4096) -> Opened:
+    if ref.kind != "export":
+        ref = hub.ModelRef("export", cached_export(ref, context=context), ref.name)
+    manifest = read_manifest(ref.path)  # checks every file's sha256 first
+    if manifest.get("format") == "gguf":
+        raise EdgespecError(f"'{ref.path}' holds a GGUF export; run it with --backend llamacpp")
+    check_manifest(manifest, str(ref.path))
+    config = manifest_config(manifest)
+    limit = manifest["max_len"]  # the RoPE table's length; the KV buffers are sized to the context asked for
+    what = f"{ref.name}" if limit == config.max_position_embeddings else \
+        f"this export (made with --max-len {limit}; the model allows {config.max_position_embeddings})"
+    context = check_context(context, limit, what)
+    tokenizer = tokenizer_for("export", ref.path, {}, config.vocab_size)
+    backend = OrtBackend(str(ref.path / manifest["graph"]["file"]), config, context, threads, device)
+    return Opened(backend, tokenizer, config, context,
+                  f"onnxruntime {manifest['quantization']['precision']}", ref.path)
+
+
+def gguf_source(ref: hub.ModelRef):
+    """(GGUF path, tokenizer, config) for llama.cpp: a GGUF as is, a GGUF export, or an HF dir exported once."""
+    if ref.kind == "hf":
+        ref = hub.ModelRef("export", cached_export(ref, fmt="gguf"), ref.name)
+    if ref.kind == "export":
+        manifest = read_manifest(ref.path)
+        if manifest.get("format") != "gguf":
+            raise EdgespecError(f"'{ref.path}' is an ONNX export; llama.cpp needs a GGUF: use the source model, or "
+                                f"`edgespec export {manifest['source']['name']} --format gguf`")
+        config = manifest_config(manifest)
+        return ref.path / manifest["gguf"]["file"], tokenizer_for("export", ref.path, {}, config.vocab_size), config
+    source = open_weights(ref.path)  # checks the GGUF header, architecture and quant types
+    return ref.path, tokenizer_for("gguf", ref.path, source.metadata, source.config.vocab_size), source.config
+
+
+def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget: int | None = None) -> Opened:
+    path, tokenizer, config = gguf_source(ref)
+    n_ctx = check_context(context, config.max_position_embeddings, ref.name)
+    n_batch = 512
+    if memory_budget is not None:
+        # llama.cpp allocates the KV cache for n_ctx and compute buffers for n_batch rows when the context
+        # is created: both are chosen to fit the budget before that (context first, as for onnxruntime)
+        # the weights are mapped and read in full; the smallest batch llama.cpp accepts is always allocated
+        expected = memory.rss() + Path(path).stat().st_size + LlamaCppBackend.MIN_BATCH * memory.row_bytes(config)
+        plan = memory.plan_memory(memory_budget, expected, kv_bytes_per_token(config), memory.row_bytes(config),
+                                  n_ctx, n_batch)
+        n_ctx, n_batch = plan.context, max(plan.max_rows, LlamaCppBackend.MIN_BATCH)
+    backend = LlamaCppBackend(path, config, n_ctx, threads, n_batch=n_batch)
+    return Opened(backend, tokenizer, config, n_ctx, f"llama.cpp ({path.name})", Path(path))
+
+
+def _open_reference(ref: hub.ModelRef, context: int) -> Opened:
+    if ref.kind == "export":
+        raise EdgespecError("the reference backend needs the source weights, not an export directory")
+    source = open_weights(ref.path)
+    config = source.config
+    tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, config.vocab_size)
+    log.info("loading %s (%s, %d layers) on the numpy reference backend", ref.name, config.architecture,
+             config.num_layers)
+    n_ctx = check_context(context, config.max_position_embeddings, ref.name)
+    model = family(config.architecture).reference.from_source(source)
+    return Opened(ReferenceBackend(model, n_ctx), tokenizer, config, n_ctx, "numpy reference", Path(ref.path))
+
+
+def choose_backend(ref: hub.ModelRef, threads: int, context: int) -> tuple[str, str]:
+    """`--backend auto`: (backend name, why) — the one that decodes this model faster on this machine,
+    measured once (a short prefill, then the median of timed single-token passes, one backend at a time)
+    and cached per model file, machine and threads under EDGESPEC_CACHE/auto. "ort" alone when
+    llama-cpp-python is not installed or its build cannot run here."""
+    try:
+        llama_cpp_module()
+    except EdgespecError as unusable:  # not installed, or a build that cannot run here
+        return "ort", f"llama.cpp unusable: {unusable}"
+    record_file = auto_record_file(ref, threads)
+
+    def measure() -> dict:
+        log.info("backend auto: measuring onnxruntime and llama.cpp decode speed for %s once", ref.name)
+        return {"decode_tok_s": {kind: round(measure_decode(ref, kind, threads, context), 1)
+                                 for kind in ("ort", "llamacpp")}, "machine": machine_info(threads)}
+
+    record = hub.cached_json(record_file, measure)
+    speeds = record["decode_tok_s"]
+    picked = max(speeds, key=speeds.get)
+    why = ", ".join(f"{kind} {speed} tok/s" for kind, speed in speeds.items())
+    log.info("backend auto picked %s for %s (%s; measured %s)", picked, ref.name, why, record_file)
+    return picked, why
+
+
+def measure_decode(ref: hub.ModelRef, kind: str, threads: int, context: int) -> float:
+    """Decode tok/s: 1 / the median time of a 1-token pass after a short prompt, on a backend opened for
+    this alone and released before returning (the next one measured does not share the machine with it)."""
+    opened = open_backend(ref, kind, threads=threads, context=context)
+    try:
+        prompt = opened.tokenizer.encode("def quicksort(items):\n    \"\"\"Sort a list.\"\"\"\n")
+        return 1.0 / cost_curve(opened.backend, prompt, sizes=(1,), reps=AUTO_TIMED_STEPS)["seconds"][1]
+    finally:
+        release(opened)
+
+
+def auto_record_file(ref: hub.ModelRef, threads: int) -> Path:
+    key = hub.source_key(ref.path, machine_info(threads)["cpu"], threads)
+    return hub.cache_dir() / "auto" / f"{ref.name}-{key}.json"
