@@ -200,8 +200,9 @@ def _run_interleaved(specs: dict[str, dict], python: dict[str, str], n_prompts: 
     engine in turn (the order rotates with the prompt and repetition). -> engine -> {results, peak_rss, version}"""
     if rep == 0 and any(spec.get("spec_mode") in ("auto", "layerskip") and spec.get("backend") == "ort"
                         for spec in specs.values()):  # the backend with layer plans
-        # the worker tunes the layer-skip drafter on first use of an export, before it says it is ready
-        log.info("loading %s (a first --spec auto/layerskip on an export tunes layer-skip: minutes)", ", ".join(specs))
+        # the worker calibrates on first use of an export, before it says it is ready
+        log.info("loading %s (a first --spec auto/layerskip on an export calibrates it here first: about 10-20 s)",
+                 ", ".join(specs))
     workers = {engine: _Worker(spec, python[engine]) for engine, spec in specs.items()}
     try:
         results: dict[str, list] = {engine: [] for engine in specs}
