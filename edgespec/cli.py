@@ -160,7 +160,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exact", action="store_true", help="bit-identical output with and without --spec: every pass "
                                                         "has >= 2 rows (a plain step costs ~1.1-2x)")
     # sampling defaults are ollama's, which chat users know; --temperature 0 is greedy
-    p.add_argument("-n", "--max-tokens", type=_max_tokens, default=-1,
+    p.add_argument("-n", "--max-tokens", type=_max_tokens, default=None,
                    help="new tokens at most; -1 (default) = until the end of the answer or a full context")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=40, help="0 = off (default 40)")
