@@ -250,10 +250,12 @@ def resolve_model(spec: str, pull_missing: bool = True) -> ModelRef:
 
 def source_key(path, *extra) -> str:
     """12 hex digits naming a file as it is now (path, size, mtime) plus `extra` (machine, threads...):
-    cache entries derived from a file follow it when it changes."""
+    cache entries derived from a file follow it when it changes. A directory (an export) is named by its
+    files but the manifest, which calibration records rewrite (its own mtime would change with them)."""
     path = Path(path)
-    stat = path.stat()
-    parts = [path.resolve(), stat.st_size, stat.st_mtime_ns, *extra]
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and p.suffix != ".json")
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    parts = [path.resolve(), *stats, *extra]
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:12]
 
 
