@@ -24,6 +24,6 @@ def auto_drafter(backend, num_layers: int, cost: CostModel, layerskip: dict | No
         if layerskip.get("draft_cost"):  # measured by the quick search: a better start than the default guess
             draft_seconds["layerskip"] = layerskip["draft_cost"] * cost.pass_seconds(1)
     elif layerskip is not None:
-        log.info("spec auto: layer-skip measured %.2fx of plain decoding here; not used", layerskip["speedup"])
+        log.debug("spec auto: layer-skip measured %.2fx of plain decoding here; not used", layerskip["speedup"])
     return ControlledDrafter(drafters, Controller(cost, max_budget=max_budget, free={"ngram"},
                                                   draft_seconds=draft_seconds))
