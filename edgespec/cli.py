@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy-level", type=int, default=4,
                    help="MatMulNBits accuracy level for int4 weights: 4 = int8 activations (fast, like llama.cpp), "
                         "0 = fp32 activations (exact, 0.6-0.9x speed); int8 weights always use 4")
-    p.add_argument("--lm-head", default="int8", help="int8 | int4 | fp32")
+    p.add_argument("--recipe", default=None,
+                   help="int4: faithful (every GGUF level kept) | balanced (default: GPTQ int4 where the measured "
+                        "KL cost per byte is lowest, <= 1.1x the all-int4 bytes per token) | fast (all GPTQ int4)")
+    p.add_argument("--bytes-budget", default=None,
+                   help="bytes per token for balanced/fast instead of the recipe's own (e.g. 350M)")
+    p.add_argument("--lm-head", default=None, help="int8 | int4 | fp32 (with --recipe faithful or --requantize)")
     p.add_argument("--embed", default="fp16", help="fp16 | fp32")
     p.add_argument("--max-len", type=int, default=4096, help="context length of the KV buffers")
     p.add_argument("--validate-tokens", type=int, default=256)
@@ -224,11 +229,14 @@ def _backends(model: str, names: list[str], threads: int) -> list[str]:
 
 def cmd_export(args) -> int:
     from .export.pipeline import ExportOptions, export
+    from .memory import parse_size as _parse_size
 
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                             lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
-                            gguf_type=args.gguf_type, layer_plans=args.layer_plans)
+                            gguf_type=args.gguf_type, layer_plans=args.layer_plans,
+                            **({"recipe": args.recipe} if args.recipe else {}),
+                            bytes_budget=None if args.bytes_budget is None else _parse_size(args.bytes_budget, 1000))
     output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
                             f"{args.precision}"
     out = export(args.model, output, options, force=args.force)
@@ -248,8 +256,10 @@ def _print_manifest(directory) -> None:
     if m.get("format") == "gguf":
         print(f"format:       GGUF for llama.cpp, {q['gguf_type']}: {q['tensors']}")
     else:
-        print(f"precision:    {q['precision']} (lm_head {q['lm_head']}, embed {q['embed']}, accuracy level "
-              f"{q['accuracy_level']}); weights: {q['routes']}")
+        print(f"precision:    {q['precision']} (recipe {q.get('recipe', 'faithful')}, embed {q['embed']}, accuracy "
+              f"level {q['accuracy_level']}); weights: {q['routes']}")
+        if "plan" in q:
+            _print_plan(q["plan"], q["tensors"])
     for name, entry in m["validation"].items():
         if isinstance(entry, dict):
             llama = entry.get("llamacpp_perplexity")
@@ -258,6 +268,20 @@ def _print_manifest(directory) -> None:
                   f"{entry['reference_perplexity']:.3f}" + (f", llama.cpp {llama:.3f})" if llama else ")"))
     print("files:        " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items()))
     print(f"time:         {m['timing']['total_seconds']} s")
+
+
+def _print_plan(plan: dict, tensors: dict) -> None:
+    """One line per group: its choice, the int4 KL that decided it (compact; the manifest has each tensor)."""
+    print(f"bytes/token:  {plan['bytes_per_token'] / 1e6:.0f} MB = {plan['bytes_vs_all_int4']:.3f}x all-int4 "
+          f"({plan['all_int4_bytes'] / 1e6:.0f} MB); budget {plan['budget_bytes'] / 1e6:.0f} MB; calibration "
+          f"{plan['calibration_tokens']} tokens, KL on {plan['kl_tokens']}; {plan['seconds']} s")
+    errors: dict[str, list[float]] = {}
+    for entry in tensors.values():
+        if "int4_output_error" in entry:
+            errors.setdefault(entry["group"], []).append(entry["int4_output_error"])
+    for group, kl in plan["group_int4_kl"].items():
+        choice = "GGUF levels" if group in plan["groups_kept_high"] else "int4 gptq"
+        print(f"  {group:<9} {choice:<11} int4 KL {kl:.2e}  max output error {max(errors.get(group, [0])):.3f}")
 
 
 def cmd_info(args) -> int:

@@ -37,6 +37,7 @@ class QuantizedLinear:
     symmetric: bool = False
     keep_gguf_blocks: bool = True  # False: dequantize and requantize even GGUF block weights
     report: dict[str, dict] = field(default_factory=dict)
+    planned: dict = field(default_factory=dict)  # canonical -> PackedInt4 chosen by export/precision.py (GPTQ)
 
     def __call__(self, g, x: str, canonical: str, out: str) -> None:
         packed, offset = self.pack(canonical)
@@ -88,20 +89,26 @@ class QuantizedLinear:
         every call (smollm2's int8 lm_head at level 0: 152 -> 12 tok/s)."""
         return self.accuracy_level if bits == 4 else INT8_WEIGHT_ACCURACY_LEVEL
 
-    def pack(self, canonical: str) -> tuple[PackedInt4, np.ndarray | None]:
-        """(packed weight, per-block offset [N, K/block] or None)."""
+    def pack(self, canonical: str, record: bool = True) -> tuple[PackedInt4, np.ndarray | None]:
+        """(packed weight, per-block offset [N, K/block] or None). record=False: leave no report entry."""
+        report = self.report if record else {}
         raw = self.source.raw(canonical) if hasattr(self.source, "raw") else None
+        if canonical in self.planned:
+            packed = self.planned[canonical]
+            report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} -> int4 gptq", "bits": 4,
+                                 "block": packed.block}
+            return packed, None
         if raw is not None and is_block_format(raw.qtype) and self.keep_gguf_blocks:
             packed, offset = to_matmulnbits(raw.data, raw.qtype, raw.shape, canonical)
             packed = _permute_rows(packed, self.source.config, canonical)
             if offset is not None:
                 offset = _unpermute(offset, self.source.config, canonical)
-            self.report[canonical] = {"route": f"{raw.qtype.name} levels kept", "bits": packed.bits,
+            report[canonical] = {"route": f"{raw.qtype.name} levels kept", "bits": packed.bits,
                                       "block": packed.block, "offset_term": offset is not None}
             return packed, offset
         weight = self.source.tensor(canonical)
         packed = quantize(weight, self.block, self.symmetric) if self.bits == 4 else quantize_int8(weight, self.block)
-        self.report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} requantized", "bits": packed.bits,
+        report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} requantized", "bits": packed.bits,
                                   **error_report(weight, packed)}
         return packed, None
 
