@@ -280,7 +280,7 @@ def _print_plan(plan: dict, tensors: dict) -> None:
         if "int4_output_error" in entry:
             errors.setdefault(entry["group"], []).append(entry["int4_output_error"])
     for group, kl in plan["group_int4_kl"].items():
-        choice = "GGUF levels" if group in plan["groups_kept_high"] else "int4 gptq"
+        choice = "GGUF levels" if group in plan["groups_kept_high"] else "int4"
         print(f"  {group:<9} {choice:<11} int4 KL {kl:.2e}  max output error {max(errors.get(group, [0])):.3f}")
 
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from .int4 import PackedInt4, pack_nibbles, pack_zero_points
 
-DAMP = 0.01  # share of the mean Hessian diagonal added to it (GPTQ's percdamp)
+DAMP = 0.1  # share of the mean Hessian diagonal added to it (GPTQ's percdamp; 0.1 beat 0.01 on held-out
+# text with ~1000 calibration tokens: smollm2 layer 3 q output error 0.046 vs 0.054, RTN 0.062)
 CHUNK = 128  # columns per lazy-batch update (a multiple of every block size)
 SLAB = 4096  # rows processed together
 WINDOW = 1024  # input columns that share one Hessian factorization (a multiple of CHUNK)
@@ -56,15 +57,15 @@ def inverse_factor(h: np.ndarray, damp: float = DAMP) -> tuple[np.ndarray, np.nd
         return np.linalg.inv(lower)[::-1, ::-1].astype(np.float32), dead
 
 
-def gptq_int4(w: np.ndarray, h: np.ndarray, block: int = 32, damp: float = DAMP) -> PackedInt4:
+def gptq_int4(w: np.ndarray, h: np.ndarray, block: int = 32, damp: float = DAMP, window: int = WINDOW) -> PackedInt4:
     """w [N, K] float, h [K, K] = X^T X of its inputs -> asymmetric int4 PackedInt4."""
     w = np.asarray(w, np.float32)
     N, K = w.shape
     levels = np.empty((N, K), np.uint8)
     scales = np.empty((N, K // block), np.float32)
     zeros = np.empty((N, K // block), np.float32)
-    for c in range(0, K, WINDOW):
-        cols = slice(c, min(c + WINDOW, K))
+    for c in range(0, K, window):
+        cols = slice(c, min(c + window, K))
         u, dead = inverse_factor(h[cols, cols], damp)
         blocks = slice(c // block, cols.stop // block)
         for r in range(0, N, SLAB):

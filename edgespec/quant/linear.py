@@ -95,7 +95,7 @@ class QuantizedLinear:
         raw = self.source.raw(canonical) if hasattr(self.source, "raw") else None
         if canonical in self.planned:
             packed = self.planned[canonical]
-            report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} -> int4 gptq", "bits": 4,
+            report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} -> int4 (calibrated)", "bits": 4,
                                  "block": packed.block}
             return packed, None
         if raw is not None and is_block_format(raw.qtype) and self.keep_gguf_blocks:

@@ -27,7 +27,7 @@ class Recipe:
     name: str
     summary: str
     budget: float | None  # bytes per token / all-int4 bytes; None: keep every GGUF level (no planning)
-    calib_tokens: int = 512  # tokens whose activations give GPTQ its Hessians
+    calib_tokens: int = 1024  # tokens whose activations give GPTQ its Hessians (GPTQ for weights with <= this many inputs)
     kl_tokens: int = 64  # tokens over which each group's int4 cost (KL to the reference) is measured
     top_k: int = 32  # KL over the union of the reference's top_k tokens of every row (renormalized)
 
