@@ -170,6 +170,21 @@ def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
                default=0)
 
 
+def _load_need(ref: hub.ModelRef, backend: str) -> tuple[int, str]:
+    """(bytes the backend will hold once loaded, what they are), known before loading: onnxruntime holds
+    its export's data times ORT_LOAD_FACTOR (measured), not the source file's size; llama.cpp maps the GGUF."""
+    from .memory import ORT_LOAD_FACTOR, human
+
+    if backend != "ort":
+        return hub.weights_bytes(ref), ref.name
+    export_dir = ref.path if ref.kind == "export" else cached_export(ref)  # exporting is not loading
+    data = hub.weights_bytes(hub.ModelRef("export", export_dir, ref.name))
+    need = int(data * ORT_LOAD_FACTOR)
+    source = "" if ref.kind == "export" else f"; the source file is {human(hub.weights_bytes(ref))}"
+    return need, f"{ref.name} on onnxruntime (its export holds {human(data)} of weights x {ORT_LOAD_FACTOR} " \
+                 f"measured load factor = {human(need)}{source})"
+
+
 def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, device: str = "cpu",
          context: int = 4096, memory_budget: int | str | None = None) -> Model:
     """spec: a known model name, a .gguf file, an HF directory or an export directory.
@@ -196,7 +211,7 @@ def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, 
         from .memory import check_before_load, parse_size
 
         budget = parse_size(memory_budget)
-        check_before_load(budget, hub.weights_bytes(ref), ref.name)  # before anything is loaded
+        check_before_load(budget, *_load_need(ref, backend))  # before anything is loaded
     opened = open_backend(ref, backend, threads=threads, device=device, context=context, memory_budget=budget)
     model = Model(ref, opened.backend, opened.tokenizer, opened.config, opened.context, opened.description,
                   opened.source, threads)

@@ -24,6 +24,10 @@ from .errors import EdgespecError
 log = logging.getLogger(__name__)
 MIN_CONTEXT = 256
 MARGIN = 24 << 20  # allocator slack, Python objects created while decoding
+# Peak RSS while onnxruntime creates a session and runs a first pass, over the export's data size
+# (prepacked MatMulNBits weights replace the mapped file pages): 1.09 on smollm2-135m's default export
+# (benchmarks/load-memory.md); rounded up.
+ORT_LOAD_FACTOR = 1.15
 
 
 class MemoryBudgetError(EdgespecError):

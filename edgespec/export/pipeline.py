@@ -197,11 +197,12 @@ def _strategies(source, options: ExportOptions, tokenizer):
     if options.precision == "fp16":
         return fp16_linear, fp16_linear, None
     if options.planned:  # high route = GGUF levels (int8 for float weights); GPTQ int4 where the plan says
-        from .precision import plan_precision
+        from .precision import calibration_tokens, plan_precision
 
-        layers = QuantizedLinear(source, 8, options.block_size, options.accuracy_level)
-        lm_head = QuantizedLinear(source, 8, options.block_size, options.accuracy_level)
-        plan = plan_precision(source, tokenizer, get_recipe(options.recipe), layers, lm_head,
+        layers = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
+        lm_head = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
+        recipe = get_recipe(options.recipe)
+        plan = plan_precision(source, calibration_tokens(tokenizer, recipe.calib_tokens), recipe, layers, lm_head,
                               options.bytes_budget, options.block_size)
         layers.planned = lm_head.planned = plan.int4
         return layers, lm_head, plan

@@ -32,7 +32,7 @@ from ..models import reference_model_class
 from ..models.llama import KVCache, causal_mask, rms_norm
 from ..progress import Progress
 from ..quant.gptq import gptq_int4, hessian, output_error
-from ..quant.int4 import dequantize, quantize
+from ..quant.int4 import PackedInt4, dequantize, quantize
 from ..quant.recipe import Recipe, int4_bytes, packed_bytes
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,16 @@ def high_route(linear, name: str):
     return linear.pack(name, record=False)
 
 
-def plan_precision(source, tokenizer, recipe: Recipe, high_linear, lm_head_linear, bytes_budget: int | None = None,
+def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, bytes_budget: int | None = None,
                    block: int = 32) -> Plan:
-    """high_linear / lm_head_linear: QuantizedLinear strategies whose pack() is the high route."""
+    """tokens: calibration text (calibration_tokens); high_linear / lm_head_linear: QuantizedLinear
+    strategies whose pack() is the high route."""
     started = time.monotonic()
     config = source.config
     lazy = LazyWeights(source)
     lm_name = "lm_head" if "lm_head" in lazy else "embed"
     model_cls = reference_model_class(config.architecture)
-    tokens = np.asarray(calibration_tokens(tokenizer, recipe.calib_tokens))
+    tokens = np.asarray(tokens)
     T, t_kl = len(tokens), min(recipe.kl_tokens, len(tokens))
     positions = np.arange(T)
     bias = np.where(causal_mask(0, T), 0.0, -np.inf).astype(np.float32)
@@ -141,7 +142,7 @@ def plan_precision(source, tokenizer, recipe: Recipe, high_linear, lm_head_linea
             kl[g] = _kl(ref_logits, rms_norm(state, final_norm, config.rms_norm_eps) @ lm[vocab].T)
         if "lm_head" in groups:
             int4[lm_name], method = _int4(lm, normed[t_kl:], {}, "lm_in", block)
-            rows = dequantize(int4[lm_name])[vocab]
+            rows = dequantize(_rows(int4[lm_name], vocab))
             kl["lm_head"] = _kl(ref_logits, normed[:t_kl] @ rows.T)
             records[lm_name] = {"group": "lm_head", "int4_method": method, "int4_output_error":
                                 round(output_error(normed[:t_kl], lm[vocab], rows), 5)}
@@ -187,6 +188,12 @@ def _int4(w: np.ndarray, x: np.ndarray, hessians: dict, point: str, block: int):
     if point not in hessians:
         hessians[point] = hessian(x)
     return gptq_int4(w, hessians[point], block), "gptq"
+
+
+def _rows(p: PackedInt4, rows: np.ndarray) -> PackedInt4:
+    """The packed weight's rows `rows` (4-bit zero points: whole bytes per row, as int4.pack_zero_points pads)."""
+    zp = None if p.zero_points is None else p.zero_points.reshape(p.N, -1)[rows].reshape(-1)
+    return PackedInt4(len(rows), p.K, p.block, p.blob[rows], p.scales.reshape(p.N, -1)[rows].reshape(-1), zp, p.bits)
 
 
 def _layer(model, i: int, h: np.ndarray) -> np.ndarray:

@@ -57,9 +57,11 @@ def int4_bytes(n: int, k: int, block: int = 32) -> int:
     return n * (k // 2 + 4 * blocks + (blocks + 1) // 2)
 
 
-def packed_bytes(packed, offset=None) -> int:
+def packed_bytes(packed, offset=None, int8_offsets: bool = True) -> int:
     """Bytes a MatMulNBits weight (and its per-block offset term, if any) reads per token."""
+    from .linear import offset_bytes
+
     total = packed.blob.nbytes + packed.scales.nbytes
     if packed.zero_points is not None:
         total += packed.zero_points.nbytes
-    return total + (0 if offset is None else offset.nbytes)
+    return total + offset_bytes(offset, int8_offsets)
