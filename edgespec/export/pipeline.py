@@ -36,6 +36,7 @@ GRAPH_FILE = "model.onnx"
 GGUF_FILE = "model.gguf"
 PRECISIONS = ("int4", "fp16", "fp32")
 LM_HEAD_CHOICES = ("int8", "int4", "fp32")
+CALIBRATION_VERSION = 1  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
 EMBED_CHOICES = ("fp16", "fp32")
 
 
@@ -151,7 +152,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     """model.onnx + model.onnx.data; returns (manifest entries, validation report, build seconds)."""
     config = source.config
     log.info("building the %s graph for %s (%d layers)", options.precision, ref.name, config.num_layers)
-    linear, lm_head, plan = _strategies(source, options, tokenizer)
+    linear, lm_head, plan = _strategies(source, options, tokenizer, ref)
     external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
     try:
         graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
@@ -190,7 +191,7 @@ def _write_gguf_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
         report, build_seconds
 
 
-def _strategies(source, options: ExportOptions, tokenizer):
+def _strategies(source, options: ExportOptions, tokenizer, ref=None):
     """(layers' Linear, lm_head's Linear, precision Plan or None)."""
     if options.precision == "fp32":
         return gemm_linear, gemm_linear, None
@@ -202,8 +203,12 @@ def _strategies(source, options: ExportOptions, tokenizer):
         layers = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
         lm_head = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
         recipe = get_recipe(options.recipe)
-        plan = plan_precision(source, calibration_tokens(tokenizer, recipe.calib_tokens), recipe, layers, lm_head,
-                              options.bytes_budget, options.block_size)
+        tokens = calibration_tokens(tokenizer, recipe.calib_tokens)
+        cache = None if ref is None else hub.cache_dir() / "calibration" / (
+            f"{ref.name}-" + hub.source_key(ref.path, CALIBRATION_VERSION, recipe.calib_tokens, recipe.kl_tokens,
+                                            recipe.top_k, options.block_size, hash(tuple(tokens))) + ".npz")
+        plan = plan_precision(source, tokens, recipe, layers, lm_head, options.bytes_budget, options.block_size,
+                              cache)
         layers.planned = lm_head.planned = plan.int4
         return layers, lm_head, plan
     layers = QuantizedLinear(source, 4, options.block_size, options.accuracy_level,

@@ -19,12 +19,15 @@ the stdlib (heapq source and pydoc's topics from the end), apart from the valida
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import time
 from collections import ChainMap
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..formats import LazyWeights
 from ..formats.quants import is_block_format
@@ -72,18 +75,13 @@ def high_route(linear, name: str):
 
 
 def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, bytes_budget: int | None = None,
-                   block: int = 32) -> Plan:
+                   block: int = 32, cache_file: Path | None = None) -> Plan:
     """tokens: calibration text (calibration_tokens); high_linear / lm_head_linear: QuantizedLinear
-    strategies whose pack() is the high route."""
+    strategies whose pack() is the high route. cache_file: the calibration (int4 weights, KL per group)
+    is saved there and reused, so another budget or recipe of the same source costs no new calibration."""
     started = time.monotonic()
     config = source.config
-    lazy = LazyWeights(source)
-    lm_name = "lm_head" if "lm_head" in lazy else "embed"
-    model_cls = reference_model_class(config.architecture)
-    tokens = np.asarray(tokens)
-    T, t_kl = len(tokens), min(recipe.kl_tokens, len(tokens))
-    positions = np.arange(T)
-    bias = np.where(causal_mask(0, T), 0.0, -np.inf).astype(np.float32)
+    lm_name = "lm_head" if "lm_head" in LazyWeights(source) else "embed"
 
     groups: dict[str, list[str]] = {}  # group -> requantizable weights
     fixed_bytes, all_int4 = 0, 0
@@ -102,52 +100,15 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
     else:
         fixed_bytes += _record_high(records, lm_head_linear, lm_name, "lm_head")
 
-    int4: dict = {}
-    kl: dict[str, float] = {}
-    reference = model_cls(config, lazy, materialize=False)
-    h = reference._rows("embed", tokens)
-    variants: dict[str, np.ndarray] = {}
-    with Progress(config.num_layers + 1, f"calibrating {recipe.name} precision (GPTQ, KL per layer)",
-                  unit="layers") as progress:
-        for i in range(config.num_layers):
-            layer_w = {n: source.tensor(n) for n in lazy if n.startswith(f"layers.{i}.")}
-            seen: dict[str, np.ndarray] = {}
-            fp32 = model_cls(config, ChainMap(layer_w, lazy), materialize=False)
-            fp32.observe = lambda point, x: seen.__setitem__(point.rsplit(".", 1)[1], x)
-            h_next = fp32._layer(i, h, positions, bias, _cache(i), True)
-            fp32.observe = None
-            for g in variants:  # copies that left the reference at an earlier layer go on in fp32
-                variants[g] = _layer(fp32, i, variants[g])
-            names = groups.get(f"layer {i}", [])
-            hessians: dict[str, np.ndarray] = {}
-            quantized = {}
-            for name in names:
-                point = PROJECTIONS[name.rsplit(".", 1)[1]]
-                int4[name], method = _int4(layer_w[name], seen[point][t_kl:], hessians, point, block)
-                quantized[name] = dequantize(int4[name])
-                records[name] = {"group": f"layer {i}", "int4_method": method, "int4_output_error":
-                                 round(output_error(seen[point][:t_kl], layer_w[name], quantized[name]), 5)}
-            if names:
-                variants[f"layer {i}"] = _layer(model_cls(config, ChainMap(quantized, layer_w, lazy),
-                                                          materialize=False), i, h[:t_kl])
-            h = h_next
-            progress.update(1)
-        normed = rms_norm(h, source.tensor("final_norm"), config.rms_norm_eps)
-        lm = source.tensor(lm_name)
-        ref_logits = normed[:t_kl] @ lm.T
-        vocab = np.unique(np.argsort(ref_logits, axis=1)[:, -recipe.top_k:])
-        ref_logits = ref_logits[:, vocab]
-        final_norm = source.tensor("final_norm")
-        for g, state in variants.items():
-            kl[g] = _kl(ref_logits, rms_norm(state, final_norm, config.rms_norm_eps) @ lm[vocab].T)
-        if "lm_head" in groups:
-            int4[lm_name], method = _int4(lm, normed[t_kl:], {}, "lm_in", block)
-            rows = dequantize(_rows(int4[lm_name], vocab))
-            kl["lm_head"] = _kl(ref_logits, normed[:t_kl] @ rows.T)
-            records[lm_name] = {"group": "lm_head", "int4_method": method, "int4_output_error":
-                                round(output_error(normed[:t_kl], lm[vocab], rows), 5)}
-        del lm
-        progress.update(1)
+    if cache_file is not None and cache_file.is_file():
+        int4, kl, measured, kl_vocab = _load(cache_file)
+        log.info("precision: calibration reused from %s", cache_file)
+    else:
+        with threadpool_limits(1):  # 2 BLAS threads spin when the other core is busy: one is faster here
+            int4, kl, measured, kl_vocab = _calibrate(source, tokens, recipe, groups, block, lm_name)
+        if cache_file is not None:
+            _save(cache_file, int4, kl, measured, kl_vocab)
+    records.update(measured)
 
     budget = bytes_budget if bytes_budget is not None else int(recipe.budget * all_int4)
     low = {g: sum(packed_bytes(int4[n]) for n in names) for g, names in groups.items()}
@@ -173,11 +134,98 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
                     "bytes_per_token": total, "bytes_vs_all_int4": round(total / all_int4, 4),
                     "groups_kept_high": raised, "groups_int4": [g for g in groups if g not in raised],
                     "group_int4_kl": {g: round(v, 6) for g, v in kl.items()},
-                    "calibration_tokens": T, "kl_tokens": t_kl, "kl_vocab": int(len(vocab)),
+                    "calibration_tokens": len(tokens), "kl_tokens": min(recipe.kl_tokens, len(tokens)),
+                    "kl_vocab": kl_vocab,
                     "seconds": round(time.monotonic() - started, 1)}
     log.info("precision plan (%s): %.0f MB/token (%.3fx all-int4; budget %.0f MB), raised to GGUF levels: %s",
              recipe.name, total / 1e6, total / all_int4, budget / 1e6, ", ".join(raised) or "none")
     return plan
+
+
+def _calibrate(source, tokens, recipe: Recipe, groups: dict, block: int, lm_name: str):
+    """-> (int4 weights, KL per group, per-weight measurements, size of the KL vocabulary)."""
+    config = source.config
+    lazy = LazyWeights(source)
+    model_cls = reference_model_class(config.architecture)
+    tokens = np.asarray(tokens)
+    T, t_kl = len(tokens), min(recipe.kl_tokens, len(tokens))
+    positions = np.arange(T)
+    bias = np.where(causal_mask(0, T), 0.0, -np.inf).astype(np.float32)
+    int4: dict = {}
+    kl: dict[str, float] = {}
+    measured: dict[str, dict] = {}
+    reference = model_cls(config, lazy, materialize=False)
+    h = reference._rows("embed", tokens)
+    variants: dict[str, np.ndarray] = {}
+    with Progress(config.num_layers + 1, f"calibrating {recipe.name} precision (GPTQ, KL per layer)",
+                  unit="layers") as progress:
+        for i in range(config.num_layers):
+            layer_w = {n: source.tensor(n) for n in lazy if n.startswith(f"layers.{i}.")}
+            seen: dict[str, np.ndarray] = {}
+            fp32 = model_cls(config, ChainMap(layer_w, lazy), materialize=False)
+            fp32.observe = lambda point, x: seen.__setitem__(point.rsplit(".", 1)[1], x)
+            h_next = fp32._layer(i, h, positions, bias, _cache(i), True)
+            fp32.observe = None
+            for g in variants:  # copies that left the reference at an earlier layer go on in fp32
+                variants[g] = _layer(fp32, i, variants[g])
+            names = groups.get(f"layer {i}", [])
+            hessians: dict[str, np.ndarray] = {}
+            quantized = {}
+            for name in names:
+                point = PROJECTIONS[name.rsplit(".", 1)[1]]
+                int4[name], method = _int4(layer_w[name], seen[point][t_kl:], hessians, point, block)
+                quantized[name] = dequantize(int4[name])
+                measured[name] = {"group": f"layer {i}", "int4_method": method, "int4_output_error":
+                                 round(output_error(seen[point][:t_kl], layer_w[name], quantized[name]), 5)}
+            if names:
+                variants[f"layer {i}"] = _layer(model_cls(config, ChainMap(quantized, layer_w, lazy),
+                                                          materialize=False), i, h[:t_kl])
+            h = h_next
+            progress.update(1)
+        normed = rms_norm(h, source.tensor("final_norm"), config.rms_norm_eps)
+        lm = source.tensor(lm_name)
+        ref_logits = normed[:t_kl] @ lm.T
+        vocab = np.unique(np.argsort(ref_logits, axis=1)[:, -recipe.top_k:])
+        ref_logits = ref_logits[:, vocab]
+        final_norm = source.tensor("final_norm")
+        for g, state in variants.items():
+            kl[g] = _kl(ref_logits, rms_norm(state, final_norm, config.rms_norm_eps) @ lm[vocab].T)
+        if "lm_head" in groups:
+            int4[lm_name], method = _int4(lm, normed[t_kl:], {}, "lm_in", block)
+            rows = dequantize(_rows(int4[lm_name], vocab))
+            kl["lm_head"] = _kl(ref_logits, normed[:t_kl] @ rows.T)
+            measured[lm_name] = {"group": "lm_head", "int4_method": method, "int4_output_error":
+                                round(output_error(normed[:t_kl], lm[vocab], rows), 5)}
+        del lm
+        progress.update(1)
+
+    return int4, kl, measured, int(len(vocab))
+
+
+def _save(path: Path, int4: dict, kl: dict, measured: dict, kl_vocab: int) -> None:
+    """npz without pickles: each weight's packed arrays, and the measurements as JSON text."""
+    arrays = {"meta": np.array(json.dumps({"kl": kl, "measured": measured, "kl_vocab": kl_vocab}))}
+    for name, p in int4.items():
+        arrays[f"{name}|blob"], arrays[f"{name}|scales"] = p.blob, p.scales
+        arrays[f"{name}|zero_points"] = p.zero_points
+        arrays[f"{name}|shape"] = np.array([p.N, p.K, p.block, p.bits])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / (path.name + ".partial.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load(path: Path):
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        int4 = {}
+        for key in f.files:
+            if key.endswith("|shape"):
+                name = key[:-6]
+                n, k, block, bits = (int(v) for v in f[key])
+                int4[name] = PackedInt4(n, k, block, f[f"{name}|blob"], f[f"{name}|scales"],
+                                        f[f"{name}|zero_points"], bits)
+    return int4, meta["kl"], meta["measured"], meta["kl_vocab"]
 
 
 def _int4(w: np.ndarray, x: np.ndarray, hessians: dict, point: str, block: int):
