@@ -99,8 +99,9 @@ def test_plan_keeps_high_precision_by_measured_kl_within_the_budget(tiny_source)
     low, high = nothing.summary["bytes_per_token"], summary["bytes_per_token"]
     one = plan(tiny_source, bytes_budget=low + (high - low) // len(groups) + 1)
     assert one.summary["bytes_per_token"] <= one.summary["budget_bytes"]
+    assert sum(r["bytes"] for r in one.tensors.values()) == one.summary["bytes_per_token"]
     for name, record in one.tensors.items():
-        assert record["choice"] in ("high", "int4") and "group_int4_kl" in record
+        assert record["choice"] in ("high", "int4") and "group_int4_kl" in record and record["bytes"] > 0
         assert (record["choice"] == "int4") == (name in one.int4)
         assert record["int4_method"] == "gptq"  # 128 calibration rows >= 96 inputs (ffn_down: 128)
 

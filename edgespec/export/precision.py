@@ -111,9 +111,11 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
     records.update(measured)
 
     budget = bytes_budget if bytes_budget is not None else int(recipe.budget * all_int4)
-    low = {g: sum(packed_bytes(int4[n]) for n in names) for g, names in groups.items()}
-    high = {g: sum(packed_bytes(*(lm_head_linear if g == "lm_head" else high_linear).pack(n, record=False))
-                   for n in names) for g, names in groups.items()}
+    low_bytes = {n: packed_bytes(int4[n]) for names in groups.values() for n in names}
+    high_bytes = {n: packed_bytes(*(lm_head_linear if g == "lm_head" else high_linear).pack(n, record=False))
+                  for g, names in groups.items() for n in names}
+    low = {g: sum(low_bytes[n] for n in names) for g, names in groups.items()}
+    high = {g: sum(high_bytes[n] for n in names) for g, names in groups.items()}
     total = fixed_bytes + sum(low.values())
     raised = []
     for g in sorted(groups, key=lambda g: kl[g] / max(high[g] - low[g], 1), reverse=True):
@@ -125,9 +127,9 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
         for name in names:
             records[name]["group_int4_kl"] = round(kl[g], 6)
             if g in raised:
-                records[name]["choice"] = "high"
+                records[name].update(choice="high", bytes=high_bytes[name])
             else:
-                records[name]["choice"] = "int4"
+                records[name].update(choice="int4", bytes=low_bytes[name])
                 plan.int4[name] = int4[name]
     plan.tensors = records
     plan.summary = {"recipe": recipe.name, "budget_bytes": budget, "all_int4_bytes": all_int4,
@@ -278,5 +280,5 @@ def _requantizable(source, name: str) -> bool:
 
 def _record_high(records: dict, linear, name: str, group: str) -> int:
     packed, offset = linear.pack(name, record=False)
-    records[name] = {"group": group, "choice": "high"}
-    return packed_bytes(packed, offset)
+    records[name] = {"group": group, "choice": "high", "bytes": packed_bytes(packed, offset)}
+    return records[name]["bytes"]
