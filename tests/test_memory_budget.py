@@ -78,11 +78,11 @@ def test_llamacpp_context_is_sized_to_the_budget_before_its_kv_cache_is_allocate
 def test_a_budget_between_the_gguf_and_the_exports_need_is_refused_before_loading(smollm2_gguf, monkeypatch):
     """onnxruntime holds the export's weights (times a measured load factor), not the GGUF's bytes: a budget
     that the GGUF fits but the export does not is refused before a session exists, naming both sizes."""
-    from edgespec import api, hub
+    from edgespec import api, hub, loader
     from edgespec.memory import MARGIN, ORT_LOAD_FACTOR, human, rss
     from edgespec.runtimes import ort as ort_runtime
 
-    export_dir = api.cached_export(hub.resolve_model(str(smollm2_gguf)))  # exporting is not loading
+    export_dir = loader.cached_export(hub.resolve_model(str(smollm2_gguf)))  # exporting is not loading
     need = int(hub.weights_bytes(hub.ModelRef("export", export_dir, "smollm2")) * ORT_LOAD_FACTOR)
     gguf = smollm2_gguf.stat().st_size
     assert gguf < need

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .. import __version__, hub
+from .. import hub
+from .._version import __version__
 from ..errors import EdgespecError
 from ..formats import LazyWeights, open_weights
-from ..models import reference_model_class
-from ..models.onnx_llama import ExternalData, build_graph, fp16_linear, gemm_linear
+from ..models import family
+from ..models.contract import manifest_entry
+from ..models.onnx_builder import ExternalData, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
 from ..quant.recipe import DEFAULT_RECIPE, RECIPES, get_recipe
@@ -28,6 +30,7 @@ from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
 from .gguf_writer import GGUF_TYPES, write_gguf
 from .manifest import write_manifest
+from .precision import calibration_tokens, plan_precision
 from .validate import LlamaCppLogits, validate
 
 log = logging.getLogger(__name__)
@@ -145,7 +148,8 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
 
 
 def _reference(source):
-    return lambda: reference_model_class(source.config.architecture).from_source(source, lazy=True)
+    # lazy: each weight is dequantized when used, so the fp32 reference never holds the whole model
+    return lambda: family(source.config.architecture).reference(source.config, LazyWeights(source), materialize=False)
 
 
 def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions, max_len: int, started: float):
@@ -155,7 +159,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     linear, lm_head, plan = _strategies(source, options, tokenizer, ref)
     external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
     try:
-        graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
+        graph = family(config.architecture).build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
                             embed_dtype=np.float32 if options.precision == "fp32" or options.embed == "fp32"
                             else np.float16, external=external,
                             layer_plans=options.layer_plans)
@@ -174,7 +178,8 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
                 "quantization": {**asdict(options), "routes": _route_summary(getattr(linear, "report", {})),
                                  "lm_head_route": getattr(lm_head, "report", {}),
                                  **({} if plan is None else {"plan": plan.summary, "tensors": plan.tensors})},
-                "graph": {"file": GRAPH_FILE, "inputs": inputs}}
+                "graph": {"file": GRAPH_FILE, "inputs": inputs},
+                "graph_contract": manifest_entry(config, layer_plans=options.layer_plans)}
     return artifact, report, build_seconds
 
 
@@ -198,8 +203,6 @@ def _strategies(source, options: ExportOptions, tokenizer, ref=None):
     if options.precision == "fp16":
         return fp16_linear, fp16_linear, None
     if options.planned:  # high route = GGUF levels (int8 for float weights); GPTQ int4 where the plan says
-        from .precision import calibration_tokens, plan_precision
-
         layers = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
         lm_head = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
         recipe = get_recipe(options.recipe)

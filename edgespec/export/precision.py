@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from ..formats import LazyWeights
 from ..formats.quants import is_block_format
 from ..models import reference_model_class
-from ..models.llama import KVCache, causal_mask, rms_norm
+from ..models.llama.reference import KVCache, causal_mask, rms_norm
 from ..progress import Progress
 from ..quant.gptq import gptq_int4, hessian, output_error
 from ..quant.int4 import PackedInt4, dequantize, quantize

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import EdgespecError
+from .linear import offset_bytes
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,6 @@ def int4_bytes(n: int, k: int, block: int = 32) -> int:
 
 def packed_bytes(packed, offset=None, int8_offsets: bool = True) -> int:
     """Bytes a MatMulNBits weight (and its per-block offset term, if any) reads per token."""
-    from .linear import offset_bytes
-
     total = packed.blob.nbytes + packed.scales.nbytes
     if packed.zero_points is not None:
         total += packed.zero_points.nbytes
