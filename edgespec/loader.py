@@ -18,8 +18,9 @@ from pathlib import Path
 from . import hub, memory
 from .errors import EdgespecError
 from .export.manifest import manifest_config, read_manifest
-from .export.pipeline import ExportOptions, export
+from .export.pipeline import CALIBRATION_VERSION, ExportOptions, export
 from .formats import open_weights
+from .quant.recipe import DEFAULT_RECIPE
 from .models import family
 from .models.contract import GRAPH_CONTRACT_VERSION, check_manifest
 from .runtimes.llamacpp import LlamaCppBackend, kv_bytes_per_token, llama_cpp_module
@@ -81,7 +82,8 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx") -> Path:
     """The default export of a source (int4 ONNX, or a Q4_0/Q8_0 GGUF for llama.cpp), made once."""
     if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
         version = family(open_weights(ref.path).config.architecture).graph_version
-        key = hub.source_key(ref.path, f"graph{version}", f"contract{GRAPH_CONTRACT_VERSION}")
+        key = hub.source_key(ref.path, f"graph{version}", f"contract{GRAPH_CONTRACT_VERSION}",
+                             f"recipe-{DEFAULT_RECIPE}-calibration{CALIBRATION_VERSION}")  # a new default: re-export
     else:
         key = hub.source_key(ref.path)
     out = hub.cache_dir() / "exports" / (f"{ref.name}-int4-{key}" if fmt == "onnx" else f"{ref.name}-gguf-{key}")
