@@ -22,6 +22,7 @@ from .config import ModelConfig
 from .export.manifest import manifest_config, read_manifest
 from .formats import open_weights
 from .formats.gguf_header import read_gguf_header
+from .quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE
 from .models import family
 from .models.contract import GRAPH_CONTRACT_VERSION, check_manifest
 from .runtimes.llamacpp import LlamaCppBackend, kv_bytes_per_token, llama_cpp_module
@@ -64,8 +65,22 @@ def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", c
     budget = None
     if memory_budget is not None:
         budget = memory.parse_size(memory_budget)
-        memory.check_before_load(budget, hub.weights_bytes(ref), ref.name)  # before anything is loaded
+        memory.check_before_load(budget, *load_need(ref, kind))  # before anything is loaded
     return ref, open_backend(ref, kind, threads=threads, device=device, context=context, memory_budget=budget), budget
+
+
+def load_need(ref: hub.ModelRef, kind: str) -> tuple[int, str]:
+    """(bytes the backend will hold once loaded, what they are), known before loading: onnxruntime holds
+    its export's data times memory.ORT_LOAD_FACTOR (measured), not the source file's size; llama.cpp maps
+    the GGUF."""
+    if kind != "ort":
+        return hub.weights_bytes(ref), ref.name
+    export_dir = ref.path if ref.kind == "export" else cached_export(ref)  # exporting is not loading
+    data = hub.weights_bytes(hub.ModelRef("export", export_dir, ref.name))
+    need = int(data * memory.ORT_LOAD_FACTOR)
+    source = "" if ref.kind == "export" else f"; the source file is {memory.human(hub.weights_bytes(ref))}"
+    return need, (f"{ref.name} on onnxruntime (its export holds {memory.human(data)} of weights x "
+                  f"{memory.ORT_LOAD_FACTOR} measured load factor = {memory.human(need)}{source})")
 
 
 def source_config(ref: hub.ModelRef) -> ModelConfig:
@@ -84,7 +99,8 @@ def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False)
     known = hub.known_by_content(sha)
     versions = ""
     if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
-        versions = f"graph{family(source_config(ref).architecture).graph_version}:contract{GRAPH_CONTRACT_VERSION}"
+        versions = (f"graph{family(source_config(ref).architecture).graph_version}:contract{GRAPH_CONTRACT_VERSION}"
+                    f":recipe-{DEFAULT_RECIPE}-calibration{CALIBRATION_VERSION}")  # a new default recipe: re-export
     key = hashlib.sha256(f"{sha}:{fmt}:{versions}{':fullctx' if full_context else ''}".encode()).hexdigest()[:12]
     return f"{known.name if known else ref.name}-{'int4' if fmt == 'onnx' else 'gguf'}-{key}", key
 

@@ -123,8 +123,10 @@ def manifest_lines(directory) -> list[str]:
     if m.get("format") == "gguf":
         lines.append(f"format:       GGUF for llama.cpp, {q['gguf_type']}: {q['tensors']}")
     else:
-        lines.append(f"precision:    {q['precision']} (lm_head {q['lm_head']}, embed {q['embed']}, accuracy level "
-                     f"{q['accuracy_level']}); weights: {q['routes']}")
+        lines.append(f"precision:    {q['precision']} (recipe {q.get('recipe', 'faithful')}, embed {q['embed']}, "
+                     f"accuracy level {q['accuracy_level']}); weights: {q['routes']}")
+        if "plan" in q:
+            lines += _plan_lines(q["plan"], q["tensors"])
     validation = m["validation"]
     for name, entry in validation.items():
         if isinstance(entry, dict):
@@ -140,4 +142,19 @@ def manifest_lines(directory) -> list[str]:
                      f"on {entry.get('machine')}, {entry.get('threads')} threads")
     lines.append("files:        " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items()))
     lines.append(f"time:         {m['timing']['total_seconds']} s")
+    return lines
+
+
+def _plan_lines(plan: dict, tensors: dict) -> list[str]:
+    """One line per group: its choice and the int4 KL that decided it (the manifest has each tensor)."""
+    lines = [f"bytes/token:  {plan['bytes_per_token'] / 1e6:.0f} MB = {plan['bytes_vs_all_int4']:.3f}x all-int4 "
+             f"({plan['all_int4_bytes'] / 1e6:.0f} MB); budget {plan['budget_bytes'] / 1e6:.0f} MB; calibration "
+             f"{plan['calibration_tokens']} tokens, KL on {plan['kl_tokens']}; {plan['seconds']} s"]
+    errors: dict[str, list[float]] = {}
+    for entry in tensors.values():
+        if "int4_output_error" in entry:
+            errors.setdefault(entry["group"], []).append(entry["int4_output_error"])
+    for group, kl in plan["group_int4_kl"].items():
+        choice = "GGUF levels" if group in plan["groups_kept_high"] else "int4"
+        lines.append(f"  {group:<9} {choice:<11} int4 KL {kl:.2e}  max output error {max(errors.get(group, [0])):.3f}")
     return lines

@@ -26,20 +26,25 @@ from .errors import EdgespecError
 log = logging.getLogger(__name__)
 MIN_CONTEXT = 256
 MARGIN = 24 << 20  # allocator slack, Python objects created while decoding
+# Peak RSS while onnxruntime creates a session and runs a first pass, over the export's data size
+# (prepacked MatMulNBits weights replace the mapped file pages): 1.09 on smollm2-135m's default export
+# (benchmarks/load-memory.md); rounded up.
+ORT_LOAD_FACTOR = 1.15
 
 
 class MemoryBudgetError(EdgespecError):
     pass
 
 
-def parse_size(text: str | int) -> int:
-    """'1.5G', '800M', '2GiB', '512k' or a number of bytes."""
+def parse_size(text: str | int, base: int = 1024) -> int:
+    """'1.5G', '800M', '2GiB', '512k' or a number of bytes. base 1000: M means 10^6 (but MiB 2^20)."""
     if isinstance(text, int):
         return text
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(text), re.IGNORECASE)
     if not match:
         raise EdgespecError(f"memory size '{text}' is not understood; expected e.g. 1.5G, 800M or a byte count")
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[match.group(2).lower()]
+    unit = 1024 if (match.group(3) or "").lower() == "ib" else base
+    scale = unit ** "kmgt".find(match.group(2).lower()) * unit if match.group(2) else 1
     return int(float(match.group(1)) * scale)
 
 

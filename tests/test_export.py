@@ -21,14 +21,18 @@ def int4_export(tmp_path_factory, smollm2_gguf):
 
 
 def test_int4_export_is_validated(int4_export):
+    """The default recipe: within 1.1x the all-int4 bytes per token, every weight's choice, bytes and
+    measured int4 error in the manifest."""
     m = read_manifest(int4_export)
-    assert m["quantization"]["routes"] == {"Q4_1 levels kept": 210}  # no weight requantized
+    q = m["quantization"]
+    assert q["recipe"] == "balanced" and q["plan"]["bytes_per_token"] <= 1.1 * q["plan"]["all_int4_bytes"]
+    assert len(q["tensors"]) == 211  # 30 layers x 7 projections + the (tied) lm_head
+    assert all({"choice", "bytes", "group"} <= set(t) for t in q["tensors"].values())
+    assert all("int4_output_error" in t for t in q["tensors"].values() if t["choice"] == "int4")
     for name in ("stdlib", "prose"):
         v = m["validation"][name]
         print(name, v)
-        assert v["top1_agreement"] >= 0.95  # int8 activations flip near-ties only (see README)
-        # llama.cpp also rounds activations to 8 bits: the same yardstick, measured on its own kernels
-        assert v["top1_agreement"] >= v["llamacpp_top1_agreement"] - 0.03
+        assert v["top1_agreement"] >= 0.85  # int8 activations and an int4 lm_head flip near-ties
         assert abs(v["perplexity"] / v["llamacpp_perplexity"] - 1) <= 0.05
     assert set(m["files"]) == {"model.onnx", "model.onnx.data", "tokenizer.json", "tokenizer_config.json"}
 
@@ -36,7 +40,8 @@ def test_int4_export_is_validated(int4_export):
 def test_fp32_activations_reach_97_percent_top1(tmp_path, smollm2_gguf):
     """--accuracy-level 0: the int4 weights see fp32 activations; the int8 lm_head keeps level 4
     (onnxruntime's CPU kernel has no fast fp32 path for 8-bit weights)."""
-    out = export(str(smollm2_gguf), tmp_path / "exact", ExportOptions(accuracy_level=0, validate_tokens=256))
+    out = export(str(smollm2_gguf), tmp_path / "exact", ExportOptions(accuracy_level=0, validate_tokens=256,
+                                                                      recipe="faithful"))
     for name in ("stdlib", "prose"):
         v = read_manifest(out)["validation"][name]
         print(name, v)
@@ -101,6 +106,7 @@ def test_corrupt_export_is_refused(int4_export, tmp_path):
 def test_info_prints_the_manifest(int4_export):
     out = run_cli("info", str(int4_export)).stdout.decode()
     assert "validation stdlib" in out and "Q4_1 levels kept" in out and "llama.cpp" in out
+    assert "bytes/token:" in out and "lm_head" in out  # the precision plan, one line per group
 
 
 def test_existing_output_needs_force(int4_export, smollm2_gguf):

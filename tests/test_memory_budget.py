@@ -73,3 +73,25 @@ def test_llamacpp_context_is_sized_to_the_budget_before_its_kv_cache_is_allocate
           f"context {out['context']}, peak RSS {out['peak_rss_mb']} MiB")
     assert out["kv_allocated_mb"] < 0.6 * roomy["kv_allocated_mb"] and MIN_CONTEXT <= out["context"] < 4096
     assert out["peak_rss_mb"] * MiB <= budget
+
+
+def test_a_budget_between_the_gguf_and_the_exports_need_is_refused_before_loading(smollm2_gguf, monkeypatch):
+    """onnxruntime holds the export's weights (times a measured load factor), not the GGUF's bytes: a budget
+    that the GGUF fits but the export does not is refused before a session exists, naming both sizes."""
+    from edgespec import api, hub, loader
+    from edgespec.memory import MARGIN, ORT_LOAD_FACTOR, human, rss
+    from edgespec.runtimes import ort as ort_runtime
+
+    export_dir = loader.cached_export(hub.resolve_model(str(smollm2_gguf)))  # exporting is not loading
+    need = int(hub.weights_bytes(hub.ModelRef("export", export_dir, "smollm2")) * ORT_LOAD_FACTOR)
+    gguf = smollm2_gguf.stat().st_size
+    assert gguf < need
+
+    def never(*args, **kwargs):
+        raise AssertionError("an onnxruntime session was created before the budget was checked")
+
+    monkeypatch.setattr(ort_runtime.OrtBackend, "__init__", never)
+    with pytest.raises(MemoryBudgetError) as refused:
+        api.load(str(smollm2_gguf), memory_budget=rss() + MARGIN + (gguf + need) // 2)
+    message = str(refused.value)
+    assert human(need) in message and human(gguf) in message, message

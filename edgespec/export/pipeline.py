@@ -25,11 +25,13 @@ from ..models.contract import manifest_entry
 from ..models.onnx_builder import ExternalData, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
+from ..quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE, RECIPES, get_recipe
 from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
 from .gguf_writer import GGUF_TYPES, write_gguf
 from ..progress import Progress
 from .manifest import write_manifest
+from .precision import calibration_tokens, plan_precision
 from .validate import LlamaCppLogits, validate
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class ExportOptions:
     precision: str = "int4"
     block_size: int = 32  # for weights that must be requantized (float sources)
     accuracy_level: int = 4  # MatMulNBits on int4 weights: 4 = int8 activations (fast), 0/1 = fp32
-    lm_head: str = "int8"
+    lm_head: str | None = None  # int8 (default) | int4 | fp32, for --recipe faithful and --requantize
     embed: str = "fp16"
     max_len: int = 4096  # KV buffer length (context) the runtime allocates
     validate_tokens: int = 256
@@ -54,6 +56,14 @@ class ExportOptions:
     requantize: bool = False  # True: requantize GGUF blocks to plain int4 too (smaller, faster, lossy)
     layer_plans: bool = True  # one If per layer so layer-skip drafts can run a subset (costs ~5% per step)
     gguf_type: str | None = None  # --format gguf: Q8_0, Q4_0, F16, F32 (default Q4_0 for int4, F32 for fp32)
+    recipe: str = DEFAULT_RECIPE  # int4: how each weight is stored (quant/recipe.py)
+    bytes_budget: int | None = None  # bytes per token for the planned recipes, instead of the recipe's own
+
+    @property
+    def planned(self) -> bool:
+        """Precision chosen per weight by measured sensitivity (GPTQ int4 vs the GGUF's levels)."""
+        return self.format == "onnx" and self.precision == "int4" and not self.requantize and \
+            get_recipe(self.recipe).budget is not None
 
     def check(self) -> None:
         problems = []
@@ -65,11 +75,21 @@ class ExportOptions:
             problems.append(f"precision '{self.precision}' is not supported; choose one of {PRECISIONS}")
         if self.block_size not in BLOCK_SIZES:
             problems.append(f"block size {self.block_size} is not one of {BLOCK_SIZES}")
-        if self.lm_head not in LM_HEAD_CHOICES:
+        if self.lm_head is not None and self.lm_head not in LM_HEAD_CHOICES:
             problems.append(f"lm_head '{self.lm_head}' is not one of {LM_HEAD_CHOICES}")
+        if self.recipe not in RECIPES:
+            problems.append(f"recipe '{self.recipe}' is not one of {', '.join(RECIPES)}")
+        elif self.planned and self.lm_head is not None:
+            problems.append(f"--lm-head applies to --recipe faithful or --requantize; recipe '{self.recipe}' "
+                            "chooses the lm_head's precision itself")
+        if self.bytes_budget is not None and (self.bytes_budget <= 0 or self.recipe not in RECIPES
+                                              or not self.planned):
+            problems.append(f"--bytes-budget {self.bytes_budget} needs a positive size and a planned recipe "
+                            f"(balanced or fast), not '{self.recipe}'")
         if self.embed not in EMBED_CHOICES:
             problems.append(f"embed '{self.embed}' is not one of {EMBED_CHOICES}")
-        if self.precision != "int4" and (self.lm_head != "int8" or self.embed != "fp16" or self.requantize):
+        if self.precision != "int4" and (self.lm_head not in (None, "int8") or self.embed != "fp16"
+                                         or self.requantize):
             problems.append("--lm-head / --embed / --requantize apply to --int4 exports only")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             problems.append(f"accuracy level {self.accuracy_level} is not one of 0-4")
@@ -162,7 +182,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     """model.onnx + model.onnx.data; returns (manifest entries, validation report, build seconds)."""
     config = source.config
     log.info("building the %s graph for %s (%d layers)", options.precision, ref.name, config.num_layers)
-    linear, lm_head = _strategies(source, options)
+    linear, lm_head, plan = _strategies(source, options, tokenizer, ref)
     external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
     try:
         graph = family(config.architecture).build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
@@ -183,7 +203,8 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
                       ref.path if ref.kind == "gguf" else None)
     artifact = {"format": "onnx",
                 "quantization": {**asdict(options), "routes": _route_summary(getattr(linear, "report", {})),
-                                 "lm_head_route": getattr(lm_head, "report", {})},
+                                 "lm_head_route": getattr(lm_head, "report", {}),
+                                 **({} if plan is None else {"plan": plan.summary, "tensors": plan.tensors})},
                 "graph": {"file": GRAPH_FILE, "inputs": inputs},
                 "graph_contract": manifest_entry(config, layer_plans=options.layer_plans)}
     return artifact, report, build_seconds
@@ -203,18 +224,31 @@ def _write_gguf_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
         report, build_seconds
 
 
-def _strategies(source, options: ExportOptions):
+def _strategies(source, options: ExportOptions, tokenizer, ref=None):
+    """(layers' Linear, lm_head's Linear, precision Plan or None)."""
     if options.precision == "fp32":
-        return gemm_linear, gemm_linear
+        return gemm_linear, gemm_linear, None
     if options.precision == "fp16":
-        return fp16_linear, fp16_linear
+        return fp16_linear, fp16_linear, None
+    if options.planned:  # high route = GGUF levels (int8 for float weights); GPTQ int4 where the plan says
+        layers = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
+        lm_head = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
+        recipe = get_recipe(options.recipe)
+        tokens = calibration_tokens(tokenizer, recipe.calib_tokens)
+        cache = None if ref is None else hub.cache_dir() / "calibration" / (
+            f"{ref.name}-" + hub.source_key(ref.path, CALIBRATION_VERSION, recipe.calib_tokens, recipe.kl_tokens,
+                                            recipe.top_k, options.block_size, hash(tuple(tokens))) + ".npz")
+        plan = plan_precision(source, tokens, recipe, layers, lm_head, options.bytes_budget, options.block_size,
+                              cache)
+        layers.planned = lm_head.planned = plan.int4
+        return layers, lm_head, plan
     layers = QuantizedLinear(source, 4, options.block_size, options.accuracy_level,
                              keep_gguf_blocks=not options.requantize)
     if options.lm_head == "fp32":
-        return layers, gemm_linear
-    bits = 8 if options.lm_head == "int8" else 4
+        return layers, gemm_linear, None
+    bits = 4 if options.lm_head == "int4" else 8
     return layers, QuantizedLinear(source, bits, options.block_size, options.accuracy_level,
-                                   keep_gguf_blocks=not options.requantize)
+                                   keep_gguf_blocks=not options.requantize), None
 
 
 def _route_summary(report: dict) -> dict:

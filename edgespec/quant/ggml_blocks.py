@@ -10,7 +10,7 @@ MatMulNBits computes scale * (level - implied_zero) with implied_zero 8 (int4) o
 The bracketed per-group constant, when there is one, is applied as
 (group sums of the input) @ constant^T: a [T, K/group] x [K/group, N] product.
 Q4_0, Q5_0, Q6_K and Q8_0 have none and convert bit-exactly; the others add one
-float rounding.
+float rounding (or, in the planned recipes, one int8 rounding of the offset term: linear.offset_int8).
 """
 
 from __future__ import annotations

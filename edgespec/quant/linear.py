@@ -37,6 +37,8 @@ class QuantizedLinear:
     symmetric: bool = False
     keep_gguf_blocks: bool = True  # False: dequantize and requantize even GGUF block weights
     report: dict[str, dict] = field(default_factory=dict)
+    planned: dict = field(default_factory=dict)  # canonical -> PackedInt4 chosen by export/precision.py (GPTQ)
+    int8_offsets: bool = False  # Q4_1/Q4_K's per-block offset term as int8 (1/4 of the fp32 bytes, one rounding)
 
     def __call__(self, g, x: str, canonical: str, out: str) -> None:
         packed, offset = self.pack(canonical)
@@ -79,7 +81,14 @@ class QuantizedLinear:
             shape = g.constant(f"block_shape.{k_blocks}.{packed.block}", np.array([-1, k_blocks, packed.block]))
             sums = g.node("ReduceSum", [g.node("Reshape", [x, shape]), g.constant("axis_last", np.array([-1]))],
                           keepdims=0)
-            correction = g.node("MatMul", [sums, g.constant(name + ".block_offset", offset.T.copy())])
+            if self.int8_offsets:
+                q = offset_int8(offset)
+                correction = g.node("MatMulNBits", [sums, g.constant(name + ".block_offset.q", q.blob),
+                                                    g.constant(name + ".block_offset.scales", q.scales)],
+                                    domain="com.microsoft", K=k_blocks, N=packed.N, bits=8, block_size=q.block,
+                                    accuracy_level=INT8_WEIGHT_ACCURACY_LEVEL)
+            else:
+                correction = g.node("MatMul", [sums, g.constant(name + ".block_offset", offset.T.copy())])
             g.node("Add", [main, correction], [out])
 
     def level_for(self, bits: int) -> int:
@@ -88,22 +97,48 @@ class QuantizedLinear:
         every call (smollm2's int8 lm_head at level 0: 152 -> 12 tok/s)."""
         return self.accuracy_level if bits == 4 else INT8_WEIGHT_ACCURACY_LEVEL
 
-    def pack(self, canonical: str) -> tuple[PackedInt4, np.ndarray | None]:
-        """(packed weight, per-block offset [N, K/block] or None)."""
+    def pack(self, canonical: str, record: bool = True) -> tuple[PackedInt4, np.ndarray | None]:
+        """(packed weight, per-block offset [N, K/block] or None). record=False: leave no report entry."""
+        report = self.report if record else {}
         raw = self.source.raw(canonical) if hasattr(self.source, "raw") else None
+        if canonical in self.planned:
+            packed = self.planned[canonical]
+            report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} -> int4 (calibrated)", "bits": 4,
+                                 "block": packed.block}
+            return packed, None
         if raw is not None and is_block_format(raw.qtype) and self.keep_gguf_blocks:
             packed, offset = to_matmulnbits(raw.data, raw.qtype, raw.shape, canonical)
             packed = _permute_rows(packed, self.source.config, canonical)
             if offset is not None:
                 offset = _unpermute(offset, self.source.config, canonical)
-            self.report[canonical] = {"route": f"{raw.qtype.name} levels kept", "bits": packed.bits,
+            report[canonical] = {"route": f"{raw.qtype.name} levels kept", "bits": packed.bits,
                                       "block": packed.block, "offset_term": offset is not None}
             return packed, offset
         weight = self.source.tensor(canonical)
         packed = quantize(weight, self.block, self.symmetric) if self.bits == 4 else quantize_int8(weight, self.block)
-        self.report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} requantized", "bits": packed.bits,
+        report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} requantized", "bits": packed.bits,
                                   **error_report(weight, packed)}
         return packed, None
+
+
+def offset_int8(offset: np.ndarray) -> PackedInt4:
+    """A per-block offset term [N, K/block] as an int8 MatMulNBits weight (K = K/block inputs; rows padded
+    with zeros to whole blocks of 16 or 32, which MatMulNBits allows)."""
+    n, k = offset.shape
+    block = 32 if k >= 32 else 16
+    padded = np.zeros((n, -(-k // block) * block), np.float32)
+    padded[:, :k] = offset
+    q = quantize_int8(padded, block)
+    return PackedInt4(n, k, block, q.blob, q.scales, None, 8)
+
+
+def offset_bytes(offset: np.ndarray | None, int8: bool) -> int:
+    if offset is None:
+        return 0
+    if not int8:
+        return offset.nbytes
+    q = offset_int8(offset)
+    return q.blob.nbytes + q.scales.nbytes
 
 
 def _unpermute(rows: np.ndarray, config, canonical: str) -> np.ndarray:

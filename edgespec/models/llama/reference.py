@@ -102,6 +102,9 @@ class LlamaReference:
             self.w = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()}
         self._lm_head = "lm_head" if "lm_head" in weights else "embed"  # tied embeddings
         self.inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
+        # observe(point, x): sees every projection's input (calibration for error-aware quantization);
+        # points: layers.i.attn_in (q/k/v), .o_in, .ffn_in (gate/up), .down_in
+        self.observe = None
 
     @classmethod
     def from_source(cls, source) -> "LlamaReference":
@@ -151,6 +154,7 @@ class LlamaReference:
         p = f"layers.{i}."
         T = h.shape[0]
         a = rms_norm(h, w[p + "attn_norm"], c.rms_norm_eps)
+        self._see(p + "attn_in", a)
         q, k, v = a @ w[p + "q"].T, a @ w[p + "k"].T, a @ w[p + "v"].T
         if c.attention_bias:
             q, k, v = q + w[p + "q_bias"], k + w[p + "k_bias"], v + w[p + "v_bias"]
@@ -172,8 +176,16 @@ class LlamaReference:
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         probs = scores / scores.sum(axis=-1, keepdims=True)
         out = (probs.reshape(c.num_kv_heads, group * T, -1) @ values).reshape(c.num_heads, T, c.head_dim)
-        h = h + out.transpose(1, 0, 2).reshape(T, -1) @ w[p + "o"].T
+        out = out.transpose(1, 0, 2).reshape(T, -1)
+        self._see(p + "o_in", out)
+        h = h + out @ w[p + "o"].T
 
         m = rms_norm(h, w[p + "ffn_norm"], c.rms_norm_eps)
-        h = h + (silu(m @ w[p + "gate"].T) * (m @ w[p + "up"].T)) @ w[p + "down"].T
-        return h
+        self._see(p + "ffn_in", m)
+        act = silu(m @ w[p + "gate"].T) * (m @ w[p + "up"].T)
+        self._see(p + "down_in", act)
+        return h + act @ w[p + "down"].T
+
+    def _see(self, point: str, x: np.ndarray) -> None:
+        if self.observe is not None:
+            self.observe(point, x)

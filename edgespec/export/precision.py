@@ -1,0 +1,284 @@
+"""Precision chosen by measured sensitivity, under a bytes-per-token budget (see quant/recipe.py).
+
+One pass over the layers of the fp32 reference (the dequantized source) on calibration text:
+  1. the inputs of every projection give its Hessian H = X^T X; every requantizable weight
+     (a GGUF level other than Q4_0, or a float weight) is quantized to int4 by GPTQ when the
+     calibration has at least as many tokens as the weight has inputs, else by round-to-nearest:
+     with fewer tokens than inputs H is singular and GPTQ fits the calibration text, not the
+     model (measured on held-out text: smollm2's ffn_down, 1536 inputs, 512-1024 tokens: output
+     error 0.085-0.115 with GPTQ vs 0.077-0.080 round-to-nearest; q, 576 inputs: 0.035 vs 0.077);
+  2. group g = one layer's requantizable weights (or the lm_head): a copy of the first
+     kl_tokens hidden states (held out of the Hessians, so GPTQ's fit to them is not measured) goes through layer g with its int4 weights and through every
+     later layer in fp32; at the end, KL(reference || that copy) is group g's int4 cost;
+  3. every group starts at int4; groups are raised to their GGUF levels (or int8 for float
+     sources) by KL saved per extra byte, while the budget holds.
+Only one layer's float weights are held at a time. Calibration text is derived at run time from
+the stdlib (heapq source and pydoc's topics from the end), apart from the validation texts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from collections import ChainMap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..formats import LazyWeights
+from ..formats.quants import is_block_format
+from ..models import reference_model_class
+from ..models.llama.reference import KVCache, causal_mask, rms_norm
+from ..progress import Progress
+from ..quant.gptq import gptq_int4, hessian, output_error
+from ..quant.int4 import PackedInt4, dequantize, quantize
+from ..quant.recipe import Recipe, int4_bytes, packed_bytes
+
+log = logging.getLogger(__name__)
+
+PROJECTIONS = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o_in", "gate": "ffn_in", "up": "ffn_in",
+               "down": "down_in"}
+
+
+def calibration_tokens(tokenizer, n: int, piece: int = 32) -> list[int]:
+    """n tokens alternating `piece`-token runs of Python source and English prose (not the validation texts)."""
+    import heapq
+
+    from pydoc_data import topics
+
+    code = tokenizer.encode(inspect.getsource(heapq), add_bos=False)
+    prose = tokenizer.encode("\n\n".join(topics.topics[k] for k in sorted(topics.topics, reverse=True)[:40]),
+                             add_bos=False)
+    out: list[int] = []
+    for start in range(0, n, piece):
+        src = code if (start // piece) % 2 == 0 else prose
+        out += src[start // 2: start // 2 + piece]
+    return out[:n]
+
+
+@dataclass
+class Plan:
+    """Per weight: the GPTQ int4 form (in `int4`) or None = the high route (GGUF levels / int8)."""
+
+    int4: dict = field(default_factory=dict)  # canonical -> PackedInt4 chosen
+    tensors: dict = field(default_factory=dict)  # canonical -> manifest record
+    summary: dict = field(default_factory=dict)
+
+
+def high_route(linear, name: str):
+    """(packed, offset) of the high-precision route: the GGUF's own levels, or int8 for a float weight."""
+    return linear.pack(name, record=False)
+
+
+def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, bytes_budget: int | None = None,
+                   block: int = 32, cache_file: Path | None = None) -> Plan:
+    """tokens: calibration text (calibration_tokens); high_linear / lm_head_linear: QuantizedLinear
+    strategies whose pack() is the high route. cache_file: the calibration (int4 weights, KL per group)
+    is saved there and reused, so another budget or recipe of the same source costs no new calibration."""
+    started = time.monotonic()
+    config = source.config
+    lm_name = "lm_head" if "lm_head" in LazyWeights(source) else "embed"
+
+    groups: dict[str, list[str]] = {}  # group -> requantizable weights
+    fixed_bytes, all_int4 = 0, 0
+    records: dict[str, dict] = {}
+    for i in range(config.num_layers):
+        for kind in PROJECTIONS:
+            name = f"layers.{i}.{kind}"
+            all_int4 += int4_bytes(*_shape(source, name))
+            if _requantizable(source, name):
+                groups.setdefault(f"layer {i}", []).append(name)
+            else:
+                fixed_bytes += _record_high(records, high_linear, name, f"layer {i}")
+    all_int4 += int4_bytes(*_shape(source, lm_name))
+    if _requantizable(source, lm_name):
+        groups["lm_head"] = [lm_name]
+    else:
+        fixed_bytes += _record_high(records, lm_head_linear, lm_name, "lm_head")
+
+    if cache_file is not None and cache_file.is_file():
+        int4, kl, measured, kl_vocab = _load(cache_file)
+        log.info("precision: calibration reused from %s", cache_file)
+    else:
+        with threadpool_limits(1):  # 2 BLAS threads spin when the other core is busy: one is faster here
+            int4, kl, measured, kl_vocab = _calibrate(source, tokens, recipe, groups, block, lm_name)
+        if cache_file is not None:
+            _save(cache_file, int4, kl, measured, kl_vocab)
+    records.update(measured)
+
+    budget = bytes_budget if bytes_budget is not None else int(recipe.budget * all_int4)
+    low_bytes = {n: packed_bytes(int4[n]) for names in groups.values() for n in names}
+    high_bytes = {n: packed_bytes(*(lm_head_linear if g == "lm_head" else high_linear).pack(n, record=False))
+                  for g, names in groups.items() for n in names}
+    low = {g: sum(low_bytes[n] for n in names) for g, names in groups.items()}
+    high = {g: sum(high_bytes[n] for n in names) for g, names in groups.items()}
+    total = fixed_bytes + sum(low.values())
+    raised = []
+    for g in sorted(groups, key=lambda g: kl[g] / max(high[g] - low[g], 1), reverse=True):
+        if high[g] > low[g] and total + high[g] - low[g] <= budget:
+            total += high[g] - low[g]
+            raised.append(g)
+    plan = Plan()
+    for g, names in groups.items():
+        for name in names:
+            records[name]["group_int4_kl"] = round(kl[g], 6)
+            if g in raised:
+                records[name].update(choice="high", bytes=high_bytes[name])
+            else:
+                records[name].update(choice="int4", bytes=low_bytes[name])
+                plan.int4[name] = int4[name]
+    plan.tensors = records
+    plan.summary = {"recipe": recipe.name, "budget_bytes": budget, "all_int4_bytes": all_int4,
+                    "bytes_per_token": total, "bytes_vs_all_int4": round(total / all_int4, 4),
+                    "groups_kept_high": raised, "groups_int4": [g for g in groups if g not in raised],
+                    "group_int4_kl": {g: round(v, 6) for g, v in kl.items()},
+                    "calibration_tokens": len(tokens), "kl_tokens": min(recipe.kl_tokens, len(tokens)),
+                    "kl_vocab": kl_vocab,
+                    "seconds": round(time.monotonic() - started, 1)}
+    log.info("precision plan (%s): %.0f MB/token (%.3fx all-int4; budget %.0f MB), raised to GGUF levels: %s",
+             recipe.name, total / 1e6, total / all_int4, budget / 1e6, ", ".join(raised) or "none")
+    return plan
+
+
+def _calibrate(source, tokens, recipe: Recipe, groups: dict, block: int, lm_name: str):
+    """-> (int4 weights, KL per group, per-weight measurements, size of the KL vocabulary)."""
+    config = source.config
+    lazy = LazyWeights(source)
+    model_cls = reference_model_class(config.architecture)
+    tokens = np.asarray(tokens)
+    T, t_kl = len(tokens), min(recipe.kl_tokens, len(tokens))
+    positions = np.arange(T)
+    bias = np.where(causal_mask(0, T), 0.0, -np.inf).astype(np.float32)
+    int4: dict = {}
+    kl: dict[str, float] = {}
+    measured: dict[str, dict] = {}
+    reference = model_cls(config, lazy, materialize=False)
+    h = reference._rows("embed", tokens)
+    variants: dict[str, np.ndarray] = {}
+    with Progress(config.num_layers + 1, f"calibrating {recipe.name} precision (GPTQ, KL per layer)",
+                  unit="layers") as progress:
+        for i in range(config.num_layers):
+            layer_w = {n: source.tensor(n) for n in lazy if n.startswith(f"layers.{i}.")}
+            seen: dict[str, np.ndarray] = {}
+            fp32 = model_cls(config, ChainMap(layer_w, lazy), materialize=False)
+            fp32.observe = lambda point, x: seen.__setitem__(point.rsplit(".", 1)[1], x)
+            h_next = fp32._layer(i, h, positions, bias, _cache(i), True)
+            fp32.observe = None
+            for g in variants:  # copies that left the reference at an earlier layer go on in fp32
+                variants[g] = _layer(fp32, i, variants[g])
+            names = groups.get(f"layer {i}", [])
+            hessians: dict[str, np.ndarray] = {}
+            quantized = {}
+            for name in names:
+                point = PROJECTIONS[name.rsplit(".", 1)[1]]
+                int4[name], method = _int4(layer_w[name], seen[point][t_kl:], hessians, point, block)
+                quantized[name] = dequantize(int4[name])
+                measured[name] = {"group": f"layer {i}", "int4_method": method, "int4_output_error":
+                                 round(output_error(seen[point][:t_kl], layer_w[name], quantized[name]), 5)}
+            if names:
+                variants[f"layer {i}"] = _layer(model_cls(config, ChainMap(quantized, layer_w, lazy),
+                                                          materialize=False), i, h[:t_kl])
+            h = h_next
+            progress.update(1)
+        normed = rms_norm(h, source.tensor("final_norm"), config.rms_norm_eps)
+        lm = source.tensor(lm_name)
+        ref_logits = normed[:t_kl] @ lm.T
+        vocab = np.unique(np.argsort(ref_logits, axis=1)[:, -recipe.top_k:])
+        ref_logits = ref_logits[:, vocab]
+        final_norm = source.tensor("final_norm")
+        for g, state in variants.items():
+            kl[g] = _kl(ref_logits, rms_norm(state, final_norm, config.rms_norm_eps) @ lm[vocab].T)
+        if "lm_head" in groups:
+            int4[lm_name], method = _int4(lm, normed[t_kl:], {}, "lm_in", block)
+            rows = dequantize(_rows(int4[lm_name], vocab))
+            kl["lm_head"] = _kl(ref_logits, normed[:t_kl] @ rows.T)
+            measured[lm_name] = {"group": "lm_head", "int4_method": method, "int4_output_error":
+                                round(output_error(normed[:t_kl], lm[vocab], rows), 5)}
+        del lm
+        progress.update(1)
+
+    return int4, kl, measured, int(len(vocab))
+
+
+def _save(path: Path, int4: dict, kl: dict, measured: dict, kl_vocab: int) -> None:
+    """npz without pickles: each weight's packed arrays, and the measurements as JSON text."""
+    arrays = {"meta": np.array(json.dumps({"kl": kl, "measured": measured, "kl_vocab": kl_vocab}))}
+    for name, p in int4.items():
+        arrays[f"{name}|blob"], arrays[f"{name}|scales"] = p.blob, p.scales
+        arrays[f"{name}|zero_points"] = p.zero_points
+        arrays[f"{name}|shape"] = np.array([p.N, p.K, p.block, p.bits])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / (path.name + ".partial.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load(path: Path):
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        int4 = {}
+        for key in f.files:
+            if key.endswith("|shape"):
+                name = key[:-6]
+                n, k, block, bits = (int(v) for v in f[key])
+                int4[name] = PackedInt4(n, k, block, f[f"{name}|blob"], f[f"{name}|scales"],
+                                        f[f"{name}|zero_points"], bits)
+    return int4, meta["kl"], meta["measured"], meta["kl_vocab"]
+
+
+def _int4(w: np.ndarray, x: np.ndarray, hessians: dict, point: str, block: int):
+    """(PackedInt4, method): GPTQ with the Hessian of x (shared per input point) when x has at least as
+    many rows as w has inputs, else round-to-nearest (asymmetric min/max)."""
+    if len(x) < w.shape[1]:
+        return quantize(w, block), "rtn"
+    if point not in hessians:
+        hessians[point] = hessian(x)
+    return gptq_int4(w, hessians[point], block), "gptq"
+
+
+def _rows(p: PackedInt4, rows: np.ndarray) -> PackedInt4:
+    """The packed weight's rows `rows` (4-bit zero points: whole bytes per row, as int4.pack_zero_points pads)."""
+    zp = None if p.zero_points is None else p.zero_points.reshape(p.N, -1)[rows].reshape(-1)
+    return PackedInt4(len(rows), p.K, p.block, p.blob[rows], p.scales.reshape(p.N, -1)[rows].reshape(-1), zp, p.bits)
+
+
+def _layer(model, i: int, h: np.ndarray) -> np.ndarray:
+    T = len(h)
+    return model._layer(i, h, np.arange(T), np.where(causal_mask(0, T), 0.0, -np.inf).astype(np.float32),
+                        _cache(i), True)
+
+
+def _cache(i: int) -> KVCache:
+    """An empty cache for running layer i alone (the reference indexes the cache by layer)."""
+    return KVCache([None] * i, [None] * i)
+
+
+def _kl(ref_logits: np.ndarray, logits: np.ndarray) -> float:
+    """Mean over rows of KL(softmax(ref) || softmax(logits)) on the same vocabulary subset."""
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    lp, lq = log_softmax(ref_logits.astype(np.float64)), log_softmax(logits.astype(np.float64))
+    return float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=-1)))
+
+
+def _shape(source, name: str) -> tuple[int, int]:
+    raw = source.raw(name) if hasattr(source, "raw") else None
+    return tuple(raw.shape) if raw is not None else tuple(source.tensor(name).shape)
+
+
+def _requantizable(source, name: str) -> bool:
+    """Everything but Q4_0 (its levels are exact and already smaller than asymmetric int4)."""
+    raw = source.raw(name) if hasattr(source, "raw") else None
+    return raw is None or not is_block_format(raw.qtype) or raw.qtype.name != "Q4_0"
+
+
+def _record_high(records: dict, linear, name: str, group: str) -> int:
+    packed, offset = linear.pack(name, record=False)
+    records[name] = {"group": group, "choice": "high", "bytes": packed_bytes(packed, offset)}
+    return records[name]["bytes"]

@@ -1,0 +1,117 @@
+"""Error-aware requantization (GPTQ), the int8 offset term, and precision planned under a bytes budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgespec.errors import EdgespecError
+from edgespec.export.pipeline import ExportOptions
+from edgespec.export.precision import plan_precision
+from edgespec.formats import open_weights
+from edgespec.quant import int4
+from edgespec.quant.gptq import gptq_int4, hessian, inverse_factor, output_error
+from edgespec.quant.linear import QuantizedLinear, offset_int8
+from edgespec.quant.recipe import RECIPES, Recipe, int4_bytes, packed_bytes
+
+from .test_formats import write_tiny_hf
+from .test_quant import run_matmulnbits
+from .tiny import TINY_CONFIGS, random_weights
+
+
+def correlated(rng, t: int, k: int) -> np.ndarray:
+    """Activations with correlated channels and a few large ones, as a transformer's are."""
+    x = rng.standard_normal((t, k)) @ rng.standard_normal((k, k)) * 0.1
+    x[:, :4] *= 10
+    return x.astype(np.float32)
+
+
+def test_inverse_factor_is_the_upper_cholesky_of_the_damped_inverse():
+    h = hessian(np.random.default_rng(0).standard_normal((300, 64)))
+    u, dead = inverse_factor(h, damp=0.1)
+    damped = h + 0.1 * np.mean(np.diag(h)) * np.eye(64)
+    np.testing.assert_allclose(u.T @ u, np.linalg.inv(damped), rtol=1e-4, atol=1e-7)
+    assert np.all(np.tril(u, -1) == 0) and not dead.any()
+
+
+@pytest.mark.parametrize("block", [32, 64])
+def test_gptq_packs_for_matmulnbits_and_beats_round_to_nearest_on_held_out_rows(block):
+    rng = np.random.default_rng(block)
+    w = rng.standard_normal((96, 256)).astype(np.float32)
+    x = correlated(rng, 1400, 256)
+    fit, held_out = x[:1024], x[1024:]
+    packed = gptq_int4(w, hessian(fit), block)
+    # the layout is MatMulNBits': onnxruntime computes x @ dequantize(packed)^T
+    np.testing.assert_allclose(run_matmulnbits(packed, held_out), held_out @ int4.dequantize(packed).T,
+                               rtol=1e-4, atol=1e-3)
+    gptq = output_error(held_out, w, int4.dequantize(packed))
+    rtn = output_error(held_out, w, int4.dequantize(int4.quantize(w, block)))
+    assert gptq < 0.8 * rtn, (gptq, rtn)
+    assert packed_bytes(packed) == int4_bytes(96, 256, block)
+
+
+def test_dead_inputs_are_zeroed_not_divided_by():
+    rng = np.random.default_rng(1)
+    x = correlated(rng, 512, 64)
+    x[:, 5] = 0  # an input that never fires
+    packed = gptq_int4(rng.standard_normal((8, 64)).astype(np.float32), hessian(x))
+    assert np.isfinite(int4.dequantize(packed)).all()
+
+
+def test_int8_offset_term_runs_in_onnxruntime():
+    """Q4_1 / Q4_K's per-block offset [N, K/32] as an int8 MatMulNBits over the block sums; K/32 = 18 is
+    not a multiple of the 16-wide int8 block (rows are zero-padded)."""
+    rng = np.random.default_rng(2)
+    offset = rng.standard_normal((40, 18)).astype(np.float32)
+    sums = rng.standard_normal((3, 18)).astype(np.float32)
+    q = offset_int8(offset)
+    exact = sums @ offset.T
+    got = run_matmulnbits(q, sums, accuracy_level=0)
+    assert np.abs(got - exact).max() <= 0.01 * np.abs(exact).max()
+
+
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory):
+    config = TINY_CONFIGS["qwen2"]
+    directory = tmp_path_factory.mktemp("tiny") / "hf"
+    write_tiny_hf(directory, config, random_weights(config))
+    return open_weights(directory)
+
+
+def plan(source, budget_factor=None, bytes_budget=None):
+    recipe = Recipe("test", "tiny", budget_factor or 1.1, calib_tokens=160, kl_tokens=32, top_k=8)
+    tokens = np.random.default_rng(3).integers(0, source.config.vocab_size, 160)
+    linear = QuantizedLinear(source, 8, 32, 4, int8_offsets=True)
+    return plan_precision(source, tokens, recipe, linear, linear, bytes_budget)
+
+
+def test_plan_keeps_high_precision_by_measured_kl_within_the_budget(tiny_source):
+    c = tiny_source.config
+    everything = plan(tiny_source, bytes_budget=10**9)
+    summary = everything.summary
+    groups = [f"layer {i}" for i in range(c.num_layers)] + ["lm_head"]
+    assert sorted(summary["groups_kept_high"]) == sorted(groups) and not everything.int4
+    assert all(summary["group_int4_kl"][g] > 0 for g in groups)  # measured, not assumed
+    nothing = plan(tiny_source, bytes_budget=summary["all_int4_bytes"])
+    assert nothing.summary["groups_kept_high"] == [] and nothing.summary["bytes_per_token"] <= nothing.summary["budget_bytes"]
+    assert set(nothing.int4) == {n for n in nothing.tensors}  # float source: every weight is requantizable
+    # a budget for exactly one raised group: the one with the most KL saved per byte is raised
+    low, high = nothing.summary["bytes_per_token"], summary["bytes_per_token"]
+    one = plan(tiny_source, bytes_budget=low + (high - low) // len(groups) + 1)
+    assert one.summary["bytes_per_token"] <= one.summary["budget_bytes"]
+    assert sum(r["bytes"] for r in one.tensors.values()) == one.summary["bytes_per_token"]
+    for name, record in one.tensors.items():
+        assert record["choice"] in ("high", "int4") and "group_int4_kl" in record and record["bytes"] > 0
+        assert (record["choice"] == "int4") == (name in one.int4)
+        assert record["int4_method"] == "gptq"  # 128 calibration rows >= 96 inputs (ffn_down: 128)
+
+
+def test_recipe_options_are_checked():
+    assert set(RECIPES) >= {"faithful", "balanced", "fast"}
+    with pytest.raises(EdgespecError, match="recipe 'tiny' is not one of"):
+        ExportOptions(recipe="tiny").check()
+    with pytest.raises(EdgespecError, match="--lm-head applies to --recipe faithful"):
+        ExportOptions(lm_head="int4").check()
+    with pytest.raises(EdgespecError, match="--bytes-budget"):
+        ExportOptions(recipe="faithful", bytes_budget=10**8).check()
+    ExportOptions(recipe="faithful", lm_head="int4").check()
