@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stats", action="store_true", help="no stats footer after each answer")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible local server (the [serve] extra)")
+    from .serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -348,6 +354,12 @@ def cmd_chat(args) -> int:
     from .chat import run_chat
 
     return run_chat(args, _sampling(args))
+
+
+def cmd_serve(args) -> int:
+    from .serve import run
+
+    return run(args)
 
 
 if __name__ == "__main__":

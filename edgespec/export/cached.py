@@ -18,8 +18,13 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx") -> Path:
 
     key = hub.source_key(ref.path, f"graph{GRAPH_VERSION}") if fmt == "onnx" else hub.source_key(ref.path)
     out = hub.cache_dir() / "exports" / (f"{ref.name}-int4-{key}" if fmt == "onnx" else f"{ref.name}-gguf-{key}")
-    if not (out / "edgespec.json").is_file():
-        log.info("first use of %s: exporting it to %s in %s", ref.name, "int4 ONNX" if fmt == "onnx" else "GGUF", out)
-        export(ref.name if ref.name in hub.KNOWN_MODELS else str(ref.path), out, force=True,
-               options=ExportOptions(format=fmt))
+    if (out / "edgespec.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with hub.cache_lock(out, f"exporting {ref.name}"):  # another process exporting it: wait, then use its export
+        if not (out / "edgespec.json").is_file():
+            log.info("first use of %s: exporting it to %s in %s", ref.name,
+                     "int4 ONNX" if fmt == "onnx" else "GGUF", out)
+            export(ref.name if ref.name in hub.KNOWN_MODELS else str(ref.path), out, force=True,
+                   options=ExportOptions(format=fmt))
     return out
