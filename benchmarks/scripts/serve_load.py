@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx  # the HTTP client the openai package brings
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
