@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2 as httpx  # the HTTP client the openai package brings
 import openai
 import pytest
 
