@@ -76,3 +76,20 @@ def test_response_shapes():
     assert chunk(chat, role=True)["choices"][0]["delta"]["role"] == "assistant"
     assert chunk(chat, finish="stop")["choices"][0]["delta"] == {}
     assert "usage" not in chunk(chat, text="a")  # only with stream_options.include_usage
+
+
+def test_loopback_detection_for_the_bind_warning():
+    from edgespec.serve import _is_loopback
+
+    assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and _is_loopback("::1")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5") and not _is_loopback("example.org")
+
+
+def test_serve_refuses_an_unknown_model_in_one_line():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "edgespec.cli", "serve", "no-such-model", "--port", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: unknown model 'no-such-model'" in result.stderr

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 
+from .. import hub
 from ..errors import EdgespecError, MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def run(args) -> int:
     from .worker import ModelOptions, Worker, open_model
 
     check_spec(args.spec)
+    hub.resolve_model(args.model, pull_missing=False)  # an unknown name fails now, not after the server started
     if args.max_waiting < 0 or args.max_body < 1:
         raise EdgespecError(f"--max-waiting {args.max_waiting} / --max-body {args.max_body}: expected >= 0 / >= 1")
     if not args.api_key and not _is_loopback(args.host):
