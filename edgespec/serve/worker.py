@@ -21,6 +21,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..errors import EdgespecError
+
 log = logging.getLogger(__name__)
 
 
@@ -179,27 +181,20 @@ class Worker:
                 job = self._active = self._waiting.popleft()
             start = time.monotonic()
             try:
-                info = self._generate(job)
+                result = ("done", self._generate(job))
                 outcome = "cancelled" if job.cancelled.is_set() else "completed"
-                job.post("done", info)
             except Exception as exc:  # noqa: BLE001  (reported to that client; the server goes on)
-                if not isinstance(exc, _USER_ERRORS()):
+                if not isinstance(exc, EdgespecError):
                     log.exception("generation failed")
-                outcome = "failed"
-                job.post("error", exc)
-            with self._lock:
+                result, outcome = ("error", exc), "failed"
+            with self._lock:  # the slot is free before the client hears that its request is done
                 self._active = None
                 self.counts[outcome] += 1
                 self._busy_seconds += time.monotonic() - start
                 self._jobs_timed += 1
+            job.post(*result)
             if outcome == "cancelled":
                 log.info("request cancelled by its client; its decoding stopped and the cache was trimmed")
-
-
-def _USER_ERRORS():
-    from ..errors import EdgespecError
-
-    return EdgespecError
 
 
 def _drafter(model) -> str:
