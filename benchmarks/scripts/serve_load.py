@@ -37,7 +37,7 @@ def prompt_for(rng: random.Random) -> tuple[str, str]:
     if kind == "short":
         return kind, SHORT
     start = rng.randrange(0, 100_000)
-    chars = 800 if kind == "medium" else 4000  # ~200 / ~1000 tokens
+    chars = 600 if kind == "medium" else 2000  # ~150 / ~500 tokens
     return kind, f"Summarise this in one sentence:\n{PROSE[start:start + chars]}"
 
 
