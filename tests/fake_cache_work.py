@@ -61,7 +61,8 @@ def export(work: Path, hold: float) -> Path:
         (Path(out) / "edgespec.json").write_text(f'{{"made_by": {os.getpid()}}}')
 
     pipeline.export = fake_export
-    return cached.cached_export(hub.ModelRef("gguf", source, "fake"))
+    # the GGUF-format entry: its cache key needs no readable model header (the ONNX one reads the architecture)
+    return cached.cached_export(hub.ModelRef("gguf", source, "fake"), fmt="gguf")
 
 
 if __name__ == "__main__":
