@@ -192,6 +192,8 @@ def report(records, attempts, wall, ready, after, rss_ready, rss_peak, rss_after
                                 for k in ("short", "medium", "long") if any(r["prompt"] == k for r in ok)},
         "rss_mb": {"ready": round(rss_ready / 2**20), "peak": round(rss_peak / 2**20),
                    "after": round(rss_after / 2**20)},
+        "admitted_in_flight_at_429": {"min": min(at_429, default=None),
+                                      "histogram": {n: at_429.count(n) for n in sorted(set(at_429))}},
         "server_counts": queue, "checks": checks, "machine": machine_info(0),
         "command": "python benchmarks/scripts/serve_load.py " + " ".join(sys.argv[1:]),
     }

@@ -135,9 +135,11 @@ class Worker:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the worker is closed")
-            if len(self._waiting) >= self.max_waiting:
+            active = int(self._active is not None)
+            # full = one decoding + max_waiting waiting; a job that ends frees its slot before the next is
+            # taken off the queue, and that moment must not count as full
+            if active + len(self._waiting) >= 1 + self.max_waiting:
                 self.counts["rejected"] += 1
-                active = int(self._active is not None)
                 raise QueueFull(self._retry_after(), active, len(self._waiting))
             self._waiting.append(job)
             self._lock.notify()
