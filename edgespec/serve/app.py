@@ -15,7 +15,7 @@ import time
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -129,10 +129,10 @@ async def _complete(state: State, request: Request, chat: bool):
                 pieces.append(value)
             elif kind == "error":
                 raise _error_for(value)
+            elif kind == "gone":
+                return Response(status_code=499)  # nobody reads it: the client is gone
             else:
                 info = value
-    except ClientDisconnect:
-        return Response(status_code=499)  # nobody reads it: the client is gone
     finally:
         if info is None:  # disconnected (or failed): stop the job now
             worker.cancel(job)
@@ -148,6 +148,8 @@ async def _stream(worker, job: Job, req: protocol.Completion, request: Request):
             kind, value = await _next_event(job, request)
             if kind == "text":
                 yield protocol.sse(protocol.chunk(req, text=value))
+            elif kind == "gone":
+                return
             elif kind == "error":
                 done = True
                 yield protocol.sse(_error_for(value).body())
@@ -167,13 +169,13 @@ async def _stream(worker, job: Job, req: protocol.Completion, request: Request):
 
 
 async def _next_event(job: Job, request: Request):
-    """The worker's next event for this job; raises ClientDisconnect when the client has gone."""
+    """The worker's next event for this job, or ("gone", None) when the client has disconnected."""
     while True:
         try:
             return await asyncio.wait_for(job.events.get(), POLL_SECONDS)
         except asyncio.TimeoutError:
             if await request.is_disconnected():
-                raise ClientDisconnect() from None
+                return "gone", None
 
 
 def _finish(info: dict) -> str:
