@@ -49,7 +49,7 @@ def pull(work: Path, hold: float) -> Path:
 
 
 def export(work: Path, hold: float) -> Path:
-    from edgespec.export import cached, pipeline
+    from edgespec import loader
 
     source = work / "fake.gguf"
     if not source.exists():
@@ -60,9 +60,9 @@ def export(work: Path, hold: float) -> Path:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "edgespec.json").write_text(f'{{"made_by": {os.getpid()}}}')
 
-    pipeline.export = fake_export
+    loader.export = fake_export
     # the GGUF-format entry: its cache key needs no readable model header (the ONNX one reads the architecture)
-    return cached.cached_export(hub.ModelRef("gguf", source, "fake"), fmt="gguf")
+    return loader.cached_export(hub.ModelRef("gguf", source, "fake"), fmt="gguf")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import threading
 
 from .. import hub
 from ..errors import EdgespecError, MissingDependencyError
+from ..speculative.drafters.select import check_spec
+from .worker import ModelOptions, Worker, open_model
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +46,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    try:
+    try:  # the [serve] extra: imported only when serving
         import uvicorn
 
         from .app import State, build_app
     except ImportError as exc:
         raise MissingDependencyError(f"edgespec serve needs the [serve] extra ({exc.name} is missing): "
                                      "pip install 'edgespec[serve]'") from None
-    from ..speculative.drafters.select import check_spec
-    from .worker import ModelOptions, Worker, open_model
-
     check_spec(args.spec)
     hub.resolve_model(args.model, pull_missing=False)  # an unknown name fails now, not after the server started
     if args.max_waiting < 0 or args.max_body < 1:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..errors import ContextOverflowError, EdgespecError
 from . import protocol
 from .protocol import ApiError
 from .worker import Job, QueueFull
@@ -187,8 +188,6 @@ def _usage(info: dict) -> dict:
 
 
 def _error_for(exc: Exception) -> ApiError:
-    from ..errors import ContextOverflowError, EdgespecError
-
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, ContextOverflowError):

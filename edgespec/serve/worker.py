@@ -1,7 +1,7 @@
 """The decoding side of the server: one model, one decoding thread, a bounded queue in front of it.
 
 This is the only module of the server that touches the Python API (`edgespec.load`,
-`Model.chat_prompt`, `Model.generate`). One thread decodes one request at a time on
+`Model.chat_prompt`, `Model.generate` and the stats of each Generation). One thread decodes one request at a time on
 the model's single KV cache, so requests can never corrupt each other's cache; the
 others wait in a FIFO of at most `max_waiting` entries, and a request arriving when
 it is full is refused (the web layer answers 429 with Retry-After). A request whose
@@ -21,7 +21,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..api import load
 from ..errors import EdgespecError
+from ..memory import default_budget
+from ..sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,9 @@ class ModelOptions:
 
 def open_model(options: ModelOptions):
     """Load and prepare the model (export on first use, --spec auto's calibration): may take minutes."""
-    from .. import api
-    from ..memory import default_budget
-
-    model = api.load(options.model, backend=options.backend, threads=options.threads, device=options.device,
-                     context=options.context, memory_budget=options.memory_budget or default_budget())
-    model.set_spec(options.spec, options.draft_budget, options.exact)
-    return model
+    return load(options.model, backend=options.backend, spec=options.spec, draft_budget=options.draft_budget,
+                exact=options.exact, memory_budget=options.memory_budget or default_budget(),
+                context=options.context, threads=options.threads, device=options.device)
 
 
 class QueueFull(Exception):
@@ -107,20 +106,16 @@ class Worker:
         return list(prompt) if isinstance(prompt, list) else self.model.tokenizer.encode(prompt)
 
     def _generate(self, job: Job) -> dict:
-        from ..sampling import SamplingParams
-
         m = self.model
         sampling = SamplingParams(temperature=job.temperature, top_p=job.top_p, seed=job.seed)
-        events = m.generate(job.prompt, max_tokens=job.max_tokens, sampling=sampling, stop=job.stop)
-        try:
-            for event in events:
+        with m.generate(job.prompt, max_tokens=job.max_tokens, sampling=sampling, stop=job.stop) as generation:
+            for event in generation:
                 if job.cancelled.is_set():
+                    generation.close("cancelled")  # now: the cache is trimmed to what was emitted
                     break
                 if event.text:
                     job.post("text", event.text)
-        finally:
-            events.close()  # now: the engine trims the cache to what was emitted before the next job
-        s = m.last_stats
+        s = generation.stats
         spec = s.spec
         return {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.generated_tokens,
                 "reused_tokens": s.reused_tokens, "stop_reason": s.stop_reason,
