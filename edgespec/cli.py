@@ -14,6 +14,7 @@ import sys
 from . import hub, manage
 from ._version import __version__
 from .chat import run_chat
+from .serve import add_arguments as add_serve_arguments
 from .errors import EdgespecError
 
 # Commands import what they run, inside them: `info`, `list` and `rm` answer in well under a second,
@@ -141,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stats", action="store_true", help="no stats footer after each answer")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible local server (the [serve] extra)")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -366,6 +371,12 @@ def cmd_tune(args) -> int:
 
 def cmd_chat(args) -> int:
     return run_chat(args, _sampling(args), lambda chat_args: load_model(chat_args, announce=False))
+
+
+def cmd_serve(args) -> int:
+    from .serve import run as run_server  # the [serve] extra (starlette, uvicorn): only `serve` needs it
+
+    return run_server(args)
 
 
 if __name__ == "__main__":

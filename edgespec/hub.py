@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,10 +162,19 @@ def pull(name: str, force: bool = False, progress: bool = True) -> Path:
     if not force and is_valid(model, path, progress):
         log.debug("%s already cached at %s", name, path)
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with cache_lock(path, f"pulling {name}"):
+        if not force and is_valid(model, path, progress):  # another process pulled it while we waited
+            log.info("%s was pulled by another process meanwhile: %s", name, path)
+            return path
+        return _pull_locked(model, path, progress)
+
+
+def _pull_locked(model: KnownModel, path: Path, progress: bool) -> Path:
+    name = model.name
     if path.exists():
         log.warning("%s at %s is incomplete or corrupt (size or sha256 differs): fetching it again", name, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_partials(path)
+    _clean_stale_partials(path)  # safe under the lock: a partial belongs to a pull that died
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
         digest = hashlib.sha256()
@@ -183,6 +193,27 @@ def pull(name: str, force: bool = False, progress: bool = True) -> Path:
     is_valid(model, path)  # records the sidecar
     log.info("%s ready at %s", name, path)
     return path
+
+
+@contextmanager
+def cache_lock(path: Path, what: str):
+    """Hold the inter-process lock of a cache entry (`path` + ".lock") while making it.
+
+    A second process making the same entry waits here, then finds it done. The lock is an OS
+    file lock (flock on POSIX, via `filelock`): the kernel drops it when its holder dies, so a
+    killed pull or export never blocks the next one; the empty lock file stays and is harmless."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process %s (lock %s)", what, lock.lock_file)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _clean_stale_partials(path: Path) -> None:

@@ -135,12 +135,16 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
         check_context(context, limit, ref.name)
         options = ExportOptions(format=fmt, max_len=limit)
     out = hub.cache_dir() / "exports" / export_key(ref, fmt, full)[0]
-    estimate = max(10.0, hub.weights_bytes(ref) / 1e6 * EXPORT_SECONDS_PER_MB[fmt])
-    log.info("first use of %s: exporting it to %s in %s (once, about %.0f s)", ref.name,
-             "int4 ONNX" if fmt == "onnx" else "GGUF", out, estimate)
-    known = hub.known_by_content(hub.content_sha256(ref))  # a known model's bytes under any path: its name
-    export(known.name if known else str(ref.path), out, force=True, options=options, progress=progress,
-           estimate=estimate)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with hub.cache_lock(out, f"exporting {ref.name}"):  # another process exporting it: wait, then use its export
+        if (out / "edgespec.json").is_file():
+            return out
+        estimate = max(10.0, hub.weights_bytes(ref) / 1e6 * EXPORT_SECONDS_PER_MB[fmt])
+        log.info("first use of %s: exporting it to %s in %s (once, about %.0f s)", ref.name,
+                 "int4 ONNX" if fmt == "onnx" else "GGUF", out, estimate)
+        known = hub.known_by_content(hub.content_sha256(ref))  # a known model's bytes under any path: its name
+        export(known.name if known else str(ref.path), out, force=True, options=options, progress=progress,
+               estimate=estimate)
     return out
 
 
