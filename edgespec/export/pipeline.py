@@ -50,6 +50,7 @@ class ExportOptions:
     format: str = "onnx"
     requantize: bool = False  # True: requantize GGUF blocks to plain int4 too (smaller, faster, lossy)
     layer_plans: bool = True  # one If per layer so layer-skip drafts can run a subset (costs ~5% per step)
+    extra_embeds: bool = True  # the extra_embeds input (PPD prompt rows); unfed it is one empty Concat
     gguf_type: str | None = None  # --format gguf: Q8_0, Q4_0, F16, F32 (default Q4_0 for int4, F32 for fp32)
 
     def check(self) -> None:
@@ -138,7 +139,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
         graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
                             embed_dtype=np.float32 if options.precision == "fp32" or options.embed == "fp32"
                             else np.float16, external=external,
-                            layer_plans=options.layer_plans)
+                            layer_plans=options.layer_plans, extra_embeds=options.extra_embeds)
     finally:
         external.close()
     log.info("writing %s", GRAPH_FILE)

@@ -1,0 +1,127 @@
+"""PPD prompt rows on the verify pass, on tiny random models: the extra rows' logits agree between
+onnxruntime and the numpy reference, and speculative output == plain output (greedy, exact mode
+bit for bit, and the sampling distribution)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgespec.models.llama import LlamaReference
+from edgespec.models.onnx_llama import build_graph
+from edgespec.runtimes.ort import OrtBackend
+from edgespec.runtimes.reference import ReferenceBackend
+from edgespec.sampling import Sampler, SamplingParams
+from edgespec.speculative.controller import CostModel
+from edgespec.speculative.drafters.ppd import PPDDrafter
+from edgespec.speculative.engine import SpecStats, decode
+from edgespec.speculative.tree import DraftTree, tree_layout
+
+from .test_spec_sampling import two_sample_p_value
+from .tiny import TINY_CONFIGS, random_weights
+
+MAX_LEN = 128
+PROMPT = [5, 17, 33, 8, 5, 17, 33, 8, 5, 17, 60, 2, 9]
+
+
+def make_backend(kind: str, config, weights):
+    if kind == "reference":
+        return ReferenceBackend(LlamaReference(config, weights), MAX_LEN)
+    return OrtBackend(build_graph(config, weights, MAX_LEN, extra_embeds=True).SerializeToString(), config,
+                      MAX_LEN, threads=1)
+
+
+def prompt_embeds(weights, k: int = 3, seed: int = 0):
+    """Untrained stand-ins for prompt tokens: scaled token embeddings (what matters here is exactness)."""
+    rng = np.random.default_rng(seed)
+    return weights["embed"][rng.integers(len(weights["embed"]), size=k)] * 0.5
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_prompt_rows_on_a_tree_agree_between_ort_and_reference(arch):
+    config = TINY_CONFIGS[arch]
+    weights = random_weights(config)
+    tree = DraftTree()
+    a = tree.add(7)
+    tree.add(9)
+    tree.add(11, a)
+    drafter = PPDDrafter(prompt_embeds(weights), siblings=2)
+    drafter._m = 2
+    extra = drafter.verify_rows(tree)
+    tokens, parents = tree.flatten_parents(4)
+    depths, mask = tree_layout(parents + extra.parents)
+    out = {}
+    for kind in ("reference", "ort"):
+        backend = make_backend(kind, config, weights)
+        backend.forward(PROMPT)
+        out[kind] = backend.forward(tokens, positions=len(PROMPT) + depths, tree_mask=mask,
+                                    extra_embeds=extra.embeds)
+        assert out[kind].shape == (4 + 4 * 2, config.vocab_size) and backend.cache_len == len(PROMPT) + 12
+    np.testing.assert_allclose(out["ort"], out["reference"], atol=2e-4)
+    # the tree rows are those of the pass without prompt rows
+    plain = make_backend("reference", config, weights)
+    plain.forward(PROMPT)
+    np.testing.assert_allclose(plain.forward(tokens, positions=len(PROMPT) + depths[:4], tree_mask=mask[:4, :4]),
+                               out["reference"][:4], atol=1e-5)
+    # a prompt row equals a real token at its place: row (root, 0) fed the embedding of token x == x after root
+    plain.rollback(4)
+    real = plain.forward([4, 7])[1]
+    with_x = make_backend("reference", config, weights)
+    with_x.forward(PROMPT)
+    got = with_x.forward([4], extra_embeds=weights["embed"][[7]])[1]
+    np.testing.assert_allclose(got, real, atol=1e-5)
+
+
+def run(backend, drafter=None, n=40, exact=False, stats=None, sampling=SamplingParams()):
+    return [e.token for e in decode(backend, PROMPT, Sampler(sampling), n, drafter, 8, stats, exact=exact)]
+
+
+@pytest.mark.parametrize("kind", ["reference", "ort"])
+@pytest.mark.parametrize("exact", [False, True])
+def test_ppd_reproduces_plain_greedy(kind, exact):
+    config = TINY_CONFIGS["llama"]
+    weights = random_weights(config)
+    backend = make_backend(kind, config, weights)
+    plain = run(backend, exact=exact)
+    # a free verify pass (c(T) = 1): the deepest tree; and the device's real curve shape
+    for cost in (None, CostModel([1, 4, 16], [1.0, 1.0, 1.0]), CostModel([1, 4, 16], [1.0, 1.6, 4.0])):
+        for siblings in (1, 3):
+            stats = SpecStats()
+            drafter = PPDDrafter(prompt_embeds(weights), cost=cost, siblings=siblings)
+            assert run(backend, drafter, exact=exact, stats=stats) == plain
+            assert backend.cache_len == len(PROMPT) + len(plain) - 1  # prompt rows' KV never stays
+            assert stats.drafted > 0
+
+
+def test_ppd_drafts_get_accepted_when_the_prompt_rows_know_the_answer():
+    """Prompt row j fed the embedding of the token it should predict's predecessor is not what PPD
+    trains, but on a model that repeats itself (the tiny model loops) it makes drafts that verify."""
+    config = TINY_CONFIGS["llama"]
+    weights = random_weights(config)
+    backend = make_backend("ort", config, weights)
+    plain = run(backend, n=60)
+    best = 0
+    for seed in range(8):
+        stats = SpecStats()
+        assert run(backend, PPDDrafter(prompt_embeds(weights, seed=seed)), n=60, stats=stats) == plain
+        best = max(best, stats.accepted)
+    assert best > 0
+
+
+def test_ppd_keeps_the_sampling_distribution():
+    config = TINY_CONFIGS["llama"]
+    weights = random_weights(config)
+    backend = make_backend("reference", config, weights)
+    prompt, n = [3, 14, 15, 92, 65], 1200
+
+    def second_tokens(make_drafter):
+        counts = np.zeros(config.vocab_size, int)
+        for seed in range(n):
+            sampler = Sampler(SamplingParams(temperature=6.0, top_p=0.95, seed=seed))
+            tokens = [e.token for e in decode(backend, prompt, sampler, 3, make_drafter(), 3)]
+            counts[tokens[2]] += 1
+        return counts
+
+    # the drafter's own row predictions drafted as if certain: any bias of the verifier would show
+    assert two_sample_p_value(second_tokens(lambda: None),
+                              second_tokens(lambda: PPDDrafter(prompt_embeds(weights), siblings=2))) > 1e-3
