@@ -112,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=48, help="new tokens per calibration prompt")
     p.set_defaults(func=cmd_tune)
 
+    p = sub.add_parser("train", help="train a self-drafter (ppd: prompt tokens) for a model's export "
+                                     "([train] extra: torch)")
+    p.add_argument("kind", choices=["ppd"])
+    p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
+    p.add_argument("--minutes", type=float, default=15.0, help="training time budget (default 15)")
+    p.add_argument("--steps", type=int, help="stop after this many steps (also bounded by --minutes)")
+    p.add_argument("--out", help="write the drafter here instead of into the export (use: --spec ppd:FILE)")
+    p.add_argument("--text", action="append", default=[], help="a UTF-8 text file to add to the training data")
+    p.add_argument("--tokens", type=int, default=96, help="answer tokens per training prompt")
+    p.add_argument("--k", type=int, default=3, help="prompt tokens (draft depth)")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("chat", help="interactive chat in the terminal")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
     p.add_argument("--system", help="system message")
@@ -341,6 +354,26 @@ def cmd_tune(args) -> int:
     verdict = "pays" if record["pays"] else "does not pay here: --spec auto will not use it"
     print(f"plain decoding: {record['plain_tok_s']} tok/s; best layer-skip {record['speedup']}x ({verdict}); "
           f"stored in {model.source}/edgespec.json")
+    return 0
+
+
+def cmd_train(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise EdgespecError("`edgespec train` needs torch: pip install 'edgespec[train]'") from None
+    from .train.ppd import PPDOptions
+    from .train.run import train_ppd
+
+    options = PPDOptions(k=args.k, minutes=args.minutes, steps=args.steps, answer_tokens=args.tokens)
+    try:
+        path, record = train_ppd(args.model, options, args.out, args.text, args.threads)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the checkpoint is saved; run the same command again to resume", file=sys.stderr)
+        return 130
+    curve = ", ".join(f"{c['minutes']} min: {c['acceptance']}" for c in record["curve"])
+    print(f"\nPPD drafter ({record['k']} prompt tokens, {record['steps']} steps, {record['minutes']} min) -> {path}")
+    print(f"held-out acceptance per depth: {record['acceptance_per_depth']} (over training: {curve})")
     return 0
 
 

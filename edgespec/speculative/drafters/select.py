@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...errors import EdgespecError
 
-SPEC_CHOICES = "off | ngram | layerskip | auto | draft:MODEL"
+SPEC_CHOICES = "off | ngram | layerskip | ppd | ppd:FILE | auto | draft:MODEL"
 
 
 def _ngram(model, budget, argument):
@@ -25,22 +25,37 @@ def _auto(model, budget, argument):
     return auto_drafter(model, max_budget=budget)
 
 
+def _ppd(model, budget, argument):
+    """The export's trained PPD prompt tokens (or those in FILE), sized by this device's cost curve."""
+    from ...export.trained import load_drafter
+    from ..controller import CostModel
+    from .combined import CALIBRATION_TEXT
+    from .ppd import PPDDrafter
+
+    if not model.backend.supports_extra_rows():
+        raise EdgespecError(f"PPD drafting appends prompt-token rows to the verify pass, which the {model.backend.name} "
+                            "backend cannot take; use --backend ort (an export made by this version)")
+    rows, _ = load_drafter(model.source, "ppd", argument or None)
+    return PPDDrafter(rows, cost=CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT)))
+
+
 def _draft_model(model, budget, argument):
     from .draft_model import DraftModelDrafter
 
     return DraftModelDrafter.for_model(argument, model)
 
 
-# --spec name (before any ":") -> (needs an argument after ":", factory(model, budget, argument))
+# --spec name (before any ":") -> (argument after ":": True needed / False none / None optional, factory)
 DRAFTERS = {"off": (False, lambda model, budget, argument: None), "ngram": (False, _ngram),
-            "layerskip": (False, _layerskip), "auto": (False, _auto), "draft": (True, _draft_model)}
+            "layerskip": (False, _layerskip), "ppd": (None, _ppd), "auto": (False, _auto),
+            "draft": (True, _draft_model)}
 
 
 def check_spec(spec: str) -> tuple:
     """(factory, argument) for --spec, or a clear error before any model is loaded."""
     name, _, argument = (spec or "off").partition(":")
     needs_argument, factory = DRAFTERS.get(name, (None, None))
-    if factory is None or needs_argument != bool(argument):
+    if factory is None or (needs_argument is not None and needs_argument != bool(argument)):
         raise EdgespecError(f"unknown --spec '{spec}'; expected {SPEC_CHOICES}")
     return factory, argument
 
