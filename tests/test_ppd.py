@@ -125,3 +125,58 @@ def test_ppd_keeps_the_sampling_distribution():
     # the drafter's own row predictions drafted as if certain: any bias of the verifier would show
     assert two_sample_p_value(second_tokens(lambda: None),
                               second_tokens(lambda: PPDDrafter(prompt_embeds(weights), siblings=2))) > 1e-3
+
+
+class OraclePPD(PPDDrafter):
+    """PPD whose prompt rows are fed the embeddings of the tokens plain decoding will emit there (so a
+    prompt row computes what the real token would: high acceptance), wrong now and then: every
+    verification branch on a real model without a trained drafter."""
+
+    def __init__(self, truth, prompt_len, embed_rows, k=3, seed=0):
+        super().__init__(np.zeros((k, 1), np.float32))
+        self.truth, self.prompt_len, self.embed_rows = truth, prompt_len, embed_rows
+        self.rng = np.random.default_rng(seed)
+
+    def propose(self, context, budget):
+        self._done = len(context) - self.prompt_len  # tokens emitted, the root included
+        return super().propose(context, budget)
+
+    def verify_rows(self, tree):
+        extra = super().verify_rows(tree)
+        depths, _ = tree_layout(tree.flatten_parents(0)[1])
+        tokens = []
+        for r in self._attached:
+            for j in range(self._m):
+                i = self._done + int(depths[r]) + j
+                right = self.truth[i] if i < len(self.truth) else 0
+                tokens.append(right if self.rng.random() < 0.85 else (right + 1) % 1000)
+        extra.embeds = self.embed_rows(tokens)
+        return extra
+
+
+@pytest.mark.realmodel
+@pytest.mark.parametrize("exact", [True, False])
+def test_ppd_on_smollm2_equals_plain(smollm2_gguf, exact):
+    from edgespec.api import load
+    from edgespec.formats import open_weights
+
+    from .test_spec_real import CHAT, CODE, check_near_tie
+
+    model = load("smollm2-135m", threads=2)
+    source = open_weights(smollm2_gguf)
+
+    def embed_rows(tokens):
+        return np.asarray(source.rows("embed", np.asarray(tokens)), np.float32)
+
+    for prompt in (CHAT[0],) if exact else (CODE[1],):
+        ids = model.chat_prompt([{"role": "user", "content": prompt}])
+        greedy = Sampler(SamplingParams())
+        plain = [e.token for e in decode(model.backend, ids, greedy, 64, exact=exact)]
+        stats = SpecStats()
+        drafter = OraclePPD(plain, len(ids), embed_rows)
+        spec = [e.token for e in decode(model.backend, ids, greedy, 64, drafter, 8, stats, exact=exact)]
+        assert stats.accepted > 15 and stats.accepted < stats.drafted, stats.as_dict()
+        if exact:
+            assert spec == plain
+        else:
+            check_near_tie(model, ids, plain, spec, f"ppd {prompt[:30]!r}")
