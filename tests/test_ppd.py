@@ -12,7 +12,8 @@ from edgespec.models.onnx_llama import build_graph
 from edgespec.runtimes.ort import OrtBackend
 from edgespec.runtimes.reference import ReferenceBackend
 from edgespec.sampling import Sampler, SamplingParams
-from edgespec.speculative.controller import CostModel
+from edgespec.speculative.controller import Controller, ControlledDrafter, CostModel
+from edgespec.speculative.drafters.ngram import NgramDrafter
 from edgespec.speculative.drafters.ppd import PPDDrafter
 from edgespec.speculative.engine import SpecStats, decode
 from edgespec.speculative.tree import DraftTree, tree_layout
@@ -91,6 +92,15 @@ def test_ppd_reproduces_plain_greedy(kind, exact):
             assert run(backend, drafter, exact=exact, stats=stats) == plain
             assert backend.cache_len == len(PROMPT) + len(plain) - 1  # prompt rows' KV never stays
             assert stats.drafted > 0
+    # beside n-gram under the controller (--spec auto), on a device where verification is free
+    cost = CostModel([1, 4, 16], [1.0, 1.0, 1.0])
+    ppd = PPDDrafter(prompt_embeds(weights), cost=cost)
+    auto = ControlledDrafter({"ppd": ppd, "ngram": NgramDrafter()},  # ppd first: it wins ties
+                             Controller(cost, free={"ngram", "ppd"}, pass_rows={"ppd": ppd.pass_rows}))
+    stats = SpecStats()
+    assert run(backend, auto, exact=exact, stats=stats) == plain
+    assert backend.cache_len == len(PROMPT) + len(plain) - 1
+    assert auto.controller.acceptance["ppd"].trials, "the controller never chose PPD"
 
 
 def test_ppd_drafts_get_accepted_when_the_prompt_rows_know_the_answer():
@@ -180,3 +190,35 @@ def test_ppd_on_smollm2_equals_plain(smollm2_gguf, exact):
             assert spec == plain
         else:
             check_near_tie(model, ids, plain, spec, f"ppd {prompt[:30]!r}")
+
+
+def _fake_export(directory, graph_bytes: bytes, hidden: int = 8):
+    from edgespec.export.manifest import write_manifest
+
+    directory.mkdir()
+    (directory / "model.onnx").write_bytes(graph_bytes)
+    write_manifest(directory, {"graph": {"file": "model.onnx"}, "config": {"hidden_size": hidden}, "drafters": []})
+    return directory
+
+
+def test_a_drafter_trained_for_another_export_is_refused_naming_both_hashes(tmp_path):
+    from edgespec.errors import ModelFormatError
+    from edgespec.export.manifest import read_manifest
+    from edgespec.export.trained import export_hash, load_drafter, register_in_export, save_drafter
+
+    a, b = _fake_export(tmp_path / "a", b"graph a"), _fake_export(tmp_path / "b", b"graph b")
+    hash_a, hash_b = export_hash(read_manifest(a)), export_hash(read_manifest(b))
+    rows = np.arange(24, dtype=np.float32).reshape(3, 8)
+    record = {"kind": "ppd", "export_hash": hash_a, "steps": 5, "acceptance_per_depth": [0.3, 0.1, 0.02]}
+    save_drafter(a / "ppd.npz", rows, record)
+    register_in_export(a, a / "ppd.npz", record)
+    got, got_record = load_drafter(a, "ppd")
+    np.testing.assert_array_equal(got, rows)
+    assert got_record["steps"] == 5 and read_manifest(a)["drafters"][0]["file"] == "ppd.npz"
+    with pytest.raises(ModelFormatError, match=f"trained for export {hash_a}, but this export is {hash_b}"):
+        load_drafter(b, "ppd", a / "ppd.npz")
+    with pytest.raises(ModelFormatError, match="has no trained ppd drafter"):
+        load_drafter(b, "ppd")
+    save_drafter(a / "ppd.npz", rows + 1, record)  # changed after it was listed
+    with pytest.raises(ModelFormatError, match="does not match the manifest"):
+        load_drafter(a, "ppd")

@@ -28,4 +28,26 @@ def auto_drafter(model, max_budget: int = 16) -> ControlledDrafter:
         else:
             log.info("spec auto: layer-skip measured %.2fx of plain decoding here; not used", record["speedup"])
     cost = CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT))
-    return ControlledDrafter(drafters, Controller(cost, max_budget=max_budget, free={"ngram"}))
+    rows = {}
+    ppd = trained_ppd(model, cost)
+    if ppd is not None:
+        drafters["ppd"], rows["ppd"] = ppd, ppd.pass_rows
+    return ControlledDrafter(drafters, Controller(cost, max_budget=max_budget, free={"ngram", "ppd"},
+                                                  pass_rows=rows))
+
+
+def trained_ppd(model, cost):
+    """The export's trained PPD drafter where the backend takes its rows, else None (saying why)."""
+    from ...errors import ModelFormatError
+    from ...export.trained import load_drafter
+    from .ppd import PPDDrafter
+
+    if not model.backend.supports_extra_rows():
+        log.info("spec auto: the %s backend cannot take PPD prompt rows; PPD not used", model.backend.name)
+        return None
+    try:
+        rows, _ = load_drafter(model.source, "ppd")
+    except ModelFormatError as exc:
+        log.info("spec auto: no usable PPD drafter (%s)", exc)
+        return None
+    return PPDDrafter(rows, cost=cost)

@@ -60,6 +60,7 @@ class PPDDrafter:
 
     def reset(self) -> None:
         self._guess: list[np.ndarray] | None = None  # top tokens per depth for after the next root
+        self._fresh = False  # the guess was read on the last pass (else it is for another root)
         self._attached: list[int] = []  # tree rows that carry prompt rows in the pending pass
         self._m = 0  # prompt rows per attached tree row in the pending pass
         self._drafted = 0
@@ -77,7 +78,8 @@ class PPDDrafter:
         self._m = n
         tree = DraftTree()
         self._drafted = 0
-        if self._guess is None:  # first step: nothing predicted yet (this pass's prompt rows will)
+        fresh, self._fresh = self._fresh, False
+        if not fresh:  # first step, or the last pass carried no prompt rows: this pass's rows will predict
             return tree
         parent = -1
         for depth in range(min(n, len(self._guess))):
@@ -105,6 +107,15 @@ class PPDDrafter:
         top = max(self.siblings, 1)
         self._guess = [np.argsort(-row, kind="stable")[:top] for row in rows] if top > 1 else \
             [np.array([int(np.argmax(row))]) for row in rows]
+        self._fresh = True
+
+    @staticmethod
+    def pass_rows(k: int) -> int:
+        """Rows of a verify pass drafting a chain of k (the controller's cost of k drafts)."""
+        return (1 + k) * (1 + k)
+
+    def bucket(self, context) -> str:
+        return "ppd"
 
     def observe(self, accepted: Sequence[int]) -> None:
         if self._drafted:

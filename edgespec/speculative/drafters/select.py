@@ -36,7 +36,8 @@ def _ppd(model, budget, argument):
         raise EdgespecError(f"PPD drafting appends prompt-token rows to the verify pass, which the {model.backend.name} "
                             "backend cannot take; use --backend ort (an export made by this version)")
     rows, _ = load_drafter(model.source, "ppd", argument or None)
-    return PPDDrafter(rows, cost=CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT)))
+    return PPDDrafter(rows, cost=CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT)),
+                      max_depth=budget)
 
 
 def _draft_model(model, budget, argument):
