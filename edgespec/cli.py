@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers-python", help="the Python that has onnxruntime-genai (default: this one)")
     p.add_argument("--backend", default="ort,llamacpp",
                    help="our backends to run, comma-separated: ort, llamacpp, auto (default: ort,llamacpp)")
-    p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, auto, "
-                                                 "draft:MODEL (default: off)")
+    p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, ppd, "
+                                                 "auto, draft:MODEL (default: off)")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
     p.add_argument("--cost-curve", action="store_true",
                    help="measure the verify cost curve c(T) on each backend instead of decoding")
@@ -112,16 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=48, help="new tokens per calibration prompt")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("train", help="train a self-drafter (ppd: prompt tokens) for a model's export "
-                                     "([train] extra: torch)")
-    p.add_argument("kind", choices=["ppd"])
+    p = sub.add_parser("train", help="train a self-drafter for a model's export ([train] extra: torch): ppd "
+                                     "(prompt tokens) or s3d (mask tokens, middle layers skipped)")
+    p.add_argument("kind", choices=["ppd", "s3d"])
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
     p.add_argument("--minutes", type=float, default=15.0, help="training time budget (default 15)")
     p.add_argument("--steps", type=int, help="stop after this many steps (also bounded by --minutes)")
     p.add_argument("--out", help="write the drafter here instead of into the export (use: --spec ppd:FILE)")
     p.add_argument("--text", action="append", default=[], help="a UTF-8 text file to add to the training data")
     p.add_argument("--tokens", type=int, default=96, help="answer tokens per training prompt")
-    p.add_argument("--k", type=int, default=3, help="prompt tokens (draft depth)")
+    p.add_argument("--k", type=int, default=3, help="draft depth: ppd prompt tokens, s3d gamma (gamma-1 mask rows)")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_train)
 
@@ -142,7 +142,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                                                    "openvino, webgpu, dml, cuda (if this build has it)")
     p.add_argument("--threads", type=int, default=0, help="compute threads (0 = all physical cores)")
     p.add_argument("--context", type=int, default=4096, help="context length in tokens (KV cache size)")
-    p.add_argument("--spec", default="off", help="speculative decoding: off, ngram (prompt lookup), layerskip "
+    p.add_argument("--spec", default="off", help="speculative decoding: off, ngram (prompt lookup), layerskip, ppd "
                                                  "(ort), draft:MODEL (a smaller model, same vocabulary), auto")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
     p.add_argument("--memory-budget", help="resident memory this process may use, e.g. 1.5G (default: what it "
@@ -362,17 +362,17 @@ def cmd_train(args) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise EdgespecError("`edgespec train` needs torch: pip install 'edgespec[train]'") from None
-    from .train.ppd import PPDOptions
-    from .train.run import train_ppd
+    from .train.run import train
+    from .train.trainer import TrainOptions
 
-    options = PPDOptions(k=args.k, minutes=args.minutes, steps=args.steps, answer_tokens=args.tokens)
+    options = TrainOptions(k=args.k, minutes=args.minutes, steps=args.steps, answer_tokens=args.tokens)
     try:
-        path, record = train_ppd(args.model, options, args.out, args.text, args.threads)
+        path, record = train(args.kind, args.model, options, args.out, args.text, args.threads)
     except KeyboardInterrupt:
         print("\ninterrupted: the checkpoint is saved; run the same command again to resume", file=sys.stderr)
         return 130
     curve = ", ".join(f"{c['minutes']} min: {c['acceptance']}" for c in record["curve"])
-    print(f"\nPPD drafter ({record['k']} prompt tokens, {record['steps']} steps, {record['minutes']} min) -> {path}")
+    print(f"\n{args.kind} drafter ({args.k} deep, {record['steps']} steps, {record['minutes']} min) -> {path}")
     print(f"held-out acceptance per depth: {record['acceptance_per_depth']} (over training: {curve})")
     return 0
 

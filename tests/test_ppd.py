@@ -222,3 +222,22 @@ def test_a_drafter_trained_for_another_export_is_refused_naming_both_hashes(tmp_
     save_drafter(a / "ppd.npz", rows + 1, record)  # changed after it was listed
     with pytest.raises(ModelFormatError, match="does not match the manifest"):
         load_drafter(a, "ppd")
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_s3d_reproduces_plain_greedy_and_refuses_backends_without_plans(exact):
+    from edgespec.errors import EdgespecError
+    from edgespec.speculative.drafters.s3d import S3DDrafter
+
+    config = TINY_CONFIGS["llama"]
+    weights = random_weights(config)
+    backend = make_backend("ort", config, weights)
+    plain = run(backend, exact=exact)
+    for gamma in (2, 4):
+        stats = SpecStats()
+        drafter = S3DDrafter(backend, config.num_layers, [1], prompt_embeds(weights, k=gamma - 1))
+        assert run(backend, drafter, exact=exact, stats=stats) == plain
+        assert backend.cache_len == len(PROMPT) + len(plain) - 1 and stats.drafted > 0
+    assert stats.accepted > 0  # the root row alone (a layer-skip draft) is often right on the tiny model
+    with pytest.raises(EdgespecError, match="layer plans and extra input rows"):
+        S3DDrafter(make_backend("reference", config, weights), config.num_layers, [1], prompt_embeds(weights))

@@ -48,30 +48,57 @@ def _tiny_sequences(config, weights, n_seq=4, length=20):
     return out
 
 
-def test_ppd_training_lowers_the_loss_and_resumes(tmp_path):
+@pytest.mark.parametrize("kind", ["ppd", "s3d"])
+def test_training_lowers_the_loss_and_resumes(tmp_path, kind):
     from edgespec.train.data import data_hash
-    from edgespec.train.ppd import PPDOptions, Trainer, step_loss
+    from edgespec.train.run import objective_for
     from edgespec.train.torch_llama import TorchLlama
+    from edgespec.train.trainer import Trainer, TrainOptions
 
+    torch.set_num_threads(1)
     config = TINY_CONFIGS["llama"]
     weights = random_weights(config)
     model, sequences = TorchLlama(config, weights), _tiny_sequences(config, weights)
-    options = PPDOptions(k=3, anchors=8, lr=0.05, minutes=None, steps=30, eval_seconds=1e9)
+    options = TrainOptions(k=3, anchors=8, lr=0.05, minutes=None, steps=20, eval_seconds=1e9)
+    objective = objective_for(kind, options, config.num_layers)
 
     def loss(embeds):
         with torch.no_grad():
-            return sum(float(step_loss(model, embeds, s, list(range(5, 15)))) for s in sequences)
+            return sum(float(objective.loss(model, embeds, s, list(range(6, 15)))) for s in sequences)
 
-    trainer = Trainer(model, sequences, options, tmp_path, data_hash(sequences))
+    trainer = Trainer(model, sequences, options, tmp_path, data_hash(sequences), objective)
     before = loss(trainer.embeds)
     trainer.run()
-    assert trainer.step == 30 and loss(trainer.embeds) < 0.8 * before
-    assert trainer.curve[0]["step"] == 0 and trainer.curve[-1]["step"] == 30
+    assert trainer.step == 20 and loss(trainer.embeds) < 0.9 * before
+    assert trainer.curve[0]["step"] == 0 and trainer.curve[-1]["step"] == 20
     # a second trainer on the same data resumes from the checkpoint; more steps continue from there
-    again = Trainer(model, sequences, PPDOptions(**{**options.__dict__, "steps": 35}), tmp_path,
-                    data_hash(sequences))
-    assert again.step == 30 and torch.equal(again.embeds.detach(), trainer.embeds.detach())
+    again = Trainer(model, sequences, TrainOptions(**{**options.__dict__, "steps": 23}), tmp_path,
+                    data_hash(sequences), objective)
+    assert again.step == 20 and torch.equal(again.embeds.detach(), trainer.embeds.detach())
     again.run()
-    assert again.step == 35
-    # only the prompt tokens trained: the model's weights are the ones it was built from
+    assert again.step == 23
+    # only the drafter's rows trained: the model's weights are the ones it was built from
     np.testing.assert_array_equal(model.w["layers.0.q"].numpy(), weights["layers.0.q"])
+
+
+def test_s3d_draft_rows_in_torch_equal_the_onnx_layer_plan():
+    """The rows S3D trains (root + mask rows, middle layers skipped, over the full model's prefix K/V)
+    are what the export computes with a layer plan and extra_embeds."""
+    from edgespec.models.onnx_llama import build_graph
+    from edgespec.runtimes.ort import OrtBackend
+    from edgespec.train.ppd import group_mask
+    from edgespec.train.torch_llama import TorchLlama
+
+    config = TINY_CONFIGS["qwen2"]
+    weights = random_weights(config)
+    ids = list(np.random.default_rng(2).integers(config.vocab_size, size=10))
+    mask_rows = weights["embed"][[5, 6]] * 0.3
+    model = TorchLlama(config, weights)
+    _, kv = model.sequence(ids)
+    t = 7  # the root x_7 after the prefix x_0..x_6
+    rows = torch.cat([model.embed([ids[t]]), torch.from_numpy(mask_rows)])
+    h, _ = model.rows(rows, torch.tensor([7, 8, 9]), group_mask([t], len(ids), 3, sees_anchor=False), kv, skip={1})
+    backend = OrtBackend(build_graph(config, weights, 64, extra_embeds=True).SerializeToString(), config, 64)
+    backend.forward(ids[:t])
+    got = backend.forward([ids[t]], extra_embeds=mask_rows, plan=np.array([True, False]))
+    np.testing.assert_allclose(got, model.logits(h).detach().numpy(), atol=1e-4)

@@ -53,14 +53,19 @@ class TorchLlama:
         return self.logits(h), kv
 
     def rows(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
-             past: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
-        """h [R, d] at `positions` [R]; mask [R, P + R] over (past, these rows). -> (h out [R, d], their K/V)."""
+             past: list[tuple[torch.Tensor, torch.Tensor]] | None = None, skip=()):
+        """h [R, d] at `positions` [R]; mask [R, P + R] over (past, these rows). -> (h out [R, d], their K/V).
+
+        skip: layers left out (the ONNX graph's layer plan: h passes a skipped layer unchanged)."""
         c = self.config
         angles = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]
         cos, sin = torch.cos(angles).float(), torch.sin(angles).float()
         bias = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))[None]
         new_kv = []
         for i in range(c.num_layers):
+            if i in skip:
+                new_kv.append(None)
+                continue
             h, kv = self._layer(i, h, cos, sin, bias, None if past is None else past[i])
             new_kv.append(kv)
         return h, new_kv

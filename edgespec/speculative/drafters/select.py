@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...errors import EdgespecError
 
-SPEC_CHOICES = "off | ngram | layerskip | ppd | ppd:FILE | auto | draft:MODEL"
+SPEC_CHOICES = "off | ngram | layerskip | ppd | ppd:FILE | s3d | s3d:FILE | auto | draft:MODEL"
 
 
 def _ngram(model, budget, argument):
@@ -40,6 +40,15 @@ def _ppd(model, budget, argument):
                       max_depth=budget)
 
 
+def _s3d(model, budget, argument):
+    """The export's trained S3D mask tokens (or those in FILE) with the skip set they were trained for."""
+    from ...export.trained import load_drafter
+    from .s3d import S3DDrafter
+
+    rows, record = load_drafter(model.source, "s3d", argument or None)
+    return S3DDrafter(model.backend, model.config.num_layers, record["skip"], rows)
+
+
 def _draft_model(model, budget, argument):
     from .draft_model import DraftModelDrafter
 
@@ -48,7 +57,8 @@ def _draft_model(model, budget, argument):
 
 # --spec name (before any ":") -> (argument after ":": True needed / False none / None optional, factory)
 DRAFTERS = {"off": (False, lambda model, budget, argument: None), "ngram": (False, _ngram),
-            "layerskip": (False, _layerskip), "ppd": (None, _ppd), "auto": (False, _auto),
+            "layerskip": (False, _layerskip), "ppd": (None, _ppd), "s3d": (None, _s3d),
+            "auto": (False, _auto),
             "draft": (True, _draft_model)}
 
 

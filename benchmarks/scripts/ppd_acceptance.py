@@ -1,0 +1,99 @@
+"""Acceptance per depth of the trained PPD drafter (and n-gram) on the bench suite, tokens per step,
+and a projection onto an accelerator-like cost curve (c(T) = 1 up to T = 16).
+
+    EDGESPEC_CACHE=... python benchmarks/scripts/ppd_acceptance.py smollm2-135m --tokens 96 --json out.json
+
+Per category: PPD drafting a fixed chain of k (every depth measured), its chain acceptance
+P(accepted >= d); n-gram's tokens per step (budget 8). Expected tokens per verify pass E follow
+from the acceptance; the projected speedup is E / c(rows) with rows = (1+n)^2 for PPD (n drafts,
+n prompt rows per row) and c = the measured CPU curve or the accelerator's (1 up to 16 rows).
+Greedy, 2 threads; the output is checked against plain decoding (near-ties allowed, counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+
+from edgespec.api import load
+from edgespec.bench.runner import load_prompts
+from edgespec.export.trained import load_drafter
+from edgespec.sampling import Sampler, SamplingParams
+from edgespec.speculative.controller import CostModel
+from edgespec.speculative.drafters.combined import CALIBRATION_TEXT
+from edgespec.speculative.drafters.ngram import NgramDrafter
+from edgespec.speculative.drafters.ppd import PPDDrafter
+from edgespec.speculative.engine import SpecStats, decode
+from edgespec.sysinfo import machine_info
+
+
+def run(model, ids, drafter, tokens, stats):
+    model.backend.reset()
+    start = time.perf_counter()
+    out = [e.token for e in decode(model.backend, ids, Sampler(SamplingParams()), tokens, drafter, 8, stats)]
+    return out, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    model = load(args.model, threads=args.threads)
+    rows, record = load_drafter(model.source, "ppd")
+    k = len(rows)
+    cost = CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT))
+    c1 = cost.pass_seconds(1)
+    per_cat = defaultdict(lambda: {"ppd": SpecStats(), "ngram": SpecStats(), "ppd_sized": SpecStats(),
+                                   "seconds": defaultdict(float), "prompts": 0, "diverged": 0})
+    for row in load_prompts("suite"):
+        ids = model.chat_prompt([{"role": "user", "content": row["turns"][0]}])
+        entry = per_cat[row["category"]]
+        entry["prompts"] += 1
+        plain, t = run(model, ids, None, args.tokens, SpecStats())
+        entry["seconds"]["off"] += t
+        for name, drafter in (("ppd", PPDDrafter(rows)), ("ngram", NgramDrafter()),
+                              ("ppd_sized", PPDDrafter(rows, cost=cost))):
+            out, t = run(model, ids, drafter, args.tokens, entry[name])
+            entry["seconds"][name] += t
+            entry["diverged"] += out != plain
+        print(row["category"], row["question_id"], {n: entry[n].as_dict()["tokens_per_step"]
+                                                     for n in ("ppd", "ngram", "ppd_sized")}, file=sys.stderr)
+    report = {"model": args.model, "machine": machine_info(args.threads), "k": k, "drafter": {
+        key: record[key] for key in ("steps", "minutes", "acceptance_per_depth", "export_hash", "training_data")},
+        "command": "python benchmarks/scripts/ppd_acceptance.py " + " ".join(sys.argv[1:]),
+        "cost_curve": {"sizes": cost.sizes, "c": [round(s / c1, 3) for s in cost.seconds]}, "categories": {}}
+    for category, entry in per_cat.items():
+        ppd = entry["ppd"]
+        acc = [round(a / ppd.steps, 4) for a in ppd.accepted_at_depth] + [0.0] * (k - len(ppd.accepted_at_depth))
+        projection = {}
+        for n in range(1, k + 1):
+            expected = 1 + sum(acc[:n])
+            projection[n] = {"E_tokens": round(expected, 3),
+                             "cpu": round(expected / (cost.pass_seconds((1 + n) ** 2) / c1), 3),
+                             "accelerator": round(expected, 3) if (1 + n) ** 2 <= 16 else None}
+        ngram = entry["ngram"]
+        report["categories"][category] = {
+            "prompts": entry["prompts"], "ppd_acceptance_per_depth": acc, "ppd_tokens_per_step": ppd.tokens_per_step,
+            "ppd_projection": projection, "ngram_tokens_per_step": round(ngram.tokens_per_step, 3),
+            "ngram_accelerator": round(ngram.tokens_per_step, 3),
+            "ngram_cpu": round(ngram.tokens_per_step / (cost.pass_seconds(round(1 + ngram.drafted / ngram.steps)) / c1), 3)
+            if ngram.steps else None,
+            "measured_speedup": {n: round(entry["seconds"]["off"] / entry["seconds"][n], 3)
+                                 for n in ("ppd", "ngram", "ppd_sized")},
+            "ppd_sized_tokens_per_step": round(entry["ppd_sized"].tokens_per_step, 3),
+            "outputs_differing_from_plain": entry["diverged"]}
+    print(json.dumps(report["categories"], indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
