@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the drafter here instead of into the export (use: --spec ppd:FILE)")
     p.add_argument("--text", action="append", default=[], help="a UTF-8 text file to add to the training data")
     p.add_argument("--tokens", type=int, default=96, help="answer tokens per training prompt")
+    p.add_argument("--samples", type=int, default=1, help="sampled answers per prompt beside the greedy one")
     p.add_argument("--k", type=int, default=3, help="draft depth: ppd prompt tokens, s3d gamma (gamma-1 mask rows)")
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=cmd_train)
@@ -365,7 +366,8 @@ def cmd_train(args) -> int:
     from .train.run import train
     from .train.trainer import TrainOptions
 
-    options = TrainOptions(k=args.k, minutes=args.minutes, steps=args.steps, answer_tokens=args.tokens)
+    options = TrainOptions(k=args.k, minutes=args.minutes, steps=args.steps, answer_tokens=args.tokens,
+                           samples=args.samples)
     try:
         path, record = train(args.kind, args.model, options, args.out, args.text, args.threads)
     except KeyboardInterrupt:

@@ -55,7 +55,19 @@ def chain_acceptance(objective, model, embeds, sequences, max_anchors: int = 64)
     return [round(float(h / max(total, 1)), 4) for h in (hits if hits is not None else [])]
 
 
-class PPDObjective:
+class RowsObjective:
+    """Shared by the objectives: distillation loss and held-out acceptance over `draft_logits`."""
+
+    def loss(self, model, embeds, seq, anchors) -> torch.Tensor:
+        sequence = model.sequence(seq.ids)
+        logits, index = self.draft_logits(model, embeds, seq, anchors, sequence)
+        return distill_loss(sequence[0], logits, index)
+
+    def acceptance(self, model, embeds, sequences) -> list[float]:
+        return chain_acceptance(self, model, embeds, sequences)
+
+
+class PPDObjective(RowsObjective):
     kind = "ppd"
 
     def __init__(self, k: int = 3):
@@ -76,12 +88,4 @@ class PPDObjective:
         h, _ = model.rows(embeds.repeat(len(anchors), 1), positions, group_mask(anchors, n, k), kv)
         index = torch.tensor(anchors)[:, None] + 1 + torch.arange(k)[None, :]
         return model.logits(h).view(len(anchors), k, -1), index
-
-    def loss(self, model, embeds, seq, anchors) -> torch.Tensor:
-        sequence = model.sequence(seq.ids)
-        logits, index = self.draft_logits(model, embeds, seq, anchors, sequence)
-        return distill_loss(sequence[0], logits, index)
-
-    def acceptance(self, model, embeds, sequences) -> list[float]:
-        return chain_acceptance(self, model, embeds, sequences)
 

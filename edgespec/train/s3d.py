@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .ppd import chain_acceptance, distill_loss, group_mask
+from .ppd import RowsObjective, group_mask
 
 
 def default_skip(num_layers: int) -> list[int]:
@@ -20,7 +20,7 @@ def default_skip(num_layers: int) -> list[int]:
     return list(range(max(lo, 1), min(hi, num_layers - 1)))
 
 
-class S3DObjective:
+class S3DObjective(RowsObjective):
     kind = "s3d"
 
     def __init__(self, gamma: int, skip):
@@ -42,11 +42,3 @@ class S3DObjective:
         h, _ = model.rows(rows, positions, group_mask(anchors, n, g, sees_anchor=False), kv, skip=set(self.skip))
         index = torch.tensor(anchors)[:, None] + torch.arange(g)[None, :]
         return model.logits(h).view(len(anchors), g, -1), index
-
-    def loss(self, model, embeds, seq, anchors) -> torch.Tensor:
-        sequence = model.sequence(seq.ids)
-        logits, index = self.draft_logits(model, embeds, seq, anchors, sequence)
-        return distill_loss(sequence[0], logits, index)
-
-    def acceptance(self, model, embeds, sequences) -> list[float]:
-        return chain_acceptance(self, model, embeds, sequences)

@@ -141,7 +141,8 @@ def workdir_for(export_hash: str) -> Path:
 
 def prepare_data(model, workdir: Path, options: TrainOptions, texts=()) -> list[train_data.Sequence]:
     """The self-distillation set of this export, generated once (onnxruntime) and kept in `workdir`."""
-    path = workdir / ("data.npz" if not texts else f"data-{hub.source_key(texts[0], *texts[1:])}.npz")
+    key = f"{options.answer_tokens}x{options.samples}" + (f"-{hub.source_key(texts[0], *texts[1:])}" if texts else "")
+    path = workdir / f"data-{key}.npz"
     if path.is_file():
         return train_data.load(path)
     log.info("generating self-distillation data with %s on onnxruntime", model.ref.name)
