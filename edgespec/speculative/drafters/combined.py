@@ -1,6 +1,7 @@
 """`--spec auto`: the controller chooses, step by step, between free n-gram drafts, the tuned
 layer-skip drafter (where the backend has layer plans and tuning measured that it pays
-here) and plain decoding, from this device's cost curve and the acceptance it observes."""
+here), the export's trained PPD / S3D drafters (where present and the backend takes their
+rows) and plain decoding, from this device's cost curve and the acceptance it observes."""
 
 from __future__ import annotations
 
@@ -29,25 +30,32 @@ def auto_drafter(model, max_budget: int = 16) -> ControlledDrafter:
             log.info("spec auto: layer-skip measured %.2fx of plain decoding here; not used", record["speedup"])
     cost = CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT))
     rows = {}
-    ppd = trained_ppd(model, cost)
+    ppd, s3d = trained(model, "ppd", cost), trained(model, "s3d", cost)
     if ppd is not None:
         drafters["ppd"], rows["ppd"] = ppd, ppd.pass_rows
+    if s3d is not None:  # priced like layer-skip: by its measured draft seconds per drafted token
+        drafters["s3d"] = s3d
     return ControlledDrafter(drafters, Controller(cost, max_budget=max_budget, free={"ngram", "ppd"},
                                                   pass_rows=rows))
 
 
-def trained_ppd(model, cost):
-    """The export's trained PPD drafter where the backend takes its rows, else None (saying why)."""
+def trained(model, kind: str, cost):
+    """The export's trained `kind` drafter (ppd, s3d) where the backend can run it, else None (saying why)."""
     from ...errors import ModelFormatError
     from ...export.trained import load_drafter
     from .ppd import PPDDrafter
+    from .s3d import S3DDrafter
 
-    if not model.backend.supports_extra_rows():
-        log.info("spec auto: the %s backend cannot take PPD prompt rows; PPD not used", model.backend.name)
+    needs = model.backend.supports_extra_rows() and (kind == "ppd" or model.backend.supports_plan())
+    if not needs:
+        log.info("spec auto: the %s backend cannot take %s's extra rows%s; not used", model.backend.name, kind,
+                 "" if kind == "ppd" else " with a layer plan")
         return None
     try:
-        rows, _ = load_drafter(model.source, "ppd")
+        rows, record = load_drafter(model.source, kind)
     except ModelFormatError as exc:
-        log.info("spec auto: no usable PPD drafter (%s)", exc)
+        log.info("spec auto: no usable %s drafter (%s)", kind, exc)
         return None
-    return PPDDrafter(rows, cost=cost)
+    if kind == "ppd":
+        return PPDDrafter(rows, cost=cost)
+    return S3DDrafter(model.backend, model.config.num_layers, record["skip"], rows)
