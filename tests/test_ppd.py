@@ -241,3 +241,24 @@ def test_s3d_reproduces_plain_greedy_and_refuses_backends_without_plans(exact):
     assert stats.accepted > 0  # the root row alone (a layer-skip draft) is often right on the tiny model
     with pytest.raises(EdgespecError, match="layer plans and extra input rows"):
         S3DDrafter(make_backend("reference", config, weights), config.num_layers, [1], prompt_embeds(weights))
+
+
+@pytest.mark.realmodel
+def test_s3d_on_smollm2_equals_plain_in_exact_mode(smollm2_gguf):
+    """Untrained mask rows (token embeddings) on the real int4 export: the root row is a layer-skip draft
+    that verifies often, so accepted and rejected drafts both occur."""
+    from edgespec.api import load
+    from edgespec.formats import open_weights
+    from edgespec.speculative.drafters.s3d import S3DDrafter, middle_skip
+
+    from .test_spec_real import CODE
+
+    model = load("smollm2-135m", threads=2)
+    mask_rows = np.asarray(open_weights(smollm2_gguf).rows("embed", np.array([28, 29])), np.float32)
+    ids = model.chat_prompt([{"role": "user", "content": CODE[1]}])
+    greedy = Sampler(SamplingParams())
+    plain = [e.token for e in decode(model.backend, ids, greedy, 64, exact=True)]
+    stats = SpecStats()
+    drafter = S3DDrafter(model.backend, model.config.num_layers, middle_skip(model.config.num_layers), mask_rows)
+    assert [e.token for e in decode(model.backend, ids, greedy, 64, drafter, 8, stats, exact=True)] == plain
+    assert 0 < stats.accepted < stats.drafted, stats.as_dict()

@@ -15,7 +15,8 @@ from ..export.trained import export_hash, register_in_export, save_drafter
 from ..formats import open_weights
 from . import data as train_data
 from .ppd import PPDObjective
-from .s3d import S3DObjective, default_skip
+from ..speculative.drafters.s3d import middle_skip
+from .s3d import S3DObjective
 from .torch_llama import TorchLlama
 from .trainer import TrainOptions, Trainer, prepare_data, workdir_for
 
@@ -29,7 +30,7 @@ def objective_for(kind: str, options: TrainOptions, num_layers: int):
     if kind == "s3d":
         if options.k < 2:
             raise EdgespecError(f"s3d drafts gamma >= 2 tokens per pass; got --k {options.k}")
-        return S3DObjective(options.k, default_skip(num_layers))
+        return S3DObjective(options.k, middle_skip(num_layers))
     raise EdgespecError(f"unknown drafter kind '{kind}'; expected ppd or s3d")
 
 

@@ -14,12 +14,6 @@ import torch
 from .ppd import RowsObjective, group_mask
 
 
-def default_skip(num_layers: int) -> list[int]:
-    """The middle ~40% of the layers; the first and last layers always run."""
-    lo, hi = int(round(num_layers * 0.3)), int(round(num_layers * 0.7))
-    return list(range(max(lo, 1), min(hi, num_layers - 1)))
-
-
 class S3DObjective(RowsObjective):
     kind = "s3d"
 

@@ -17,6 +17,12 @@ from ...errors import EdgespecError
 from ..tree import DraftTree
 
 
+def middle_skip(num_layers: int) -> list[int]:
+    """S3D's skipped block: the middle ~40% of the layers; the first and last layers always run."""
+    lo, hi = int(round(num_layers * 0.3)), int(round(num_layers * 0.7))
+    return list(range(max(lo, 1), min(hi, num_layers - 1)))
+
+
 class S3DDrafter:
     name = "s3d"
 
