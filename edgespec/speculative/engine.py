@@ -9,11 +9,10 @@ last one (the root of the next draft tree), so a step is
     backend.keep([root] + path)                             (drop the rejected branches)
     emit path tokens, then next_token (the new root)
 
-A drafter with `verify_rows(tree)` (PPD) appends input rows after the tree rows of that pass
-(described by their parents, like tree nodes) and reads their logits with `read_rows`; no tree
+and plain decoding is the same step with an empty tree. A drafter with `verify_rows(tree)`
+(PPD) appends input rows after the tree rows of that pass (described by their parents, like
+tree nodes; the math is in drafters/ppd.py) and reads their logits with `read_rows`; no tree
 row sees them, and keep() drops their KV, so the cache stays plain decoding's.
-
-and plain decoding is the same step with an empty tree.
 
 Exact mode: a 1-token pass and a T-token pass round differently on both backends (their
 int8-activation kernels take another path for one row; rows of any T >= 2 pass are
@@ -125,11 +124,11 @@ def _step(backend, history: list[int], sampler: Sampler, drafter, budget: int, s
     # A drafter may append input rows of its own (PPD prompt tokens) after the tree rows; no tree row
     # attends to them, so the rows verified below are unchanged, and keep() below drops their KV.
     extra = drafter.verify_rows(tree) if hasattr(drafter, "verify_rows") else None
-    rows = {} if extra is None else {"extra_embeds": extra.embeds}
     if extra is not None:
         parents = parents + extra.parents
     depths, mask = tree_layout(parents)
     chain = all(p == i - 1 for i, p in enumerate(parents))
+    rows = {} if extra is None else {"extra_embeds": extra.embeds}
     logits = backend.forward(tokens, positions=backend.cache_len + depths, tree_mask=None if chain else mask, **rows)
 
     def context(row: int) -> list[int]:  # the history a row predicts after: for the repetition penalty
