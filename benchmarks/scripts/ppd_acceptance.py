@@ -1,5 +1,5 @@
-"""Acceptance per depth of the trained PPD drafter (and n-gram) on the bench suite, tokens per step,
-and a projection onto an accelerator-like cost curve (c(T) = 1 up to T = 16).
+"""Acceptance per depth of the trained PPD and S3D drafters (and n-gram) on the bench suite, tokens per
+step, and a projection onto an accelerator-like cost curve (c(T) = 1 up to T = 16).
 
     EDGESPEC_CACHE=... python benchmarks/scripts/ppd_acceptance.py smollm2-135m --tokens 96 --json out.json
 
@@ -26,6 +26,7 @@ from edgespec.speculative.controller import CostModel
 from edgespec.speculative.drafters.combined import CALIBRATION_TEXT
 from edgespec.speculative.drafters.ngram import NgramDrafter
 from edgespec.speculative.drafters.ppd import PPDDrafter
+from edgespec.speculative.drafters.s3d import S3DDrafter
 from edgespec.speculative.engine import SpecStats, decode
 from edgespec.sysinfo import machine_info
 
@@ -47,25 +48,35 @@ def main() -> int:
     model = load(args.model, threads=args.threads)
     rows, record = load_drafter(model.source, "ppd")
     k = len(rows)
+    try:
+        s3d_rows, s3d_record = load_drafter(model.source, "s3d")
+    except Exception as exc:  # noqa: BLE001  (a script: measure what exists)
+        print(f"no s3d drafter: {exc}", file=sys.stderr)
+        s3d_rows = s3d_record = None
     cost = CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT))
     c1 = cost.pass_seconds(1)
     per_cat = defaultdict(lambda: {"ppd": SpecStats(), "ngram": SpecStats(), "ppd_sized": SpecStats(),
-                                   "seconds": defaultdict(float), "prompts": 0, "diverged": 0})
+                                   "s3d": SpecStats(), "seconds": defaultdict(float), "prompts": 0, "diverged": 0})
+    drafters = {"ppd": lambda: PPDDrafter(rows), "ngram": NgramDrafter, "ppd_sized": lambda: PPDDrafter(rows, cost=cost)}
+    if s3d_rows is not None:
+        L = model.config.num_layers
+        drafters["s3d"] = lambda: S3DDrafter(model.backend, L, s3d_record["skip"], s3d_rows)
     for row in load_prompts("suite"):
         ids = model.chat_prompt([{"role": "user", "content": row["turns"][0]}])
         entry = per_cat[row["category"]]
         entry["prompts"] += 1
         plain, t = run(model, ids, None, args.tokens, SpecStats())
         entry["seconds"]["off"] += t
-        for name, drafter in (("ppd", PPDDrafter(rows)), ("ngram", NgramDrafter()),
-                              ("ppd_sized", PPDDrafter(rows, cost=cost))):
-            out, t = run(model, ids, drafter, args.tokens, entry[name])
+        for name, make in drafters.items():
+            out, t = run(model, ids, make(), args.tokens, entry[name])
             entry["seconds"][name] += t
             entry["diverged"] += out != plain
         print(row["category"], row["question_id"], {n: entry[n].as_dict()["tokens_per_step"]
-                                                     for n in ("ppd", "ngram", "ppd_sized")}, file=sys.stderr)
+                                                     for n in drafters}, file=sys.stderr)
     report = {"model": args.model, "machine": machine_info(args.threads), "k": k, "drafter": {
         key: record[key] for key in ("steps", "minutes", "acceptance_per_depth", "export_hash", "training_data")},
+        "s3d": None if s3d_record is None else {key: s3d_record[key] for key in (
+            "gamma", "skip", "steps", "minutes", "acceptance_per_depth")},
         "command": "python benchmarks/scripts/ppd_acceptance.py " + " ".join(sys.argv[1:]),
         "cost_curve": {"sizes": cost.sizes, "c": [round(s / c1, 3) for s in cost.seconds]}, "categories": {}}
     for category, entry in per_cat.items():
@@ -84,10 +95,18 @@ def main() -> int:
             "ngram_accelerator": round(ngram.tokens_per_step, 3),
             "ngram_cpu": round(ngram.tokens_per_step / (cost.pass_seconds(round(1 + ngram.drafted / ngram.steps)) / c1), 3)
             if ngram.steps else None,
-            "measured_speedup": {n: round(entry["seconds"]["off"] / entry["seconds"][n], 3)
-                                 for n in ("ppd", "ngram", "ppd_sized")},
+            "measured_speedup": {n: round(entry["seconds"]["off"] / entry["seconds"][n], 3) for n in drafters},
             "ppd_sized_tokens_per_step": round(entry["ppd_sized"].tokens_per_step, 3),
             "outputs_differing_from_plain": entry["diverged"]}
+        if s3d_rows is not None:
+            s3d = entry["s3d"]
+            gamma = len(s3d_rows) + 1
+            s_acc = [round(a / s3d.steps, 4) for a in s3d.accepted_at_depth] + [0.0] * (gamma - len(s3d.accepted_at_depth))
+            share = 1 - len(s3d_record["skip"]) / model.config.num_layers  # the draft pass's share of the layers
+            report["categories"][category].update({
+                "s3d_acceptance_per_depth": s_acc, "s3d_tokens_per_step": round(s3d.tokens_per_step, 3),
+                # accelerator: verify of gamma+1 rows costs 1, the draft pass ~ its share of the layers
+                "s3d_accelerator": round(s3d.tokens_per_step / (1 + share), 3)})
     print(json.dumps(report["categories"], indent=1))
     if args.json:
         with open(args.json, "w") as f:

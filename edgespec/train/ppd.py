@@ -39,7 +39,7 @@ def distill_loss(teacher: torch.Tensor, logits: torch.Tensor, index: torch.Tenso
 
 
 @torch.no_grad()
-def chain_acceptance(objective, model, embeds, sequences, max_anchors: int = 64) -> list[float]:
+def chain_acceptance(objective, model, embeds, sequences, max_anchors: int = 40) -> list[float]:
     """Held-out chain acceptance per depth: P(drafts 1..d all equal the target's greedy tokens), on the
     target's greedy answers (what greedy verification accepts), top-1 of each drafting row."""
     hits, total = None, 0

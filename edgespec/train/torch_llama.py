@@ -32,6 +32,7 @@ class TorchLlama:
                   for name in weights}
         self.lm_head = self.w["lm_head"] if "lm_head" in self.w else self.w["embed"]
         self.inv_freq = torch.from_numpy(rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling))
+        self.keep_sequences, self._kept = False, {}
 
     @classmethod
     def from_source(cls, source) -> "TorchLlama":
@@ -46,11 +47,21 @@ class TorchLlama:
 
     @torch.no_grad()
     def sequence(self, ids) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Causal pass over real tokens: (logits [n, vocab], per-layer (K, V) [n_kv, n, hd])."""
+        """Causal pass over real tokens: (logits [n, vocab], per-layer (K, V) [n_kv, n, hd]).
+
+        With `keep_sequences` set, each sequence's pass is kept (logits as float16): the target is
+        frozen, so a training set's real passes are computed once, not once per step."""
+        key = tuple(int(i) for i in ids)
+        if key in self._kept:
+            logits, kv = self._kept[key]
+            return logits.float(), kv
         n = len(ids)
         mask = torch.ones(n, n, dtype=torch.bool).tril()
         h, kv = self.rows(self.embed(ids), torch.arange(n), mask)
-        return self.logits(h), kv
+        logits = self.logits(h)
+        if self.keep_sequences:
+            self._kept[key] = (logits.half(), kv)
+        return logits, kv
 
     def rows(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
              past: list[tuple[torch.Tensor, torch.Tensor]] | None = None, skip=()):
