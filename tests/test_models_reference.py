@@ -8,7 +8,7 @@ import pytest
 from edgespec.config import ModelConfig, RopeScaling
 from edgespec.errors import UnsupportedArchitectureError
 from edgespec.models import reference_model_class, supported_architectures
-from edgespec.models.llama import causal_mask, rope_inv_freq
+from edgespec.models.llama.reference import causal_mask, rope_inv_freq
 
 from .tiny import TINY_CONFIGS, random_weights, root_path, tree_layout
 
@@ -20,6 +20,13 @@ TESTED_ARCHITECTURES = sorted(TINY_CONFIGS)
 def test_every_architecture_is_tested():
     untested = set(supported_architectures()) - set(TESTED_ARCHITECTURES)
     assert not untested, f"registered architectures without a tiny-model test: {sorted(untested)}"
+
+
+def test_config_reads_exactly_the_registered_architectures():
+    """config.py asks no registry (that was an import cycle): its own list must match the families'."""
+    from edgespec.config import SUPPORTED_ARCHITECTURES
+
+    assert list(SUPPORTED_ARCHITECTURES) == supported_architectures()
 
 
 @pytest.fixture(params=TESTED_ARCHITECTURES)
@@ -97,5 +104,5 @@ def test_config_from_dict_ignores_unknown_keys():
 
 
 def _copy(cache):
-    from edgespec.models.llama import KVCache
+    from edgespec.models.llama.reference import KVCache
     return KVCache([k.copy() for k in cache.keys], [v.copy() for v in cache.values])

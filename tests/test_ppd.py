@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgespec.models.llama import LlamaReference
-from edgespec.models.onnx_llama import build_graph
+from edgespec.models.llama.graph import build_graph
 from edgespec.runtimes.ort import OrtBackend
 from edgespec.runtimes.reference import ReferenceBackend
 from edgespec.sampling import Sampler, SamplingParams

@@ -84,7 +84,7 @@ def test_training_lowers_the_loss_and_resumes(tmp_path, kind):
 def test_s3d_draft_rows_in_torch_equal_the_onnx_layer_plan():
     """The rows S3D trains (root + mask rows, middle layers skipped, over the full model's prefix K/V)
     are what the export computes with a layer plan and extra_embeds."""
-    from edgespec.models.onnx_llama import build_graph
+    from edgespec.models.llama.graph import build_graph
     from edgespec.runtimes.ort import OrtBackend
     from edgespec.train.ppd import group_mask
     from edgespec.train.torch_llama import TorchLlama

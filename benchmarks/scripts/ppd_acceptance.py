@@ -108,10 +108,28 @@ def main() -> int:
                 # accelerator: verify of gamma+1 rows costs 1, the draft pass ~ its share of the layers
                 "s3d_accelerator": round(s3d.tokens_per_step / (1 + share), 3)})
     print(json.dumps(report["categories"], indent=1))
+    print(markdown(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     return 0
+
+
+def markdown(report: dict) -> str:
+    """Per category: acceptance per depth (P(accepted >= d)), tokens per step, measured and projected speedups."""
+    k = report["k"]
+    lines = [f"| category | PPD P(acc>=d), d=1..{k} | PPD tok/step (chain {k}) | PPD sized: tok/step, CPU x | "
+             "PPD accel. x (n=3, 16 rows) | S3D P(acc>=d) | S3D tok/step, CPU x, accel. x | "
+             "n-gram tok/step, CPU x, accel. x |", "|---|---|---|---|---|---|---|---|"]
+    for name, c in report["categories"].items():
+        m = c["measured_speedup"]
+        s3d = (f"{c['s3d_acceptance_per_depth']}", f"{c['s3d_tokens_per_step']}, {m.get('s3d')}, "
+               f"{c['s3d_accelerator']}") if "s3d_acceptance_per_depth" in c else ("-", "-")
+        accel = c["ppd_projection"].get(min(3, k)) or c["ppd_projection"].get(str(min(3, k)))
+        lines.append(f"| {name} | {c['ppd_acceptance_per_depth']} | {round(c['ppd_tokens_per_step'], 3)} | "
+                     f"{c['ppd_sized_tokens_per_step']}, {m['ppd_sized']} | {accel['accelerator']} | {s3d[0]} | "
+                     f"{s3d[1]} | {c['ngram_tokens_per_step']}, {m['ngram']}, {c['ngram_accelerator']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from ..models.llama import rope_inv_freq
+from ..models.llama.reference import rope_inv_freq
 
 
 class TorchLlama:

@@ -107,7 +107,7 @@ class Trainer:
                 self.step += 1
                 self.seconds += time.monotonic() - started
                 if progress is not None:
-                    progress(self, float(loss))
+                    progress(self, loss.item())
                 now = time.monotonic()
                 if now - last_eval > o.eval_seconds:
                     self.evaluate()

@@ -1,77 +1,89 @@
-"""`--spec` names -> drafters: one registry, so validation and construction cannot disagree."""
+"""`--spec` names -> drafters: one registry, so validation and construction cannot disagree.
+
+A factory takes explicit inputs (`DrafterInputs`: the target's backend and config, the budget, and
+the calibration records or draft backend its entry says it `needs`), never the API's Model: the
+composition root (edgespec.api) measures or loads what is needed and hands it down.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Callable
+
 from ...errors import EdgespecError
+from ..controller import CostModel
+from .combined import auto_drafter
+from .draft_model import DraftModelDrafter
+from .layerskip import LayerSkipDrafter, require_layer_plans
+from .ngram import NgramDrafter
+from .ppd import PPDDrafter
+from .s3d import S3DDrafter
 
 SPEC_CHOICES = "off | ngram | layerskip | ppd | ppd:FILE | s3d | s3d:FILE | auto | draft:MODEL"
 
 
-def _ngram(model, budget, argument):
-    from .ngram import NgramDrafter
-
-    return NgramDrafter()
-
-
-def _layerskip(model, budget, argument):
-    from .layerskip import LayerSkipDrafter
-
-    return LayerSkipDrafter.for_model(model)
-
-
-def _auto(model, budget, argument):
-    from .combined import auto_drafter
-
-    return auto_drafter(model, max_budget=budget)
+@dataclass
+class DrafterInputs:
+    backend: object  # the target's Backend
+    config: object  # the target's ModelConfig
+    budget: int = 8  # max draft tokens per verify pass
+    argument: str = ""  # what follows "name:" in --spec (draft:MODEL -> MODEL)
+    layerskip: dict | None = None  # calibration record (calibration/layerskip.py), when the backend has plans
+    cost: CostModel | None = None  # this device's cost curve (calibration/costs.py)
+    draft_backend: object = None  # the draft model's Backend (draft:MODEL), same vocabulary checked
+    # trained drafters of the export (export/trained.py): kind -> (rows, record); checked for this export
+    trained: dict = field(default_factory=dict)
 
 
-def _ppd(model, budget, argument):
-    """The export's trained PPD prompt tokens (or those in FILE), sized by this device's cost curve."""
-    from ...export.trained import load_drafter
-    from ..controller import CostModel
-    from .combined import CALIBRATION_TEXT
-    from .ppd import PPDDrafter
-
-    if not model.backend.supports_extra_rows():
-        raise EdgespecError(f"PPD drafting appends prompt-token rows to the verify pass, which the {model.backend.name} "
-                            "backend cannot take; use --backend ort (an export made by this version)")
-    rows, _ = load_drafter(model.source, "ppd", argument or None)
-    return PPDDrafter(rows, cost=CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT)),
-                      max_depth=budget)
+@dataclass(frozen=True)
+class DrafterEntry:
+    factory: Callable[[DrafterInputs], object]
+    # of "layerskip", "cost", "draft_backend", "ppd" / "s3d" (that trained drafter, required; from FILE when
+    # the argument names one), "trained" (whatever trained drafters the export has)
+    needs: frozenset = frozenset()
+    takes_argument: bool | None = False  # None: optional
 
 
-def _s3d(model, budget, argument):
-    """The export's trained S3D mask tokens (or those in FILE) with the skip set they were trained for."""
-    from ...export.trained import load_drafter
-    from .s3d import S3DDrafter
-
-    rows, record = load_drafter(model.source, "s3d", argument or None)
-    return S3DDrafter(model.backend, model.config.num_layers, record["skip"], rows)
+def _layerskip(inputs: DrafterInputs):
+    require_layer_plans(inputs.backend)  # before the record, which exists only where there are plans
+    return LayerSkipDrafter.from_record(inputs.backend, inputs.config.num_layers, inputs.layerskip)
 
 
-def _draft_model(model, budget, argument):
-    from .draft_model import DraftModelDrafter
-
-    return DraftModelDrafter.for_model(argument, model)
-
-
-# --spec name (before any ":") -> (argument after ":": True needed / False none / None optional, factory)
-DRAFTERS = {"off": (False, lambda model, budget, argument: None), "ngram": (False, _ngram),
-            "layerskip": (False, _layerskip), "ppd": (None, _ppd), "s3d": (None, _s3d),
-            "auto": (False, _auto),
-            "draft": (True, _draft_model)}
+def _ppd(inputs: DrafterInputs):
+    if not inputs.backend.supports_extra_rows():
+        raise EdgespecError(f"PPD drafting appends prompt-token rows to the verify pass, which the "
+                            f"{inputs.backend.name} backend cannot take; use --backend ort (an export made by "
+                            "this version)")
+    rows, _ = inputs.trained["ppd"]
+    return PPDDrafter(rows, cost=inputs.cost, max_depth=inputs.budget)
 
 
-def check_spec(spec: str) -> tuple:
-    """(factory, argument) for --spec, or a clear error before any model is loaded."""
+def _s3d(inputs: DrafterInputs):
+    rows, record = inputs.trained["s3d"]
+    return S3DDrafter(inputs.backend, inputs.config.num_layers, record["skip"], rows)
+
+
+def _auto(inputs: DrafterInputs):
+    return auto_drafter(inputs.backend, inputs.config.num_layers, inputs.cost, inputs.layerskip,
+                        max_budget=inputs.budget, trained=inputs.trained)
+
+
+DRAFTERS = {
+    "off": DrafterEntry(lambda inputs: None),
+    "ngram": DrafterEntry(lambda inputs: NgramDrafter()),
+    "layerskip": DrafterEntry(_layerskip, frozenset({"layerskip"})),
+    "ppd": DrafterEntry(_ppd, frozenset({"ppd", "cost"}), takes_argument=None),
+    "s3d": DrafterEntry(_s3d, frozenset({"s3d"}), takes_argument=None),
+    "auto": DrafterEntry(_auto, frozenset({"layerskip", "cost", "trained"})),
+    "draft": DrafterEntry(lambda inputs: DraftModelDrafter(inputs.draft_backend), frozenset({"draft_backend"}),
+                          takes_argument=True),
+}
+
+
+def check_spec(spec: str) -> tuple[DrafterEntry, str]:
+    """(registry entry, argument) for --spec, or a clear error before any model is loaded."""
     name, _, argument = (spec or "off").partition(":")
-    needs_argument, factory = DRAFTERS.get(name, (None, None))
-    if factory is None or (needs_argument is not None and needs_argument != bool(argument)):
+    entry = DRAFTERS.get(name)
+    if entry is None or (entry.takes_argument is not None and entry.takes_argument != bool(argument)):
         raise EdgespecError(f"unknown --spec '{spec}'; expected {SPEC_CHOICES}")
-    return factory, argument
-
-
-def make_drafter(spec: str, model, budget: int = 8):
-    """The drafter for `--spec` on a loaded Model (None for off)."""
-    factory, argument = check_spec(spec)
-    return factory(model, budget, argument)
+    return entry, argument
