@@ -49,7 +49,7 @@ def train(kind: str, spec: str, options: TrainOptions, out: str | Path | None = 
     manifest = read_manifest(export_dir)
     target = export_hash(manifest)
     objective = objective_for(kind, options, model.config.num_layers)
-    workdir = workdir_for(target)
+    workdir = workdir_for(manifest)
     sequences = prepare_data(model, workdir, options, tuple(str(t) for t in texts))
     del model  # the onnxruntime session is not needed while training
     log.info("loading %s into torch (dequantized, frozen)", manifest["source"]["name"])

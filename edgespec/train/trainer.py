@@ -135,8 +135,15 @@ class Trainer:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def workdir_for(export_hash: str) -> Path:
-    path = hub.cache_dir() / "train" / f"export-{export_hash}"
+def workdir_for(manifest: dict) -> Path:
+    """Data and checkpoints are keyed by the export's weights (its .data file's sha256): they depend on
+    the weights alone, so a re-export that only changes the graph's form resumes from them. The drafter
+    itself is bound to the whole export it is saved into (export/trained.py)."""
+    files = manifest.get("files", {})
+    weights = next((entry["sha256"] for name, entry in sorted(files.items()) if name.endswith(".data")), None)
+    if weights is None:
+        raise EdgespecError("this export has no weights data file listed in its manifest: export it again")
+    path = hub.cache_dir() / "train" / f"weights-{weights[:16]}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
