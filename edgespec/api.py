@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Iterator
 
 from . import hub, loader
-from .errors import ContextOverflowError, EdgespecError
+from .errors import ContextOverflowError, EdgespecError, ModelFormatError
+from .export.trained import load_drafter
 from .loader import cached_export  # noqa: F401  (public: the bench and tests find the default export with it)
 from .memory import MemoryPlan, plan_memory, row_bytes
 from .sampling import Sampler, SamplingParams
@@ -135,7 +136,7 @@ class Model:
         return self.context
 
     def set_spec(self, spec: str = "off", budget: int = 8, exact: bool = False) -> None:
-        """Choose the drafter (what load(spec=...) does): off | ngram | layerskip | auto | draft:MODEL.
+        """Choose the drafter (what load(spec=...) does): see drafters/select.py's SPEC_CHOICES.
 
         exact: every pass has >= 2 rows, so the output is bit-identical with or without speculation
         (see edgespec.speculative.engine); otherwise the two may differ at numerical near-ties."""
@@ -153,6 +154,12 @@ class Model:
             inputs.layerskip = self._layerskip_record(cost=inputs.cost)
         if "draft_backend" in entry.needs:
             inputs.draft_backend = self._load_draft_model(argument).backend
+        for kind in ("ppd", "s3d"):  # trained drafters: required by name, or whatever the export has (auto)
+            if kind in entry.needs or "trained" in entry.needs:
+                found = self._trained_drafter(kind, argument if kind in entry.needs else "",
+                                              required=kind in entry.needs)
+                if found is not None:
+                    inputs.trained[kind] = found
         self.drafter, self.spec_name, self.exact = entry.factory(inputs), spec, exact
         self.budget = budget if self.drafter is not None else 0
 
@@ -166,6 +173,21 @@ class Model:
         prompts = [self.chat_prompt([{"role": "user", "content": p}]) for p in CALIBRATION_PROMPTS]
         return tuned_layerskip(self.backend, self.config.num_layers, prompts, self.threads, self.source,
                                self.ref.name, retune=retune, tokens=tokens, cost=cost)
+
+    def _trained_drafter(self, kind: str, path: str, required: bool):
+        """(rows, record) of the export's trained `kind` drafter (or of the file `path`), checked to be
+        trained for this export; None when not required and there is none."""
+        if self.source is None or not (Path(self.source) / "edgespec.json").is_file():
+            if required:
+                raise EdgespecError(f"--spec {kind} needs an ONNX export with a trained {kind} drafter; "
+                                    f"{self.ref.name} runs on {self.backend_name}")
+            return None
+        try:
+            return load_drafter(self.source, kind, path or None)
+        except ModelFormatError:
+            if required:
+                raise
+            return None
 
     def _load_draft_model(self, name: str) -> "Model":
         """The draft model on the target's backend kind, checked to speak the same vocabulary."""

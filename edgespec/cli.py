@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers-python", help="the Python that has onnxruntime-genai (default: this one)")
     p.add_argument("--backend", default="ort,llamacpp",
                    help="our backends to run, comma-separated: ort, llamacpp, auto (default: ort,llamacpp)")
-    p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, auto, "
-                                                 "draft:MODEL (default: off)")
+    p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, ppd, "
+                                                 "auto, draft:MODEL (default: off)")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
     p.add_argument("--cost-curve", action="store_true",
                    help="measure the verify cost curve c(T) on each backend instead of decoding")
@@ -135,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--tokens", type=int, default=48, help="new tokens per calibration prompt")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("train", help="train a self-drafter for a model's export ([train] extra: torch): ppd "
+                                     "(prompt tokens) or s3d (mask tokens, middle layers skipped)")
+    p.add_argument("kind", choices=["ppd", "s3d"])
+    p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
+    p.add_argument("--minutes", type=float, default=15.0, help="training time budget (default 15)")
+    p.add_argument("--steps", type=int, help="stop after this many steps (also bounded by --minutes)")
+    p.add_argument("--out", help="write the drafter here instead of into the export (use: --spec ppd:FILE)")
+    p.add_argument("--text", action="append", default=[], help="a UTF-8 text file to add to the training data")
+    p.add_argument("--tokens", type=int, default=96, help="answer tokens per training prompt")
+    p.add_argument("--samples", type=int, default=1, help="sampled answers per prompt beside the greedy one")
+    p.add_argument("--k", type=int, default=3, help="draft depth: ppd prompt tokens, s3d gamma (gamma-1 mask rows)")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("chat", epilog=DEFAULTS, formatter_class=argparse.RawDescriptionHelpFormatter, help="interactive chat in the terminal")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
@@ -161,8 +175,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", default="auto", help="speculative decoding: auto (default: n-gram and layer-skip drafts "
                                                   "where this machine's measured costs say they pay, else plain; "
                                                   "calibrated once per model and machine), off, ngram (prompt "
-                                                  "lookup), layerskip (ort), draft:MODEL (a smaller model, same "
-                                                  "vocabulary)")
+                                                  "lookup), layerskip (ort), ppd / s3d (trained with `edgespec "
+                                                  "train`; ort), draft:MODEL (a smaller model, same vocabulary)")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
     p.add_argument("--memory-budget", help="resident memory this process may use, e.g. 1.5G (default: what it "
                                            "uses now + 90%% of the available RAM); context and draft size shrink to "
@@ -366,6 +380,27 @@ def cmd_tune(args) -> int:
     verdict = "pays" if record["pays"] else "does not pay here: --spec auto will not use it"
     print(f"plain decoding: {record['plain_tok_s']} tok/s; best layer-skip {record['speedup']}x ({verdict}); "
           f"stored in {model.source}/edgespec.json")
+    return 0
+
+
+def cmd_train(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise EdgespecError("`edgespec train` needs torch: pip install 'edgespec[train]'") from None
+    from .train.run import train
+    from .train.trainer import TrainOptions
+
+    options = TrainOptions(k=args.k, minutes=args.minutes, steps=args.steps, answer_tokens=args.tokens,
+                           samples=args.samples)
+    try:
+        path, record = train(args.kind, args.model, options, args.out, args.text, args.threads)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the checkpoint is saved; run the same command again to resume", file=sys.stderr)
+        return 130
+    curve = ", ".join(f"{c['minutes']} min: {c['acceptance']}" for c in record["curve"])
+    print(f"\n{args.kind} drafter ({args.k} deep, {record['steps']} steps, {record['minutes']} min) -> {path}")
+    print(f"held-out acceptance per depth: {record['acceptance_per_depth']} (over training: {curve})")
     return 0
 
 

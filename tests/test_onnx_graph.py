@@ -134,7 +134,7 @@ def test_kv_is_written_in_place_and_skipped_layers_are_untouched(pair):
 
 
 def _run_fresh(model_bytes, config, ids, extra=None):
-    """One call on an empty cache with plain session.run (extra_embeds fed only when given)."""
+    """One call on an empty cache with plain session.run (extra_embeds [1, 0, d] unless given)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -144,8 +144,9 @@ def _run_fresh(model_bytes, config, ids, extra=None):
              "attention_bias": bias, "seqlens_k": np.array([T - 1], np.int32),
              "total_sequence_length": np.array(T, np.int32), "logits_index": np.arange(T),
              "layer_mask": np.ones(config.num_layers, dtype=bool)}
-    if extra is not None:
-        feeds["extra_embeds"] = np.asarray(extra, np.float32)[None]
+    if any(i.name == "extra_embeds" for i in session.get_inputs()):
+        feeds["extra_embeds"] = np.zeros((1, 0, config.hidden_size), np.float32) if extra is None else \
+            np.asarray(extra, np.float32)[None]
     for i in range(config.num_layers):
         for kind in ("key", "value"):
             feeds[f"past_{kind}.{i}"] = np.zeros((1, config.num_kv_heads, MAX_LEN, config.head_dim), np.float32)
@@ -158,7 +159,7 @@ def test_extra_embeds_are_appended_after_the_tokens():
     model = build_graph(config, weights, MAX_LEN, extra_embeds=True).SerializeToString()
     tokens = tokens_for(config, 9)
     expected = LlamaReference(config, weights).forward(tokens)
-    assert np.abs(_run_fresh(model, config, tokens) - expected).max() <= TOL  # unfed: no extra rows
+    assert np.abs(_run_fresh(model, config, tokens) - expected).max() <= TOL  # E = 0: no extra rows
     got = _run_fresh(model, config, tokens[:6], extra=weights["embed"][tokens[6:]])
     assert np.abs(got - expected).max() <= TOL
 

@@ -55,6 +55,7 @@ class ExportOptions:
     format: str = "onnx"
     requantize: bool = False  # True: requantize GGUF blocks to plain int4 too (smaller, faster, lossy)
     layer_plans: bool = True  # one If per layer so layer-skip drafts can run a subset (costs ~5% per step)
+    extra_embeds: bool = True  # the extra_embeds input (PPD prompt rows); unfed it is one empty Concat
     gguf_type: str | None = None  # --format gguf: Q8_0, Q4_0, F16, F32 (default Q4_0 for int4, F32 for fp32)
     recipe: str = DEFAULT_RECIPE  # int4: how each weight is stored (quant/recipe.py)
     bytes_budget: int | None = None  # bytes per token for the planned recipes, instead of the recipe's own
@@ -188,7 +189,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
         graph = family(config.architecture).build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
                             embed_dtype=np.float32 if options.precision == "fp32" or options.embed == "fp32"
                             else np.float16, external=external,
-                            layer_plans=options.layer_plans)
+                            layer_plans=options.layer_plans, extra_embeds=options.extra_embeds)
     finally:
         external.close()
     log.info("writing %s", GRAPH_FILE)
@@ -206,7 +207,8 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
                                  "lm_head_route": getattr(lm_head, "report", {}),
                                  **({} if plan is None else {"plan": plan.summary, "tensors": plan.tensors})},
                 "graph": {"file": GRAPH_FILE, "inputs": inputs},
-                "graph_contract": manifest_entry(config, layer_plans=options.layer_plans)}
+                "graph_contract": manifest_entry(config, layer_plans=options.layer_plans,
+                                                 extra_embeds=options.extra_embeds)}
     return artifact, report, build_seconds
 
 

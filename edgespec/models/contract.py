@@ -10,7 +10,7 @@ Symbolic dimensions (strings in `shape`):
   T       tokens fed this pass (T_ids + E when extra rows are appended)
   S       past + T: the attention span of this pass
   N       rows whose logits are wanted (len(logits_index))
-  E       appended embedding rows (0 when `extra_embeds` is unfed)
+  E       appended embedding rows (extra_embeds is fed [1, 0, d] when there are none)
   kv_len  the KV buffer length the runtime allocated (<= max_len in the manifest)
 Integers: L layers, n_kv KV heads, head_dim, d hidden size, vocab (all from the manifest's config).
 """
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from ..config import ModelConfig
 from ..errors import ModelFormatError
 
-GRAPH_CONTRACT_VERSION = 1
+GRAPH_CONTRACT_VERSION = 2  # 2: extra_embeds in default exports, always fed
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,11 @@ def graph_inputs(config: ModelConfig, layer_plans: bool = True, extra_embeds: bo
     if extra_embeds:
         specs.append(TensorSpec("extra_embeds", "float32", (1, "E", config.hidden_size),
                                 "embedding rows appended after the token embeddings (mask / prompt tokens); "
-                                "position_ids, attention_bias and logits_index cover T_ids + E rows; unfed: E = 0",
-                                optional=True, present_when="exported for trained drafters (extra_embeds=True)"))
+                                "position_ids, attention_bias and logits_index cover T_ids + E rows; always fed "
+                                "when present: [1, 0, d] on a pass without extra rows (IOBinding cannot bind an "
+                                "input with a default)",
+                                optional=True, present_when="exported with extra_embeds=True (the default since "
+                                                            "contract 2: PPD / S3D rows)"))
     return specs
 
 

@@ -21,11 +21,13 @@ class Backend(Protocol):
     def cache_len(self) -> int: ...
 
     def forward(self, tokens: Sequence[int], positions=None, tree_mask=None, logits_for=None,
-                plan=None) -> np.ndarray:
+                plan=None, extra_embeds=None) -> np.ndarray:
         """Append T tokens; logits [N, vocab] for rows `logits_for` (default all T).
 
         positions [T] default cache_len + arange(T); tree_mask [T, T] bool (True = may attend,
-        default causal; the cached past is always visible); plan: a layer mask [L] bool."""
+        default causal; the cached past is always visible); plan: a layer mask [L] bool.
+        extra_embeds [E, d]: input rows appended after the tokens (PPD prompt tokens); T, positions,
+        tree_mask and logits_for then cover the T + E rows, and the cache grows by T + E."""
 
     def rollback(self, n: int) -> None:
         """Forget the last n cached tokens."""
@@ -39,3 +41,6 @@ class Backend(Protocol):
 
     def supports_plan(self) -> bool:
         """Whether `plan` (running a subset of layers) is available on this backend."""
+
+    def supports_extra_rows(self) -> bool:
+        """Whether `extra_embeds` (input rows that are not tokens) is available on this backend."""

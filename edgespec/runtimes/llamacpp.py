@@ -132,14 +132,22 @@ class LlamaCppBackend:
     def supports_plan(self) -> bool:
         return False
 
+    def supports_extra_rows(self) -> bool:
+        # A llama_batch carries either token ids or embeddings, never both in one llama_decode, and a
+        # separate embeddings batch would need its own causal window over the tree: no PPD rows here.
+        return False
+
     def _check_rollback(self, what: str) -> None:
         if self.recurrent:
             raise EdgespecError(f"{what} needs a KV cache that can be rolled back, but '{self.path.name}' has a "
                                 "recurrent/hybrid memory in llama.cpp; run it with --spec off")
 
-    def forward(self, tokens, positions=None, tree_mask=None, logits_for=None, plan=None) -> np.ndarray:
+    def forward(self, tokens, positions=None, tree_mask=None, logits_for=None, plan=None,
+                extra_embeds=None) -> np.ndarray:
         if plan is not None:
             raise EdgespecError("layer plans (layer-skip drafting) are not available on the llama.cpp backend")
+        if extra_embeds is not None:
+            raise EdgespecError("extra input rows (PPD prompt tokens) are not available on the llama.cpp backend")
         tokens = np.asarray(tokens, dtype=np.int32).reshape(-1)
         T, P = len(tokens), self.cache_len
         if P + T > self.max_len:

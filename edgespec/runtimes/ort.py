@@ -67,7 +67,11 @@ class OrtBackend:
         self.cache_len = 0
         self._last_start = 0
         self.all_layers = np.ones(config.num_layers, dtype=bool)
-        self.has_layer_mask = any(i.name == "layer_mask" for i in self.session.get_inputs())
+        names = {i.name for i in self.session.get_inputs()}
+        self.has_layer_mask = "layer_mask" in names
+        # Exports with extra input rows (PPD prompt tokens) take [1, 0, d] when there are none.
+        self.has_extra_embeds = "extra_embeds" in names
+        self._no_extra = np.zeros((1, 0, config.hidden_size), np.float32)
         self.binding = self.session.io_binding()
         self.binding.bind_output("logits")
         for i in range(config.num_layers):
@@ -80,14 +84,20 @@ class OrtBackend:
         """Exports built with layer plans (If per layer) take a layer mask; inlined ones do not."""
         return self.has_layer_mask
 
-    def forward(self, tokens, positions=None, tree_mask=None, logits_for=None, plan=None) -> np.ndarray:
+    def supports_extra_rows(self) -> bool:
+        return self.has_extra_embeds
+
+    def forward(self, tokens, positions=None, tree_mask=None, logits_for=None, plan=None,
+                extra_embeds=None) -> np.ndarray:
         """Logits [N, vocab] for the rows `logits_for` (default: all T) of T new tokens.
 
         tree_mask: [T, T] bool over the new tokens (True = may attend); the past is always visible.
         positions: [T] (default cache_len + arange(T)). plan: a layer mask [L] bool (default all layers).
+        extra_embeds: [E, d] rows after the tokens (T counts them); needs an export with that input.
         """
         tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
-        T, P = tokens.shape[1], self.cache_len
+        E = 0 if extra_embeds is None else len(extra_embeds)
+        T, P = tokens.shape[1] + E, self.cache_len
         if P + T > self.max_len:
             raise ContextOverflowError(f"{P} cached + {T} new tokens exceed the context of {self.max_len} tokens")
         positions = P + np.arange(T) if positions is None else np.asarray(positions)
@@ -108,6 +118,12 @@ class OrtBackend:
         elif plan is not None and not np.all(plan):
             raise EdgespecError("this export has no layer plans (exported with --no-layer-plans): "
                                 "layer-skip drafting needs an export with them")
+        if self.has_extra_embeds:
+            feeds["extra_embeds"] = self._no_extra if not E else \
+                np.ascontiguousarray(extra_embeds, np.float32).reshape(1, E, -1)
+        elif E:
+            raise EdgespecError("this export has no extra_embeds input (exported before PPD drafters existed): "
+                                "export it again")
         for name, value in feeds.items():
             self.binding.bind_cpu_input(name, value)
         self.binding.bind_output("logits")  # re-bound each run: its row count changes

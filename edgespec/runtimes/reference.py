@@ -23,18 +23,23 @@ class ReferenceBackend:
     def supports_plan(self) -> bool:
         return False
 
-    def forward(self, tokens, positions=None, tree_mask=None, logits_for=None, plan=None) -> np.ndarray:
+    def supports_extra_rows(self) -> bool:
+        return True
+
+    def forward(self, tokens, positions=None, tree_mask=None, logits_for=None, plan=None,
+                extra_embeds=None) -> np.ndarray:
         if plan is not None:
             raise NotImplementedError("the reference backend runs every layer")
         tokens = np.asarray(tokens).reshape(-1)
-        if self.cache_len + len(tokens) > self.max_len:
-            raise ContextOverflowError(f"{self.cache_len} cached + {len(tokens)} new tokens exceed the context "
+        T = len(tokens) + (0 if extra_embeds is None else len(extra_embeds))
+        if self.cache_len + T > self.max_len:
+            raise ContextOverflowError(f"{self.cache_len} cached + {T} new tokens exceed the context "
                                        f"of {self.max_len} tokens")
         mask = None
         if tree_mask is not None:
-            mask = np.concatenate([np.ones((len(tokens), self.cache_len), bool), tree_mask], axis=1)
+            mask = np.concatenate([np.ones((T, self.cache_len), bool), tree_mask], axis=1)
         self._last_start = self.cache_len
-        logits = self.model.forward(tokens, self.cache, positions, mask)
+        logits = self.model.forward(tokens, self.cache, positions, mask, extra_embeds)
         return logits if logits_for is None else logits[np.asarray(logits_for)]
 
     def rollback(self, n: int) -> None:

@@ -121,6 +121,7 @@ class Controller:
     draft_seconds: dict[str, float] = field(default_factory=dict)  # per drafted token, decayed
     plain_steps: int = 0
     free: set = field(default_factory=set)  # drafters that cost nothing to ask (n-gram lookup)
+    pass_rows: dict = field(default_factory=dict)  # drafter -> rows of its verify pass for k drafts (default k+1)
 
     def plan(self, names: list[str], buckets: dict[str, str] | None = None) -> tuple[str | None, int]:
         """(drafter, K) with the highest expected tokens per second; (None, 0) = a plain step.
@@ -133,8 +134,9 @@ class Controller:
             acceptance = self.acceptance.setdefault(buckets.get(name, name), Acceptance())
             per_token = 0.0 if name in self.free else self.draft_seconds.get(name, 0.5 * self.cost.pass_seconds(1))
             expected = acceptance.expected_tokens_upto(self.max_budget)
+            rows = self.pass_rows.get(name, _chain_rows)  # PPD's prompt rows make its pass bigger than k + 1
             for k in range(1, self.max_budget + 1):
-                rate = expected[k] / (k * per_token + self.cost.pass_seconds(k + 1))
+                rate = expected[k] / (k * per_token + self.cost.pass_seconds(rows(k)))
                 if rate > best_rate:
                     best, best_rate = (name, k), rate
         if best[0] is None and names:
@@ -156,6 +158,10 @@ class Controller:
                 old = self.draft_seconds.get(name, per_token)
                 self.draft_seconds[name] = 0.8 * old + 0.2 * per_token
         self.cost.observe(verify_T, verify_s)
+
+
+def _chain_rows(k: int) -> int:
+    return k + 1
 
 
 class ControlledDrafter:
@@ -183,14 +189,26 @@ class ControlledDrafter:
         started = time.perf_counter()
         tree = self.drafters[name].propose(context, min(k, budget))
         self._last = (name, buckets[name], tree, time.perf_counter() - started, time.perf_counter())
+        self._extra = 0
         return tree
+
+    def verify_rows(self, tree):
+        """The chosen drafter's own rows for this pass (PPD prompt tokens), or None."""
+        drafter = self.drafters[self._last[0]] if self._last is not None else None
+        extra = drafter.verify_rows(tree) if hasattr(drafter, "verify_rows") else None
+        self._extra = 0 if extra is None else len(extra.parents)
+        return extra
+
+    def read_rows(self, logits, end_row) -> None:
+        self.drafters[self._last[0]].read_rows(logits, end_row)
 
     def observe(self, accepted) -> None:
         if self._last is None:
             return
         name, bucket, tree, draft_s, verify_started = self._last
         verify_s = time.perf_counter() - verify_started
-        self.controller.observe(name, tree.depth(), len(accepted) - 1, draft_s, len(tree) + 1, verify_s, bucket)
+        self.controller.observe(name, tree.depth(), len(accepted) - 1, draft_s, len(tree) + 1 + self._extra,
+                                verify_s, bucket)
         self.drafters[name].observe(accepted)
         tally = self.tally.setdefault(name, [0, 0, 0])
         tally[0], tally[1], tally[2] = tally[0] + 1, tally[1] + len(tree), tally[2] + len(accepted) - 1

@@ -9,7 +9,10 @@ last one (the root of the next draft tree), so a step is
     backend.keep([root] + path)                             (drop the rejected branches)
     emit path tokens, then next_token (the new root)
 
-and plain decoding is the same step with an empty tree.
+and plain decoding is the same step with an empty tree. A drafter with `verify_rows(tree)`
+(PPD) appends input rows after the tree rows of that pass (described by their parents, like
+tree nodes; the math is in drafters/ppd.py) and reads their logits with `read_rows`; no tree
+row sees them, and keep() drops their KV, so the cache stays plain decoding's.
 
 Exact mode: a 1-token pass and a T-token pass round differently on both backends (their
 int8-activation kernels take another path for one row; rows of any T >= 2 pass are
@@ -31,7 +34,7 @@ from typing import Iterator, Sequence
 
 from ..errors import ContextOverflowError
 from ..sampling import Sampler, penalize, probabilities
-from .tree import DraftTree
+from .tree import DraftTree, tree_layout
 from .verify import verify_greedy, verify_sampling
 
 
@@ -117,9 +120,16 @@ def _step(backend, history: list[int], sampler: Sampler, drafter, budget: int, s
     if exact and not len(tree):
         tree = DraftTree.chain(history[-1:])  # a 2-row pass; the guess "the root repeats" is verified as usual
     tree_s = time.perf_counter()
-    tokens, depths, mask = tree.flatten(history[-1])
-    logits = backend.forward(tokens, positions=backend.cache_len + depths,
-                             tree_mask=None if tree.is_chain() else mask)
+    tokens, parents = tree.flatten_parents(history[-1])
+    # A drafter may append input rows of its own (PPD prompt tokens) after the tree rows; no tree row
+    # attends to them, so the rows verified below are unchanged, and keep() below drops their KV.
+    extra = drafter.verify_rows(tree) if hasattr(drafter, "verify_rows") else None
+    if extra is not None:
+        parents = parents + extra.parents
+    depths, mask = tree_layout(parents)
+    chain = all(p == i - 1 for i, p in enumerate(parents))
+    rows = {} if extra is None else {"extra_embeds": extra.embeds}
+    logits = backend.forward(tokens, positions=backend.cache_len + depths, tree_mask=None if chain else mask, **rows)
 
     def context(row: int) -> list[int]:  # the history a row predicts after: for the repetition penalty
         if not row or sampler.params.repetition_penalty == 1.0:  # no penalty: no copy of the history per row
@@ -133,6 +143,8 @@ def _step(backend, history: list[int], sampler: Sampler, drafter, budget: int, s
             tree, lambda row: probabilities(penalize(logits[row], context(row), sampler.params.repetition_penalty),
                                             sampler.params), sampler.rng)
     backend.keep([0] + [i + 1 for i in path])
+    if extra is not None:  # the drafter reads its rows' logits: the prompt rows of the accepted path's end
+        drafter.read_rows(logits[len(tokens):], path[-1] + 1 if path else 0)
     stats.steps += 1
     stats.drafted += len(tree)
     stats.accepted += len(path)

@@ -68,7 +68,12 @@ class DraftTree:
 
     def flatten(self, root_token: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tokens [1+N], depths [1+N], ancestor mask [1+N, 1+N]) with the root at row 0."""
-        return np.array([root_token] + self.tokens, np.int64), *tree_layout([-1] + [p + 1 for p in self.parents])
+        tokens, parents = self.flatten_parents(root_token)
+        return tokens, *tree_layout(parents)
+
+    def flatten_parents(self, root_token: int) -> tuple[np.ndarray, list[int]]:
+        """(tokens [1+N], parent row of each row (-1 for the root at row 0))."""
+        return np.array([root_token] + self.tokens, np.int64), [-1] + [p + 1 for p in self.parents]
 
     def first_chain(self) -> "DraftTree":
         """The path that follows each node's first child (the drafter's favourite branch)."""

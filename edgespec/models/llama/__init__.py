@@ -7,7 +7,7 @@ from .reference import LlamaReference
 # Bumped whenever graph.py's graph changes, so exports cached on first use are rebuilt. Kept here, and
 # the builder imported on first use, because importing onnx takes 0.5-5 s and loading a cached export
 # (every `generate` and `chat` start) needs none of it.
-GRAPH_VERSION = 2  # 2: stacked q/k/v and gate/up, SkipSimplifiedLayerNormalization
+GRAPH_VERSION = 3  # 2: stacked q/k/v and gate/up, SkipSimplifiedLayerNormalization; 3: extra_embeds by default
 
 
 def build_graph(*args, **kwargs):

@@ -8,8 +8,9 @@ outputs are the graph contract's (models/contract.py, versioned); in short:
            seqlens_k [1] int32 (=S-1) total_sequence_length [] int32 (=S)
            logits_index [N] int64     rows of T whose logits are wanted (the lm_head runs on N rows only)
            layer_mask [L] bool        False = skip layer i (its K/V rows are left untouched)
-           extra_embeds [1,E,d] float only with build_graph(extra_embeds=True): rows appended after the
-                                      token embeddings, T = T_ids + E (mask/prompt tokens); unfed: E = 0
+           extra_embeds [1,E,d] float only with build_graph(extra_embeds=True) (the export's default): rows
+                                      appended after the token embeddings, T = T_ids + E (mask/prompt
+                                      tokens); always fed, [1,0,d] when there are none
            past_key.i / past_value.i  [1, n_kv, kv_len, head_dim]   kv_len <= max_len, the runtime's choice
   outputs  logits [N, vocab]          present_key.i / present_value.i  [1, n_kv, kv_len, head_dim]
 
@@ -69,7 +70,7 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     external: stream initializers into this data file instead of keeping them in the proto.
     extra_embeds: add the input `extra_embeds` [1, E, d], rows appended after the token embeddings
         (S3D mask tokens, PPD prompt tokens); position_ids / attention_bias / logits_index then
-        cover T_ids + E rows. Its default is an empty [1, 0, d] initializer, so it may be left unfed.
+        cover T_ids + E rows. It must be fed ([1, 0, d] when there are no extra rows).
     layer_plans: wrap each layer in If(layer_mask[i]) (layer-skip drafting); False inlines the layers
         (no layer_mask input; the If nodes cost ~5% of a decode step and block cross-layer fusions).
     """
@@ -98,8 +99,8 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     if np.dtype(embed_dtype) != np.float32:
         h = g.node("Cast", [h], to=TensorProto.FLOAT)
     if extra_embeds:
-        # A graph input that is also an initializer is overridable: the initializer is its default.
-        g.constant("extra_embeds", np.zeros((1, 0, c.hidden_size), np.float32))
+        # A required input (declared by the contract), fed [1, 0, d] when there are no extra rows:
+        # onnxruntime's IOBinding cannot bind an overridable initializer (an input with a default).
         h = g.node("Concat", [h, g.node("Squeeze", ["extra_embeds", "axes0"])], axis=0)  # [T_ids + E, d]
     normed = None  # inlined layers: the next norm of the residual stream, fused with the residual add
     for i in range(L):

@@ -115,24 +115,29 @@ class LlamaReference:
     def new_cache(self) -> KVCache:
         return KVCache()
 
-    def forward(self, tokens, cache: KVCache | None = None, positions=None, mask=None) -> np.ndarray:
+    def forward(self, tokens, cache: KVCache | None = None, positions=None, mask=None,
+                extra_embeds=None) -> np.ndarray:
         """Logits [T, vocab] for T new tokens; appends their K/V to `cache`.
 
         positions: [T] (default: cache.length + arange(T)).
         mask: [T, past+T] bool, True = may attend (default: causal). A token tree
         passes its ancestor mask here and tree depths as positions.
+        extra_embeds: [E, d] input rows appended after the tokens' embeddings (PPD prompt
+        tokens, S3D mask tokens); T then counts them too.
         """
         tokens = np.asarray(tokens, dtype=np.int64)
+        h = self._rows("embed", tokens)  # [T, d]
+        if extra_embeds is not None:
+            h = np.concatenate([h, np.asarray(extra_embeds, np.float32).reshape(-1, h.shape[1])])
         cache = cache if cache is not None else KVCache()
         past = cache.length
         if positions is None:
-            positions = past + np.arange(len(tokens))
+            positions = past + np.arange(len(h))
         positions = np.asarray(positions, dtype=np.int64)
         if mask is None:
-            mask = causal_mask(past, len(tokens))
+            mask = causal_mask(past, len(h))
         bias = np.where(mask, 0.0, -np.inf).astype(np.float32)
 
-        h = self._rows("embed", tokens)  # [T, d]
         first_call = not cache.keys
         for i in range(self.config.num_layers):
             h = self._layer(i, h, positions, bias, cache, first_call)
