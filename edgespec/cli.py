@@ -65,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "0 = fp32 activations (exact, 0.6-0.9x speed); int8 weights always use 4")
     p.add_argument("--lm-head", default="int8", help="int8 | int4 | fp32")
     p.add_argument("--embed", default="fp16", help="fp16 | fp32")
-    p.add_argument("--max-len", type=int, default=4096, help="context length of the KV buffers")
+    p.add_argument("--max-len", type=int, help="context length of the KV buffers (default 4096; 1024 for --target npu)")
+    p.add_argument("--target", default="cpu", choices=["cpu", "npu"],
+                   help="npu: static shapes, one graph per row bucket, KV window on the host (QNN HTP, OpenVINO, CPU)")
+    p.add_argument("--buckets", default="1,4,8,16", help="--target npu: rows per graph, comma-separated")
     p.add_argument("--validate-tokens", type=int, default=256)
     p.add_argument("--requantize", action="store_true",
                    help="requantize GGUF weights to plain int4 (asymmetric, --block-size) instead of keeping "
@@ -228,12 +231,20 @@ def cmd_export(args) -> int:
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                             lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
-                            gguf_type=args.gguf_type, layer_plans=args.layer_plans)
+                            gguf_type=args.gguf_type, layer_plans=args.layer_plans, target=args.target,
+                            buckets=_int_list(args.buckets, "--buckets"))
     output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
                             f"{args.precision}"
     out = export(args.model, output, options, force=args.force)
     _print_manifest(out)
     return 0
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise EdgespecError(f"{flag} '{text}' is not a comma-separated list of integers, e.g. 1,4,8,16") from None
 
 
 def _print_manifest(directory) -> None:
@@ -250,8 +261,15 @@ def _print_manifest(directory) -> None:
     else:
         print(f"precision:    {q['precision']} (lm_head {q['lm_head']}, embed {q['embed']}, accuracy level "
               f"{q['accuracy_level']}); weights: {q['routes']}")
+    if m.get("target") == "npu":
+        s = m["static"]
+        print(f"target:       npu (static): graphs of {s['buckets']} rows over a {s['window']}-token KV window; "
+              f"run with --device cpu|qnn|openvino")
+        for rows, entry in m["validation"].get("buckets", {}).items():
+            print(f"validation {rows:>2}-row graph: top-1 {entry['top1_agreement']:.2%}  max|dlogit| "
+                  f"{entry['max_abs_logit_diff']:.3g}")
     for name, entry in m["validation"].items():
-        if isinstance(entry, dict):
+        if isinstance(entry, dict) and "perplexity" in entry:
             llama = entry.get("llamacpp_perplexity")
             print(f"validation {name:<7} top-1 {entry['top1_agreement']:.2%}  max|dlogit| "
                   f"{entry['max_abs_logit_diff']:.3g}  ppl {entry['perplexity']:.3f} (reference "

@@ -73,17 +73,21 @@ class ExternalData:
     def __init__(self, path, location: str):
         self.file = open(path, "wb")
         self.location = location
+        self.written: dict[str, tuple[int, int]] = {}  # name -> (offset, bytes): graphs sharing the file reuse them
 
     def tensor(self, name: str, value: np.ndarray) -> onnx.TensorProto:
         value = np.ascontiguousarray(value)
-        offset = self.file.seek(0, 2)
-        pad = -offset % self.ALIGN
-        self.file.write(b"\0" * pad)
-        self.file.write(value.tobytes())
+        if name not in self.written:
+            offset = self.file.seek(0, 2)
+            pad = -offset % self.ALIGN
+            self.file.write(b"\0" * pad)
+            self.file.write(value.tobytes())
+            self.written[name] = (offset + pad, value.nbytes)
+        offset, length = self.written[name]
         proto = helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
         tensor = onnx.TensorProto(name=name, data_type=proto.type.tensor_type.elem_type, dims=value.shape)
         tensor.data_location = onnx.TensorProto.EXTERNAL
-        for key, val in (("location", self.location), ("offset", str(offset + pad)), ("length", str(value.nbytes))):
+        for key, val in (("location", self.location), ("offset", str(offset)), ("length", str(length))):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, val
         return tensor
