@@ -12,6 +12,8 @@ Both plugins come with the `[npu]` extra.
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import threading
 from pathlib import Path
 
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 STATIC_DEVICES = ("cpu", "qnn", "openvino")
 NPU_EXTRA = "pip install 'edgespec[npu]'  (onnxruntime-qnn 2.7.0, openvino 2026.4.1)"
 QNN_EP = "QNNExecutionProvider"
+SIMULATED_SOC, SIMULATED_HTP_ARCH = "57", "75"  # Snapdragon 8 Gen 3
 _qnn_lock = threading.Lock()
 
 
@@ -45,7 +48,7 @@ class OrtRunner:
         providers = ["CPUExecutionProvider"]
         if device == "qnn":
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-            options.add_provider_for_devices(qnn_devices(), {"backend_path": _qnn().get_qnn_htp_path()})
+            options.add_provider_for_devices(qnn_devices(), qnn_options())
             providers = None
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.outputs = [o.name for o in self.session.get_outputs()]
@@ -59,6 +62,22 @@ class OrtRunner:
         for subgraph in self.session.get_provider_graph_assignment_info():
             out.setdefault(subgraph.ep_name, []).extend(node.op_type for node in subgraph.get_nodes())
         return out
+
+
+def qnn_options() -> dict[str, str]:
+    """The HTP backend from the wheel, fp32 ops computed in fp16 (what HTP has). In simulation (x86) the chip
+    must be named: with the default (HTP v68, no SoC) MatMulNBits with int4/int8 blocks is rejected (Conv2d
+    validation error 3110) and fp32 RMSNormalization / ReduceMean fail graph finalization (MEM_ALLOC), and
+    fp16 precision needs a soc_model. Simulated: Snapdragon 8 Gen 3 (SM8650: soc_model 57, HTP v75),
+    EDGESPEC_QNN_SOC / EDGESPEC_QNN_HTP_ARCH override; on a phone the EP reads the SoC's own."""
+    options = {"backend_path": _qnn().get_qnn_htp_path(), "enable_htp_fp16_precision": "1"}
+    simulated = platform.machine() in ("x86_64", "AMD64")
+    for key, env, default in (("soc_model", "EDGESPEC_QNN_SOC", SIMULATED_SOC),
+                              ("htp_arch", "EDGESPEC_QNN_HTP_ARCH", SIMULATED_HTP_ARCH)):
+        value = os.environ.get(env, default if simulated else "")
+        if value:
+            options[key] = value
+    return options
 
 
 def _qnn():
