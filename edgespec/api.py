@@ -55,7 +55,8 @@ class GenerationStats:
         return self.generated_tokens / self.decode_seconds if self.decode_seconds else 0.0
 
 
-BACKENDS = ("ort", "llamacpp", "reference", "auto")
+BACKENDS = ("ort", "llamacpp", "reference", "auto", "static")
+STATIC_DEVICES = ("qnn", "openvino")  # NPUs run static-shape graphs only (`export --target npu`)
 
 
 class Model:
@@ -178,18 +179,23 @@ def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, 
     backend "llamacpp": a GGUF (a known model's, a file, or an `export --format gguf`) on llama.cpp.
     backend "auto": whichever of the two decodes faster here (measured once, cached).
     backend "reference": the numpy fp32 reference model (exact, slow; exports are refused).
+    backend "static": static-shape graphs (`export --target npu`, made once from a source) on `device`
+    cpu, qnn (QNN HTP) or openvino; --device qnn/openvino choose it, and refuse a dynamic export.
     """
     from .runtimes import open_backend
 
     if backend not in BACKENDS:
         raise EdgespecError(f"backend '{backend}' is not available; choose one of {', '.join(BACKENDS)}")
     if device != "cpu":
-        if backend not in ("ort", "auto"):
+        if backend not in ("ort", "auto", "static"):
             raise EdgespecError(f"--device {device} needs the onnxruntime backend, not '{backend}'")
-        from .runtimes.ort import providers_for
+        if device in STATIC_DEVICES:
+            backend = "static"
+        else:
+            from .runtimes.ort import providers_for
 
-        providers_for(device)  # fail before any export work
-        backend = "ort"
+            providers_for(device)  # fail before any export work
+            backend = "ort"
     ref = hub.resolve_model(spec)
     budget = None
     if memory_budget is not None:

@@ -125,11 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="ort", choices=["ort", "llamacpp", "auto", "reference"],
+    p.add_argument("--backend", default="ort", choices=["ort", "llamacpp", "auto", "reference", "static"],
                    help="ort: int4 ONNX export on onnxruntime (made and cached on first use); llamacpp: the GGUF "
-                        "on llama.cpp; auto: the faster of the two here (measured once); reference: numpy fp32")
-    p.add_argument("--device", default="cpu", help="onnxruntime device: cpu, xnnpack, qnn, nnapi, coreml, "
-                                                   "openvino, webgpu, dml, cuda (if this build has it)")
+                        "on llama.cpp; auto: the faster of the two here (measured once); reference: numpy fp32; "
+                        "static: the static-shape NPU graphs (export --target npu) on --device cpu|qnn|openvino")
+    p.add_argument("--device", default="cpu", help="cpu; qnn (QNN HTP) or openvino: static graphs (the [npu] extra); "
+                                                   "onnxruntime EPs xnnpack, nnapi, coreml, webgpu, dml, cuda "
+                                                   "(if this build has them)")
     p.add_argument("--threads", type=int, default=0, help="compute threads (0 = all physical cores)")
     p.add_argument("--context", type=int, default=4096, help="context length in tokens (KV cache size)")
     p.add_argument("--spec", default="off", help="speculative decoding: off, ngram (prompt lookup), layerskip "

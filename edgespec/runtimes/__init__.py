@@ -43,6 +43,8 @@ def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "
         return _open_reference(ref, context)
     if kind == "llamacpp":
         return _open_llamacpp(ref, threads, context, memory_budget)
+    if kind == "static":
+        return _open_static(ref, threads, device)
     return _open_ort(ref, threads, device)
 
 
@@ -70,11 +72,37 @@ def _open_ort(ref: hub.ModelRef, threads: int, device: str) -> Opened:
     manifest = read_manifest(ref.path)  # checks every file's sha256 first
     if manifest.get("format") == "gguf":
         raise EdgespecError(f"'{ref.path}' holds a GGUF export; run it with --backend llamacpp")
+    if manifest.get("target") == "npu":
+        return _open_static(ref, threads, device, manifest)
     config = manifest_config(manifest)
     tokenizer = tokenizer_for("export", ref.path, {}, config.vocab_size)
     backend = OrtBackend(str(ref.path / manifest["graph"]["file"]), config, manifest["max_len"], threads, device)
     return Opened(backend, tokenizer, config, manifest["max_len"],
                   f"onnxruntime {manifest['quantization']['precision']}", ref.path)
+
+
+def _open_static(ref: hub.ModelRef, threads: int, device: str, manifest: dict | None = None) -> Opened:
+    """A static (`--target npu`) export on the CPU EP, QNN HTP or OpenVINO; a source is exported once."""
+    from ..export.cached import cached_export
+    from ..export.manifest import manifest_config, read_manifest
+    from ..tokenizer import tokenizer_for
+    from .static import StaticBackend
+
+    if ref.kind != "export":
+        ref = hub.ModelRef("export", cached_export(ref, fmt="npu"), ref.name)
+    manifest = manifest or read_manifest(ref.path)
+    if manifest.get("target") != "npu":
+        source = manifest["source"]["name"]
+        raise EdgespecError(f"'{ref.path}' is a dynamic-shape export, which --device {device} cannot run (QNN HTP "
+                            f"takes no dynamic shapes, If or GroupQueryAttention): make a static one with "
+                            f"`edgespec export {source} --target npu -o {source}-npu` and run that directory")
+    config = manifest_config(manifest)
+    static = manifest["static"]
+    graphs = {int(rows): ref.path / name for rows, name in static["graphs"].items()}
+    backend = StaticBackend(graphs, config, static["window"], device, threads)
+    return Opened(backend, tokenizer_for("export", ref.path, {}, config.vocab_size), config, static["window"],
+                  f"static {manifest['quantization']['precision']} graphs {static['buckets']} rows on {device}",
+                  ref.path)
 
 
 def gguf_source(ref: hub.ModelRef):
