@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ortgenai", help="also run onnxruntime-genai on this model dir (built by its builder)")
     p.add_argument("--peers-python", help="the Python that has onnxruntime-genai (default: this one)")
     p.add_argument("--backend", default="ort,llamacpp",
-                   help="our backends to run, comma-separated: ort, llamacpp, auto (default: ort,llamacpp)")
+                   help="our backends to run, comma-separated: ort, llamacpp, auto, static (the NPU graphs on the "
+                        "CPU EP) (default: ort,llamacpp)")
     p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, auto, "
                                                  "draft:MODEL (default: off)")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
@@ -215,8 +216,8 @@ def cmd_bench(args) -> int:
 def _backends(model: str, names: list[str], threads: int) -> list[str]:
     out = []
     for name in names:
-        if name not in ("ort", "llamacpp", "auto"):
-            raise EdgespecError(f"bench --backend: unknown backend '{name}'; expected ort, llamacpp or auto")
+        if name not in ("ort", "llamacpp", "auto", "static"):
+            raise EdgespecError(f"bench --backend: unknown backend '{name}'; expected ort, llamacpp, auto or static")
         if name == "auto":
             from .runtimes.auto import choose_backend
 

@@ -101,7 +101,8 @@ def _open_static(ref: hub.ModelRef, threads: int, device: str, manifest: dict | 
     graphs = {int(rows): ref.path / name for rows, name in static["graphs"].items()}
     backend = StaticBackend(graphs, config, static["window"], device, threads)
     return Opened(backend, tokenizer_for("export", ref.path, {}, config.vocab_size), config, static["window"],
-                  f"static {manifest['quantization']['precision']} graphs {static['buckets']} rows on {device}",
+                  f"static {manifest['quantization']['precision']} graphs {static['buckets']} rows on {device}"
+                  + (" (simulated HTP: correct, timings not meaningful)" if backend.simulated else ""),
                   ref.path)
 
 

@@ -15,6 +15,7 @@ Sessions open lazily, one per bucket actually used (QNN compiles each graph on f
 from __future__ import annotations
 
 import logging
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,8 @@ class StaticBackend:
         self.cache_len = 0
         self._last_start = 0
         self.weights_bytes = _files_bytes(self.graphs.values())
+        # QNN HTP on a non-ARM host is the simulator: correct (checked against the CPU EP), its times meaningless
+        self.simulated = device == "qnn" and platform.machine() in ("x86_64", "AMD64")
 
     def runner(self, rows: int):
         """The compiled graph of bucket `rows` (opened on first use)."""
