@@ -109,7 +109,7 @@ def test_qnn_htp_greedy_one_token_per_pass(smollm2_static, cpu_run):
 def test_qnn_on_a_dynamic_export_is_refused_with_the_command(tmp_path):
     from edgespec import hub
     from edgespec.export.manifest import write_manifest
-    from edgespec.runtimes import open_backend
+    from edgespec.loader import open_backend
 
     write_manifest(tmp_path, {"source": {"name": "smollm2-135m"}, "format": "onnx", "config": {}})
     with pytest.raises(EdgespecError, match="edgespec export smollm2-135m --target npu"):

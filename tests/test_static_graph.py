@@ -9,7 +9,8 @@ import pytest
 
 from edgespec.errors import EdgespecError
 from edgespec.models.llama import LlamaReference
-from edgespec.models.onnx_llama_static import Fp16Activations, build_static_graph, matmul_linear
+from edgespec.models.llama.static_graph import build_static_graph
+from edgespec.models.onnx_builder import Fp16Activations, matmul_linear
 from edgespec.quant import int4
 from edgespec.quant.linear import QuantizedLinear
 from edgespec.runtimes.static import StaticBackend

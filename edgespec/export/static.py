@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..errors import UnsupportedArchitectureError
 from ..formats import LazyWeights
-from ..models.onnx_llama import ExternalData
-from ..models.onnx_llama_static import (MASK_VALUE, STATIC_GRAPH_VERSION, Fp16Activations, build_static_graph,
-                                        matmul_linear)
+from ..models import family
+from ..models.onnx_builder import ExternalData, Fp16Activations, matmul_linear
+from ..models.static_contract import CONTRACT
 from ..quant.linear import QuantizedLinear
 from ..runtimes.static import StaticBackend
-from .validate import validate
+from .validate import stdlib_text, validate
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ def write_static_export(ref, source, tokenizer, tmp: Path, options, window: int,
     """model_t{T}.onnx per bucket + weights.onnx.data.
     -> (manifest entries, validation report, build seconds, the Linear strategy's per-weight route report)"""
     config = source.config
+    unit = family(config.architecture)
+    if unit.build_static_graph is None:
+        raise UnsupportedArchitectureError(f"architecture '{config.architecture}' has no static (NPU) graph builder")
     buckets = sorted(set(options.buckets))
     linear, lm_head = static_strategies(source, options)
     embed_dtype = np.float32 if options.precision == "fp32" or options.embed == "fp32" else np.float16
@@ -62,7 +66,7 @@ def write_static_export(ref, source, tokenizer, tmp: Path, options, window: int,
     try:
         for rows in buckets:
             log.info("building the static %d-row graph (window %d) for %s", rows, window, ref.name)
-            graph = build_static_graph(config, LazyWeights(source), rows, window, linear, lm_head, embed_dtype,
+            graph = unit.build_static_graph(config, LazyWeights(source), rows, window, linear, lm_head, embed_dtype,
                                        external)
             onnx.save_model(graph, str(tmp / graph_file(rows)))
             graphs[rows] = tmp / graph_file(rows)
@@ -77,20 +81,10 @@ def write_static_export(ref, source, tokenizer, tmp: Path, options, window: int,
     report["buckets"] = validate_buckets(StaticBackend(graphs, config, window), make_reference(),
                                          tokenizer.encode(_bucket_text(), add_bos=False))
     artifact = {"format": "onnx", "target": "npu",
-                "static": {"version": STATIC_GRAPH_VERSION, "window": window, "buckets": buckets,
+                "static": {"version": unit.static_graph_version, "window": window, "buckets": buckets,
                            "graphs": {str(rows): graph_file(rows) for rows in buckets}, "data": DATA_FILE,
                            "contract": CONTRACT}}
     return artifact, report, build_seconds, getattr(linear, "report", {})
-
-
-CONTRACT = {
-    "inputs": {"input_ids": "[1,T] int32", "rope_cos": "[1,1,T,hd] float: [cos, cos] of the rows' positions",
-               "rope_sin": "[1,1,T,hd] float: [-sin, sin]",
-               "attention_bias": f"[1,1,T,W+T] float: 0 visible, {MASK_VALUE} not; columns = window slots, new rows",
-               "past_key.i / past_value.i": "[1,kv,W,hd] float: the host's KV window"},
-    "outputs": {"logits": "[1,T,vocab] float", "new_key.i / new_value.i": "[1,kv,T,hd] float: the new rows only"},
-    "padding": "rows past the pass attend only to themselves; their outputs are dropped",
-}
 
 
 def validate_buckets(backend: StaticBackend, reference, tokens: list[int]) -> dict:
@@ -112,6 +106,4 @@ def validate_buckets(backend: StaticBackend, reference, tokens: list[int]) -> di
 
 
 def _bucket_text() -> str:
-    from .validate import stdlib_text
-
     return stdlib_text(2000)

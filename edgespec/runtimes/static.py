@@ -1,6 +1,6 @@
 """The static-shape Backend: an `export --target npu` on onnxruntime's CPU EP, the QNN HTP EP, or OpenVINO.
 
-The export holds one graph per row bucket (models/onnx_llama_static.py) over a fixed KV window of W
+The export holds one graph per row bucket (models/static_contract.py) over a fixed KV window of W
 slots. This backend owns the cache: K/V [L, 2, kv, W, hd] on the host, slot s = position s.
   forward(T rows)  split into passes of at most the largest bucket; each runs the smallest bucket
                    that holds it, padded with rows that attend only to themselves; the new rows'
@@ -22,7 +22,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import ContextOverflowError, EdgespecError
-from ..models.onnx_llama_static import MASK_VALUE, rope_tables
+from ..models.static_contract import MASK_VALUE, rope_tables
 from .devices import open_runner
 
 log = logging.getLogger(__name__)

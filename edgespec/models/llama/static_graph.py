@@ -17,6 +17,7 @@ export's Linear strategy on 3-D input: MatMulNBits with fp16 activations for int
 form QNN HTP takes) or MatMul on fp16/fp32 weights. No If, no GroupQueryAttention, no contrib norm,
 no dynamic shapes: what the QNN HTP backend compiles (measured in tests/test_npu.py).
 
+The contract (names, the mask value, the host's RoPE tables) is models/static_contract.py.
 Padding rows (a pass of fewer rows than the bucket) attend only to themselves, so their softmax is
 finite; their K/V and logits are dropped by the host. Rollback = the host not copying rejected rows.
 """
@@ -30,59 +31,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..config import ModelConfig
-from .llama import rope_inv_freq
-from .onnx_llama import MS_DOMAIN, OPSET, ExternalData, GraphBuilder, Linear
+from ...config import ModelConfig
+from ..onnx_builder import MS_DOMAIN, OPSET, ExternalData, GraphBuilder, Linear
 
 STATIC_GRAPH_VERSION = 1
-# Finite "minus infinity": exp underflows to exactly 0 in fp16 and fp32, and it stays finite when
-# an NPU adds it to fp16 scores (-inf - -inf would be NaN in a max-subtracting softmax).
-MASK_VALUE = -1.0e4
-
-
-def matmul_linear(float_type=np.float32) -> Linear:
-    """x [1,T,K] @ W^T by MatMul on a [K, N] initializer in `float_type` (activations cast around it)."""
-    def linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
-        name = f"{canonical}.T.{np.dtype(float_type).name}"
-        w = g.constant(name, np.ascontiguousarray(np.asarray(g.weights[canonical]).T, dtype=float_type))
-        if np.dtype(float_type) == np.float32:
-            g.node("MatMul", [x, w], [out])
-            return
-        y = g.node("MatMul", [g.node("Cast", [x], to=TensorProto.FLOAT16), w])
-        g.node("Cast", [y], [out], to=TensorProto.FLOAT)
-    return linear
-
-
-class Fp16Activations:
-    """Wraps a Linear strategy whose kernel takes fp16 input (MatMulNBits with float_type float16):
-    casts the fp32 activations to fp16 and the product back, for single and stacked projections."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.report = getattr(inner, "report", {})
-
-    def __call__(self, g: GraphBuilder, x: str, canonical: str, out: str) -> None:
-        y = g.fresh("y16")
-        self.inner(g, g.node("Cast", [x], to=TensorProto.FLOAT16), canonical, y)
-        g.node("Cast", [y], [out], to=TensorProto.FLOAT)
-
-    def stack(self, g: GraphBuilder, x: str, canonicals: list[str], out: str, biases=None) -> bool:
-        if not hasattr(self.inner, "stack"):
-            return False
-        y = g.fresh("y16")
-        if not self.inner.stack(g, g.node("Cast", [x], to=TensorProto.FLOAT16), canonicals, y, biases):
-            return False
-        g.node("Cast", [y], [out], to=TensorProto.FLOAT)
-        return True
-
-
-def rope_tables(config: ModelConfig, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The host's RoPE inputs for `positions` [T]: cos, signed sin, each [1, 1, T, head_dim] float32."""
-    inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
-    angles = np.asarray(positions, np.float64)[:, None] * inv_freq[None, :]
-    cos, sin = np.cos(angles), np.sin(angles)
-    return (np.concatenate([cos, cos], -1).astype(np.float32)[None, None],
-            np.concatenate([-sin, sin], -1).astype(np.float32)[None, None])
 
 
 def build_static_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], rows: int, window: int,
@@ -90,7 +42,7 @@ def build_static_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], r
                        external: ExternalData | None = None) -> onnx.ModelProto:
     """The decoder for passes of exactly `rows` tokens over a KV window of `window` slots (module docstring).
 
-    linear / lm_head_linear: Linear strategies taking 3-D input (matmul_linear, or Fp16Activations over a
+    linear / lm_head_linear: Linear strategies taking 3-D input (onnx_builder.matmul_linear, or Fp16Activations over a
     QuantizedLinear with float_type float16). external: share one data file across the bucket graphs."""
     c, T, W = config, rows, window
     L, kv, hd = c.num_layers, c.num_kv_heads, c.head_dim
