@@ -23,12 +23,13 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import ContextOverflowError, EdgespecError
 from ..models.static_contract import MASK_VALUE, rope_tables
+from .base import BufferCache
 from .devices import open_runner
 
 log = logging.getLogger(__name__)
 
 
-class StaticBackend:
+class StaticBackend(BufferCache):
     name = "static"
 
     def __init__(self, graphs: dict[int, str | Path], config: ModelConfig, window: int, device: str = "cpu",
@@ -104,22 +105,8 @@ class StaticBackend:
             self.kv[i, 1, :, :, P + start:P + start + n] = outputs[f"new_value.{i}"][:, :, :n]
         return outputs["logits"][0, :n]
 
-    def rollback(self, n: int) -> None:
-        if not 0 <= n <= self.cache_len:
-            raise ValueError(f"cannot roll back {n} of {self.cache_len} cached tokens")
-        self.cache_len -= n
-
-    def keep(self, indices) -> None:
-        indices = np.asarray(indices, dtype=np.int64)
-        start, count = self._last_start, self.cache_len - self._last_start
-        if indices.size and (indices.min() < 0 or indices.max() >= count):
-            raise ValueError(f"keep({indices.tolist()}) outside the last forward's {count} tokens")
-        if not np.array_equal(indices, np.arange(len(indices))):
-            self.kv[..., start:start + len(indices), :] = self.kv[..., start + indices, :]
-        self.cache_len = start + len(indices)
-
-    def reset(self) -> None:
-        self.cache_len = 0
+    def _move_rows(self, start: int, indices: np.ndarray) -> None:
+        self.kv[..., start:start + len(indices), :] = self.kv[..., start + indices, :]
 
     def memory(self) -> dict[str, int]:
         import psutil
