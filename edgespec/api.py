@@ -319,7 +319,10 @@ def load(model: str = hub.DEFAULT_MODEL, *, backend: str = "ort", spec: str = "o
     exact: bit-identical output with and without spec (every pass has >= 2 rows).
     memory_budget: bytes or "1.5G": context and draft size shrink to fit; a budget plain decoding
     cannot fit is refused before anything is loaded. threads: 0 = all physical cores.
-    device: onnxruntime device (cpu, xnnpack, qnn, ...; needs backend ort or auto).
+    backend "static": static-shape graphs (`export --target npu`, made once from a source) on device cpu,
+    qnn (QNN HTP) or openvino.
+    device: cpu; qnn / openvino run static exports (backend static; a dynamic export is refused with the
+    command that makes a static one); other onnxruntime devices (xnnpack, ...) need backend ort or auto.
     """
     check_spec(spec)  # a bad --spec fails before any (slow) loading
     ref, opened, budget = loader.load_backend(model, backend, threads=threads, device=device, context=context,

@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bytes per token for balanced/fast instead of the recipe's own (e.g. 350M)")
     p.add_argument("--lm-head", default=None, help="int8 | int4 | fp32 (with --recipe faithful or --requantize)")
     p.add_argument("--embed", default="fp16", help="fp16 | fp32")
-    p.add_argument("--max-len", type=int, default=4096, help="context length of the KV buffers")
+    p.add_argument("--max-len", type=int, help="context length of the KV buffers (default 4096; 1024 for --target npu)")
+    p.add_argument("--target", default="cpu", choices=["cpu", "npu"],
+                   help="npu: static shapes, one graph per row bucket, KV window on the host (QNN HTP, OpenVINO, CPU)")
+    p.add_argument("--buckets", default="1,4,8,16", help="--target npu: rows per graph, comma-separated")
     p.add_argument("--validate-tokens", type=int, default=256)
     p.add_argument("--requantize", action="store_true",
                    help="requantize GGUF weights to plain int4 (asymmetric, --block-size) instead of keeping "
@@ -112,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ortgenai", help="also run onnxruntime-genai on this model dir (built by its builder)")
     p.add_argument("--peers-python", help="the Python that has onnxruntime-genai (default: this one)")
     p.add_argument("--backend", default="ort,llamacpp",
-                   help="our backends to run, comma-separated: ort, llamacpp, auto (default: ort,llamacpp)")
+                   help="our backends to run, comma-separated: ort, llamacpp, auto, static (the NPU graphs on the "
+                        "CPU EP) (default: ort,llamacpp)")
     p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, ppd, "
-                                                 "auto, draft:MODEL (default: off)")
+                                                 "s3d, auto, draft:MODEL (default: off)")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
     p.add_argument("--cost-curve", action="store_true",
                    help="measure the verify cost curve c(T) on each backend instead of decoding")
@@ -164,11 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="ort", choices=["ort", "llamacpp", "auto", "reference"],
+    p.add_argument("--backend", default="ort", choices=["ort", "llamacpp", "auto", "reference", "static"],
                    help="ort: int4 ONNX export on onnxruntime (made and cached on first use); llamacpp: the GGUF "
-                        "on llama.cpp; auto: the faster of the two here (measured once); reference: numpy fp32")
-    p.add_argument("--device", default="cpu", help="onnxruntime device: cpu, xnnpack, qnn, nnapi, coreml, "
-                                                   "openvino, webgpu, dml, cuda (if this build has it)")
+                        "on llama.cpp; auto: the faster of the two here (measured once); reference: numpy fp32; "
+                        "static: the static-shape NPU graphs (export --target npu) on --device cpu|qnn|openvino")
+    p.add_argument("--device", default="cpu", help="cpu; qnn (QNN HTP) or openvino: static graphs (the [npu] extra); "
+                                                   "onnxruntime EPs xnnpack, nnapi, coreml, webgpu, dml, cuda "
+                                                   "(if this build has them)")
     p.add_argument("--threads", type=int, default=0, help="compute threads (0 = all physical cores)")
     p.add_argument("--context", type=_positive, default=4096,
                    help="context length in tokens: KV cache and memory plan (default 4096; at most the model's own)")
@@ -273,7 +279,8 @@ def cmd_export(args) -> int:
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                             lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
-                            gguf_type=args.gguf_type, layer_plans=args.layer_plans,
+                            gguf_type=args.gguf_type, layer_plans=args.layer_plans, target=args.target,
+                            buckets=_int_list(args.buckets, "--buckets"),
                             **({"recipe": args.recipe} if args.recipe else {}),
                             bytes_budget=None if args.bytes_budget is None else parse_size(args.bytes_budget, 1000))
     output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
@@ -281,6 +288,13 @@ def cmd_export(args) -> int:
     out = export(args.model, output, options, force=args.force)
     print("\n".join(manage.manifest_lines(out)))
     return 0
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise EdgespecError(f"{flag} '{text}' is not a comma-separated list of integers, e.g. 1,4,8,16") from None
 
 
 def cmd_info(args) -> int:

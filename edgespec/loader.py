@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hub, memory
-from .errors import EdgespecError
+from .errors import EdgespecError, ModelFormatError
 from .config import ModelConfig
 from .export.manifest import manifest_config, read_manifest
 from .formats import open_weights
@@ -25,15 +25,18 @@ from .formats.gguf_header import read_gguf_header
 from .quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE
 from .models import family
 from .models.contract import GRAPH_CONTRACT_VERSION, check_manifest
+from .models.static_contract import STATIC_CONTRACT_VERSION
 from .runtimes.llamacpp import LlamaCppBackend, kv_bytes_per_token, llama_cpp_module
 from .runtimes.ort import OrtBackend, providers_for
 from .runtimes.reference import ReferenceBackend
+from .runtimes.static import StaticBackend
 from .runtimes.timing import cost_curve
 from .sysinfo import machine_info
 from .tokenizer import tokenizer_for
 
 log = logging.getLogger(__name__)
-BACKENDS = ("ort", "llamacpp", "reference", "auto")
+BACKENDS = ("ort", "llamacpp", "reference", "auto", "static")
+STATIC_DEVICES = ("qnn", "openvino")  # NPUs run static-shape graphs only (`export --target npu`)
 AUTO_TIMED_STEPS = 24
 EXPORT_SECONDS_PER_MB = {"onnx": 0.1, "gguf": 0.05}  # first-run estimate: 2-core EPYC, idle (smollm2 7 s, qwen 0.5b 23 s)
 
@@ -55,10 +58,13 @@ def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", c
     if kind not in BACKENDS:
         raise EdgespecError(f"backend '{kind}' is not available; choose one of {', '.join(BACKENDS)}")
     if device != "cpu":
-        if kind not in ("ort", "auto"):
-            raise EdgespecError(f"--device {device} needs the onnxruntime backend, not '{kind}'")
-        providers_for(device)  # fail before any export work
-        kind = "ort"
+        if kind not in ("ort", "auto", "static"):
+            raise EdgespecError(f"--device {device} needs the onnxruntime or static backend, not '{kind}'")
+        if device in STATIC_DEVICES:
+            kind = "static"
+        else:
+            providers_for(device)  # fail before any export work
+            kind = "ort"
     if kind == "llamacpp":  # a missing or unusable llama-cpp-python is said before anything loads
         llama_cpp_module()
     ref = hub.resolve_model(model)
@@ -101,8 +107,10 @@ def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False)
     if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
         versions = (f"graph{family(source_config(ref).architecture).graph_version}:contract{GRAPH_CONTRACT_VERSION}"
                     f":recipe-{DEFAULT_RECIPE}-calibration{CALIBRATION_VERSION}")  # a new default recipe: re-export
+    elif fmt == "npu":  # static graphs (`export --target npu`): their own builder and contract versions
+        versions = f"static{family(source_config(ref).architecture).static_graph_version}:contract{STATIC_CONTRACT_VERSION}"
     key = hashlib.sha256(f"{sha}:{fmt}:{versions}{':fullctx' if full_context else ''}".encode()).hexdigest()[:12]
-    return f"{known.name if known else ref.name}-{'int4' if fmt == 'onnx' else 'gguf'}-{key}", key
+    return f"{known.name if known else ref.name}-{'int4' if fmt == 'onnx' else fmt}-{key}", key
 
 
 def find_export(ref: hub.ModelRef, fmt: str = "onnx", context: int = 0) -> Path | None:
@@ -118,7 +126,8 @@ def find_export(ref: hub.ModelRef, fmt: str = "onnx", context: int = 0) -> Path 
 
 
 def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, context: int = 0) -> Path:
-    """The default export of a source (int4 ONNX, or a Q4_0/Q8_0 GGUF for llama.cpp), made once, with a
+    """The default export of a source, made once: fmt "onnx" (int4, dynamic shapes), "npu" (int4 static
+    graphs, `--target npu`) or "gguf" (a Q4_0/Q8_0 GGUF for llama.cpp), with a
     progress line and an estimate instead of the export's step-by-step log (that stays in the manifest).
     A context beyond the default export's (4096) gets an export for the model's whole context (only its
     RoPE table is longer); beyond the model's own maximum, a clear error before any work."""
@@ -128,8 +137,8 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     # imported here: onnx takes 0.5-5 s to import, and every start with a cached export needs none of it
     from .export.pipeline import ExportOptions, export
 
-    options = ExportOptions(format=fmt)
-    full = context > options.max_len
+    options = ExportOptions(target="npu") if fmt == "npu" else ExportOptions(format=fmt)
+    full = fmt == "onnx" and context > options.context()
     if full:
         limit = source_config(ref).max_position_embeddings
         check_context(context, limit, ref.name)
@@ -139,9 +148,9 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     with hub.cache_lock(out, f"exporting {ref.name}"):  # another process exporting it: wait, then use its export
         if (out / "edgespec.json").is_file():
             return out
-        estimate = max(10.0, hub.weights_bytes(ref) / 1e6 * EXPORT_SECONDS_PER_MB[fmt])
+        estimate = max(10.0, hub.weights_bytes(ref) / 1e6 * EXPORT_SECONDS_PER_MB.get(fmt, 0.1))
         log.info("first use of %s: exporting it to %s in %s (once, about %.0f s)", ref.name,
-                 "int4 ONNX" if fmt == "onnx" else "GGUF", out, estimate)
+                 {"onnx": "int4 ONNX", "npu": "static int4 ONNX (NPU)"}.get(fmt, "GGUF"), out, estimate)
         known = hub.known_by_content(hub.content_sha256(ref))  # a known model's bytes under any path: its name
         export(known.name if known else str(ref.path), out, force=True, options=options, progress=progress,
                estimate=estimate)
@@ -163,6 +172,8 @@ def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "
         return _open_reference(ref, context)
     if kind == "llamacpp":
         return _open_llamacpp(ref, threads, context, memory_budget)
+    if kind == "static":
+        return _open_static(ref, threads, device)
     return _open_ort(ref, threads, device, context)
 
 
@@ -189,6 +200,8 @@ def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int = 4096)
     manifest = read_manifest(ref.path)  # checks every file's sha256 first
     if manifest.get("format") == "gguf":
         raise EdgespecError(f"'{ref.path}' holds a GGUF export; run it with --backend llamacpp")
+    if manifest.get("target") == "npu":
+        return _open_static(ref, threads, device, manifest)
     check_manifest(manifest, str(ref.path))
     config = manifest_config(manifest)
     limit = manifest["max_len"]  # the RoPE table's length; the KV buffers are sized to the context asked for
@@ -199,6 +212,29 @@ def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int = 4096)
     backend = OrtBackend(str(ref.path / manifest["graph"]["file"]), config, context, threads, device)
     return Opened(backend, tokenizer, config, context,
                   f"onnxruntime {manifest['quantization']['precision']}", ref.path)
+
+
+def _open_static(ref: hub.ModelRef, threads: int, device: str, manifest: dict | None = None) -> Opened:
+    """A static (`--target npu`) export on the CPU EP, QNN HTP or OpenVINO; a source is exported once."""
+    if ref.kind != "export":
+        ref = hub.ModelRef("export", cached_export(ref, fmt="npu"), ref.name)
+    manifest = manifest or read_manifest(ref.path)
+    if manifest.get("target") != "npu":
+        source = manifest["source"]["name"]
+        raise EdgespecError(f"'{ref.path}' is a dynamic-shape export, which --device {device} cannot run (QNN HTP "
+                            f"takes no dynamic shapes, If or GroupQueryAttention): make a static one with "
+                            f"`edgespec export {source} --target npu -o {source}-npu` and run that directory")
+    static = manifest["static"]
+    found = static.get("contract", {}).get("version")
+    if found != STATIC_CONTRACT_VERSION:
+        raise ModelFormatError(f"static export '{ref.path}' has contract version {found}; this edgespec runs "
+                               f"version {STATIC_CONTRACT_VERSION} — export the model again")
+    config = manifest_config(manifest)
+    graphs = {int(rows): ref.path / name for rows, name in static["graphs"].items()}
+    backend = StaticBackend(graphs, config, static["window"], device, threads)
+    return Opened(backend, tokenizer_for("export", ref.path, {}, config.vocab_size), config, static["window"],
+                  f"static {manifest['quantization']['precision']} graphs {static['buckets']} rows on {device}"
+                  + (" (simulated HTP: correct, timings not meaningful)" if backend.simulated else ""), ref.path)
 
 
 def gguf_source(ref: hub.ModelRef):

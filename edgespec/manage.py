@@ -127,9 +127,16 @@ def manifest_lines(directory) -> list[str]:
                      f"accuracy level {q['accuracy_level']}); weights: {q['routes']}")
         if "plan" in q:
             lines += _plan_lines(q["plan"], q["tensors"])
+    if m.get("target") == "npu":
+        static = m["static"]
+        lines.append(f"target:       npu (static): graphs of {static['buckets']} rows over a {static['window']}-token "
+                     f"KV window; run with --device cpu|qnn|openvino")
+        for rows, entry in m["validation"].get("buckets", {}).items():
+            lines.append(f"validation {rows:>2}-row graph: top-1 {entry['top1_agreement']:.2%}  max|dlogit| "
+                         f"{entry['max_abs_logit_diff']:.3g}")
     validation = m["validation"]
     for name, entry in validation.items():
-        if isinstance(entry, dict):
+        if isinstance(entry, dict) and "perplexity" in entry:
             llama = entry.get("llamacpp_perplexity")
             lines.append(f"validation {name:<7} top-1 {entry['top1_agreement']:.2%}  max|dlogit| "
                          f"{entry['max_abs_logit_diff']:.3g}  ppl {entry['perplexity']:.3f} (reference "

@@ -31,9 +31,18 @@ def effective_threads(threads: int) -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
+def _cpuinfo() -> list[str]:
+    return Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+
+
+def cpu_vendor() -> str:
+    """GenuineIntel, AuthenticAMD, ... ('?' where /proc/cpuinfo does not say): some NPU plugins serve one only."""
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("vendor_id")), "?")
+
+
 def machine_info(threads: int) -> dict:
     """CPU model and the SIMD features that decide which kernels run (never assume them)."""
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpuinfo = _cpuinfo()
     flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
                  platform.processor() or "?")

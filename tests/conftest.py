@@ -24,3 +24,12 @@ def qwen05_gguf():
 @pytest.fixture(scope="session")
 def qwen15_gguf():
     return _pulled("qwen2.5-coder-1.5b")
+
+
+@pytest.fixture(scope="session")
+def smollm2_static(tmp_path_factory, smollm2_gguf):
+    """smollm2-135m's static (`--target npu`) export: a 256-token window, the default buckets (1, 4, 8, 16)."""
+    from edgespec.export.pipeline import ExportOptions, export
+
+    options = ExportOptions(target="npu", max_len=256, validate_tokens=64)
+    return export("smollm2-135m", tmp_path_factory.mktemp("npu") / "smollm2-npu", options)

@@ -67,7 +67,7 @@ def peer_versions() -> dict:
     return versions
 
 
-def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) -> dict:
+def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None, static_dir: str | None = None) -> dict:
     """Bytes of weights one decode step reads: all of them but the embedding table (only one row is read)."""
     manifest = read_manifest(export_dir, verify=False)
     c = manifest["config"]
@@ -78,6 +78,9 @@ def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) ->
     if not any(t.name == "output.weight" for t in reader.tensors):  # tied: the table is the lm_head too
         theirs += next(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight")
     sizes = {"edgespec-ort": ours, "llama.cpp": theirs}
+    if static_dir:  # the same weights, with fp16 offset terms
+        static = read_manifest(static_dir, verify=False)
+        sizes["edgespec-static"] = static["files"][static["static"]["data"]]["size"] - embed_bytes
     if genai_model:  # its data file holds an fp32 embedding table that decoding does not read
         data = sum(p.stat().st_size for p in Path(genai_model).glob("*.onnx*"))
         sizes["onnxruntime-genai"] = data - c["vocab_size"] * c["hidden_size"] * 4
@@ -85,11 +88,12 @@ def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) ->
 
 
 def resolve_backends(model: str, names: list[str], threads: int) -> list[str]:
-    """bench --backend: ort / llamacpp as named; auto -> the one `--backend auto` picks here."""
+    """bench --backend: ort / llamacpp / static (the NPU graphs on the CPU EP) as named; auto -> the one
+    `--backend auto` picks here."""
     out = []
     for name in names:
-        if name not in ("ort", "llamacpp", "auto"):
-            raise EdgespecError(f"bench --backend: unknown backend '{name}'; expected ort, llamacpp or auto")
+        if name not in ("ort", "llamacpp", "auto", "static"):
+            raise EdgespecError(f"bench --backend: unknown backend '{name}'; expected ort, llamacpp, auto or static")
         if name == "auto":
             name, why = choose_backend(hub.resolve_model(model), threads, 4096)
             log.info("bench: auto picked %s (%s)", name, why)
@@ -124,11 +128,13 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     prompts = [chat_ids(tokenizer, [{"role": "user", "content": r["turns"][0]}]) for r in rows]
     spec = {"export": str(export_dir), "gguf": str(gguf), "threads": threads, "tokens": tokens, "prompts": prompts,
             "n_ctx": max(len(p) for p in prompts) + tokens + 16, "genai_model": ortgenai_model, "budget": budget}
+    if "static" in backends:  # the static (NPU) graphs on the CPU EP: what fixed shapes cost here
+        spec["static_export"] = str(cached_export(ref, fmt="npu"))
 
     runs: dict[str, list] = {e: [] for e in engines}
     families: dict[str, list] = {}  # an engine and its speculative variants take turns prompt by prompt
     for engine in engines:
-        families.setdefault(engine.split("+")[0], []).append(engine)
+        families.setdefault(_family(engine), []).append(engine)
     with Progress(reps * len(engines) * len(prompts), "bench", unit="runs") as bar:
         for rep in range(reps):
             for group in families.values():
@@ -139,7 +145,7 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
                     runs[engine].append(run)
 
     bandwidth = memory_bandwidth()
-    weights = _weights_per_token(export_dir, gguf, ortgenai_model)
+    weights = _weights_per_token(export_dir, gguf, ortgenai_model, spec.get("static_export"))
     report = {"model": ref.name, "export": str(export_dir), "gguf": str(gguf), "tokens": tokens, "reps": reps,
               "machine": machine_info(threads), "versions": peer_versions(),
               "memory_bandwidth_gb_s": round(bandwidth, 2), "engines": {}, "prompts": rows,
@@ -175,11 +181,20 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
         if not engine.startswith("edgespec"):
             continue
         plain = engine.split("+")[0]
-        for other in peers + ([plain] if plain != engine else []):
+        dynamic = engine.replace("edgespec-static", "edgespec-ort")  # fixed shapes against dynamic ones
+        for other in peers + ([plain] if plain != engine else []) + ([dynamic] if dynamic in engines and
+                                                                     dynamic != engine else []):
             ratio, same = _compare(report["engines"][engine], report["engines"][other])
             report["decode_ratio"][f"{engine} / {other}"] = ratio
             report["identical_outputs"][f"{engine} vs {other}"] = f"{same}/{len(prompts)}"
     return report
+
+
+def _family(engine: str) -> str:
+    """Engines that take turns prompt by prompt: an engine and its speculative variants; the static graphs
+    beside the dynamic export they are compared with."""
+    base = engine.split("+")[0]
+    return "edgespec-ort" if base == "edgespec-static" else base
 
 
 def _base(engine: str) -> str:

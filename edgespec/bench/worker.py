@@ -29,8 +29,9 @@ def run_ours(spec: dict):
     from ..api import load
 
     backend = spec.get("backend", "ort")
-    model = load(spec["export"] if backend == "ort" else spec["gguf"], backend=backend, threads=spec["threads"],
-                 context=spec["n_ctx"], spec=spec.get("spec_mode", "off"), draft_budget=spec.get("budget", 8))
+    source = {"ort": spec["export"], "static": spec.get("static_export")}.get(backend, spec["gguf"])
+    model = load(source, backend=backend, threads=spec["threads"], context=spec["n_ctx"],
+                 spec=spec.get("spec_mode", "off"), draft_budget=spec.get("budget", 8))
 
     def run(prompt: list[int]) -> dict:
         inside = getattr(model.backend, "decode_seconds", None)

@@ -32,6 +32,7 @@ from .gguf_writer import GGUF_TYPES, write_gguf
 from ..progress import Progress
 from .manifest import write_manifest
 from .precision import calibration_tokens, plan_precision
+from .static import DEFAULT_BUCKETS, DEFAULT_WINDOW, write_static_export
 from .validate import LlamaCppLogits, validate
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ GGUF_FILE = "model.gguf"
 PRECISIONS = ("int4", "fp16", "fp32")
 LM_HEAD_CHOICES = ("int8", "int4", "fp32")
 EMBED_CHOICES = ("fp16", "fp32")
+TARGETS = ("cpu", "npu")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class ExportOptions:
     accuracy_level: int = 4  # MatMulNBits on int4 weights: 4 = int8 activations (fast), 0/1 = fp32
     lm_head: str | None = None  # int8 (default) | int4 | fp32, for --recipe faithful and --requantize
     embed: str = "fp16"
-    max_len: int = 4096  # KV buffer length (context) the runtime allocates
+    max_len: int | None = None  # KV buffer length (context): 4096, or the static window (1024) for --target npu
     validate_tokens: int = 256
     format: str = "onnx"
     requantize: bool = False  # True: requantize GGUF blocks to plain int4 too (smaller, faster, lossy)
@@ -65,6 +67,11 @@ class ExportOptions:
         """Precision chosen per weight by measured sensitivity (GPTQ int4 vs the GGUF's levels)."""
         return self.format == "onnx" and self.precision == "int4" and not self.requantize and \
             get_recipe(self.recipe).budget is not None
+    target: str = "cpu"  # cpu: dynamic shapes (onnxruntime); npu: static graphs per row bucket (export/static.py)
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS  # --target npu: rows per graph
+
+    def context(self) -> int:
+        return self.max_len or (DEFAULT_WINDOW if self.target == "npu" else 4096)
 
     def check(self) -> None:
         problems = []
@@ -94,6 +101,10 @@ class ExportOptions:
             problems.append("--lm-head / --embed / --requantize apply to --int4 exports only")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             problems.append(f"accuracy level {self.accuracy_level} is not one of 0-4")
+        if self.target not in TARGETS:
+            problems.append(f"--target {self.target} is not one of {', '.join(TARGETS)}")
+        if self.target == "npu" and (self.format != "onnx" or not self.buckets or min(self.buckets) < 1):
+            problems.append(f"--target npu needs --format onnx and buckets >= 1 (got {list(self.buckets)})")
         if problems:
             raise EdgespecError("; ".join(problems))
 
@@ -133,7 +144,7 @@ def _export(model: str, out_dir: str | Path, options: ExportOptions, force: bool
     started = time.monotonic()
     source = open_weights(ref.path)
     config = source.config
-    max_len = min(options.max_len, config.max_position_embeddings)
+    max_len = min(options.context(), config.max_position_embeddings)
     tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, config.vocab_size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +154,10 @@ def _export(model: str, out_dir: str | Path, options: ExportOptions, force: bool
     try:
         if options.format == "gguf":
             artifact, report, build_seconds = _write_gguf_export(ref, source, tokenizer, tmp, options, started, step)
+        elif options.target == "npu":
+            artifact, report, build_seconds, routes = write_static_export(ref, source, tokenizer, tmp, options,
+                                                                          max_len, started, _reference(source))
+            artifact["quantization"] = {**asdict(options), "routes": _route_summary(routes)}
         else:
             artifact, report, build_seconds = _write_onnx_export(ref, source, tokenizer, tmp, options, max_len,
                                                                  started, step)

@@ -31,17 +31,21 @@ class ExternalData:
     def __init__(self, path, location: str):
         self.file = open(path, "wb")
         self.location = location
+        self.written: dict[str, tuple[int, int]] = {}  # name -> (offset, bytes): graphs sharing the file reuse them
 
     def tensor(self, name: str, value: np.ndarray) -> onnx.TensorProto:
         value = np.ascontiguousarray(value)
-        offset = self.file.seek(0, 2)
-        pad = -offset % self.ALIGN
-        self.file.write(b"\0" * pad)
-        self.file.write(value.tobytes())
+        if name not in self.written:
+            offset = self.file.seek(0, 2)
+            pad = -offset % self.ALIGN
+            self.file.write(b"\0" * pad)
+            self.file.write(value.tobytes())
+            self.written[name] = (offset + pad, value.nbytes)
+        offset, length = self.written[name]
         proto = helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
         tensor = onnx.TensorProto(name=name, data_type=proto.type.tensor_type.elem_type, dims=value.shape)
         tensor.data_location = onnx.TensorProto.EXTERNAL
-        for key, val in (("location", self.location), ("offset", str(offset + pad)), ("length", str(value.nbytes))):
+        for key, val in (("location", self.location), ("offset", str(offset)), ("length", str(length))):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, val
         return tensor
@@ -114,3 +118,39 @@ def fp16_linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
 def value_info(spec: TensorSpec) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(spec.name, helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype)),
                                          list(spec.shape))
+
+
+def matmul_linear(float_type=np.float32) -> Linear:
+    """x [1,T,K] @ W^T by MatMul on a [K, N] initializer in `float_type` (activations cast around it)."""
+    def linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
+        name = f"{canonical}.T.{np.dtype(float_type).name}"
+        w = g.constant(name, np.ascontiguousarray(np.asarray(g.weights[canonical]).T, dtype=float_type))
+        if np.dtype(float_type) == np.float32:
+            g.node("MatMul", [x, w], [out])
+            return
+        y = g.node("MatMul", [g.node("Cast", [x], to=TensorProto.FLOAT16), w])
+        g.node("Cast", [y], [out], to=TensorProto.FLOAT)
+    return linear
+
+
+class Fp16Activations:
+    """Wraps a Linear strategy whose kernel takes fp16 input (MatMulNBits with float_type float16):
+    casts the fp32 activations to fp16 and the product back, for single and stacked projections."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.report = getattr(inner, "report", {})
+
+    def __call__(self, g: GraphBuilder, x: str, canonical: str, out: str) -> None:
+        y = g.fresh("y16")
+        self.inner(g, g.node("Cast", [x], to=TensorProto.FLOAT16), canonical, y)
+        g.node("Cast", [y], [out], to=TensorProto.FLOAT)
+
+    def stack(self, g: GraphBuilder, x: str, canonicals: list[str], out: str, biases=None) -> bool:
+        if not hasattr(self.inner, "stack"):
+            return False
+        y = g.fresh("y16")
+        if not self.inner.stack(g, g.node("Cast", [x], to=TensorProto.FLOAT16), canonicals, y, biases):
+            return False
+        g.node("Cast", [y], [out], to=TensorProto.FLOAT)
+        return True

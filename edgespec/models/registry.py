@@ -22,6 +22,9 @@ class Family:
     build_graph: Callable  # (config, weights, max_len, linear=..., ...) -> onnx.ModelProto (the graph contract)
     graph_version: int  # bumped when the built graph changes: cached exports are rebuilt
     names: ModuleType  # canonical <-> GGUF / HF tensor names (to_canonical, from_canonical, permute_qk...)
+    # static-shape NPU graphs (export --target npu): (config, weights, rows, window, linear, ...) -> ModelProto
+    build_static_graph: Callable | None = None
+    static_graph_version: int = 0
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -36,6 +36,9 @@ class QuantizedLinear:
     accuracy_level: int = 4
     symmetric: bool = False
     keep_gguf_blocks: bool = True  # False: dequantize and requantize even GGUF block weights
+    # Activation type T of MatMulNBits (its scales, float zero points, bias and the offset term share it):
+    # float16 for NPU graphs (QNN HTP takes MatMulNBits with 3-D fp16 input), float32 otherwise.
+    float_type: type = np.float32
     report: dict[str, dict] = field(default_factory=dict)
     planned: dict = field(default_factory=dict)  # canonical -> PackedInt4 chosen by export/precision.py (GPTQ)
     int8_offsets: bool = False  # Q4_1/Q4_K's per-block offset term as int8 (1/4 of the fp32 bytes, one rounding)
@@ -62,14 +65,18 @@ class QuantizedLinear:
         offset = None if first_offset is None else np.concatenate([o for _, o in parts])
         name = "+".join(canonicals)
         bias = None if biases is None else \
-            g.constant(name + ".bias", np.concatenate([np.asarray(g.weights[b], np.float32) for b in biases]))
+            g.constant(name + ".bias", np.concatenate([np.asarray(g.weights[b], self.float_type) for b in biases]))
         self._emit(g, x, name, stacked, offset, out, bias)
         return True
 
     def _emit(self, g, x: str, name: str, packed: PackedInt4, offset: np.ndarray | None, out: str,
               bias: str | None = None) -> None:
-        inputs = [x, g.constant(name + ".qweight", packed.blob), g.constant(name + ".scales", packed.scales),
-                  "" if packed.zero_points is None else g.constant(name + ".zero_points", packed.zero_points),
+        f = self.float_type
+        zero_points = packed.zero_points
+        if zero_points is not None and zero_points.dtype != np.uint8:
+            zero_points = zero_points.astype(f)
+        inputs = [x, g.constant(name + ".qweight", packed.blob), g.constant(name + ".scales", packed.scales.astype(f)),
+                  "" if zero_points is None else g.constant(name + ".zero_points", zero_points),
                   "", "" if bias is None else bias]  # A, B, scales, zero_points, g_idx, bias
         while inputs[-1] == "":
             inputs.pop()
@@ -88,7 +95,8 @@ class QuantizedLinear:
                                     domain="com.microsoft", K=k_blocks, N=packed.N, bits=8, block_size=q.block,
                                     accuracy_level=INT8_WEIGHT_ACCURACY_LEVEL)
             else:
-                correction = g.node("MatMul", [sums, g.constant(name + ".block_offset", offset.T.copy())])
+                correction = g.node("MatMul", [sums, g.constant(name + ".block_offset",
+                                                                np.ascontiguousarray(offset.T, dtype=f))])
             g.node("Add", [main, correction], [out])
 
     def level_for(self, bits: int) -> int:

@@ -44,3 +44,34 @@ class Backend(Protocol):
 
     def supports_extra_rows(self) -> bool:
         """Whether `extra_embeds` (input rows that are not tokens) is available on this backend."""
+
+class BufferCache:
+    """rollback / keep for backends whose KV cache is preallocated buffers plus a valid length
+    (onnxruntime, static): the subclass sets `cache_len` and `_last_start` (where the last forward's
+    rows begin) and moves rows in `_move_rows(start, indices)`."""
+
+    cache_len: int
+    _last_start: int
+
+    def rollback(self, n: int) -> None:
+        """Forget the last n cached tokens (a length change: no copy)."""
+        if not 0 <= n <= self.cache_len:
+            raise ValueError(f"cannot roll back {n} of {self.cache_len} cached tokens")
+        self.cache_len -= n
+
+    def keep(self, indices) -> None:
+        """After a (tree) forward, keep only its tokens `indices` (in order), e.g. the accepted path."""
+        indices = np.asarray(indices, dtype=np.int64)
+        start, count = self._last_start, self.cache_len - self._last_start
+        if indices.size and (indices.min() < 0 or indices.max() >= count):
+            raise ValueError(f"keep({indices.tolist()}) outside the last forward's {count} tokens")
+        if not np.array_equal(indices, np.arange(len(indices))):
+            self._move_rows(start, indices)  # O(kept) copies
+        self.cache_len = start + len(indices)
+
+    def _move_rows(self, start: int, indices: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        self.cache_len = 0
+

@@ -19,6 +19,7 @@ import psutil
 
 from ..config import ModelConfig
 from ..errors import ContextOverflowError, EdgespecError
+from .base import BufferCache
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def providers_for(device: str) -> list[str]:
     return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
 
 
-class OrtBackend:
+class OrtBackend(BufferCache):
     name = "ort"
 
     def __init__(self, model_path_or_bytes, config: ModelConfig, max_len: int, threads: int = 0,
@@ -131,26 +132,9 @@ class OrtBackend:
         self._last_start, self.cache_len = P, P + T
         return self.binding.get_outputs()[0].numpy()
 
-    def rollback(self, n: int) -> None:
-        """Forget the last n cached tokens (a length change: no copy)."""
-        if not 0 <= n <= self.cache_len:
-            raise ValueError(f"cannot roll back {n} of {self.cache_len} cached tokens")
-        self.cache_len -= n
-
-    def keep(self, indices) -> None:
-        """After a (tree) forward, keep only its tokens `indices` (in order), e.g. the accepted path."""
-        indices = np.asarray(indices, dtype=np.int64)
-        start, count = self._last_start, self.cache_len - self._last_start
-        if indices.size and (indices.min() < 0 or indices.max() >= count):
-            raise ValueError(f"keep({indices.tolist()}) outside the last forward's {count} tokens")
-        if not np.array_equal(indices, np.arange(len(indices))):
-            src = start + indices
-            for buffer in self.kv:  # fancy indexing copies first, so overlapping moves are safe
-                buffer[:, :, start:start + len(indices)] = buffer[:, :, src]
-        self.cache_len = start + len(indices)
-
-    def reset(self) -> None:
-        self.cache_len = 0
+    def _move_rows(self, start: int, indices: np.ndarray) -> None:
+        for buffer in self.kv:  # fancy indexing copies first, so overlapping moves are safe
+            buffer[:, :, start:start + len(indices)] = buffer[:, :, start + indices]
 
     def memory(self) -> dict[str, int]:
         """Bytes: weights on disk/mapped, KV buffers allocated, KV per token, this process's RSS."""

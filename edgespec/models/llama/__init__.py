@@ -3,6 +3,7 @@
 from ..registry import Family, register
 from . import names
 from .reference import LlamaReference
+from .static_graph import STATIC_GRAPH_VERSION, build_static_graph
 
 # Bumped whenever graph.py's graph changes, so exports cached on first use are rebuilt. Kept here, and
 # the builder imported on first use, because importing onnx takes 0.5-5 s and loading a cached export
@@ -18,4 +19,5 @@ def build_graph(*args, **kwargs):
 
 
 FAMILY = register(Family(architectures=("llama", "qwen2"), reference=LlamaReference, build_graph=build_graph,
-                         graph_version=GRAPH_VERSION, names=names))
+                         graph_version=GRAPH_VERSION, names=names, build_static_graph=build_static_graph,
+                         static_graph_version=STATIC_GRAPH_VERSION))
