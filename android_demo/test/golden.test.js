@@ -1,0 +1,91 @@
+// The JS engine on onnxruntime-node replays the golden traces of the Python tests (same export):
+// tokenizer and chat template give the same prompt ids; plain greedy gives the same tokens and logits
+// (within the golden's tolerance) with both CPU KV schemes; n-gram and auto speculation give the same tokens.
+import assert from "node:assert/strict";
+import { before, describe, it } from "node:test";
+import { OrtBackend } from "../engine/backend/ort.js";
+import { autoDrafter } from "../engine/drafters/auto.js";
+import { NgramDrafter } from "../engine/drafters/ngram.js";
+import { decode, SpecStats } from "../engine/engine.js";
+import { loadNode } from "../engine/node.js";
+import { Sampler } from "../engine/sampling.js";
+import { exportDir, golden, recording } from "./helpers.js";
+
+let model, trace;
+
+before(async () => {
+  trace = golden();
+  const dir = exportDir();
+  model = await loadNode(dir);
+  const files = trace.export.files;
+  for (const name of Object.keys(files)) {
+    assert.equal(model.manifest.files[name].sha256, files[name].sha256,
+      `${dir}/${name} is not the export the golden traces were made from: regenerate them (${trace.regenerate})`);
+  }
+});
+
+/** Where a replay may legitimately part from the golden: the first near-tie step (then comparison ends). */
+function comparableSteps(steps) {
+  const tie = 2 * trace.tolerance.logit_abs;
+  const i = steps.findIndex((s) => s.top_logits[0] - s.top_logits[1] < tie);
+  return i < 0 ? steps.length : i + 1;
+}
+
+function checkTokens(got, golden, label) {
+  const n = comparableSteps(golden.steps);
+  const upto = got.slice(0, n - 1);
+  assert.deepEqual(upto, golden.tokens.slice(0, n - 1), `${label}: tokens differ from the golden trace`);
+  if (n === golden.steps.length) assert.deepEqual(got, golden.tokens, `${label}: tokens differ from the golden trace`);
+  return n;
+}
+
+async function greedy(backend, ids, drafter, stats = new SpecStats()) {
+  const out = [];
+  for await (const { token } of decode(backend, ids, new Sampler(), trace.protocol.tokens, { drafter, stats })) out.push(token);
+  return out;
+}
+
+describe("golden traces of smollm2-135m's default export", () => {
+  it("tokenizer and chat template give the golden prompt ids", () => {
+    for (const c of trace.cases) {
+      const ids = c.chat_template ? model.tokenizer.chatIds(c.messages) : model.tokenizer.encode(c.text);
+      assert.deepEqual(ids, c.prompt_ids, c.name);
+      assert.equal(model.tokenizer.decode(c.tokens), c.output_text, `${c.name}: detokenized output`);
+    }
+  });
+
+  for (const kvScheme of ["aliased", "returned"]) {
+    it(`plain greedy equals the golden tokens and logits (KV scheme ${kvScheme})`, async (t) => {
+      const backend = new OrtBackend(model.backend.ort, model.backend.session, model.manifest.config,
+        model.backend.maxLen, { kvScheme });
+      for (const c of trace.cases) {
+        const rec = recording(backend);
+        const tokens = await greedy(rec.backend, c.prompt_ids, null);
+        const n = checkTokens(tokens, c, `${c.name} (${kvScheme})`);
+        t.diagnostic(`${c.name}: ${n} of ${c.steps.length} steps compared (the golden's first near-tie ends a case)`);
+        for (let s = 0; s < n; s++) {
+          const row = rec.rows[s];
+          c.steps[s].top_ids.forEach((id, j) => {
+            const diff = Math.abs(row[id] - c.steps[s].top_logits[j]);
+            assert.ok(diff <= trace.tolerance.logit_abs, `${c.name} step ${s}: logit of ${id} off by ${diff}`);
+          });
+        }
+      }
+    });
+  }
+
+  it("n-gram speculative greedy equals the golden tokens, with drafts accepted", async () => {
+    let accepted = 0;
+    for (const c of trace.cases) {
+      const stats = new SpecStats();
+      checkTokens(await greedy(model.backend, c.prompt_ids, new NgramDrafter(), stats), c, `${c.name} (ngram)`);
+      accepted += stats.accepted;
+    }
+    assert.ok(accepted > 0, "the n-gram drafter never had a draft accepted: the speculative path was not exercised");
+  });
+
+  it("auto (controller over n-gram) speculative greedy equals the golden tokens", async () => {
+    const drafter = await autoDrafter(model.backend, (t) => model.tokenizer.encode(t), { reps: 1 });
+    for (const c of trace.cases) checkTokens(await greedy(model.backend, c.prompt_ids, drafter), c, `${c.name} (auto)`);
+  });
+});
