@@ -13,6 +13,7 @@ import sys
 
 from . import __version__, hub
 from .errors import EdgespecError
+from .export.targets import TARGETS
 
 log = logging.getLogger("edgespec")
 
@@ -63,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy-level", type=int, default=4,
                    help="MatMulNBits accuracy level for int4 weights: 4 = int8 activations (fast, like llama.cpp), "
                         "0 = fp32 activations (exact, 0.6-0.9x speed); int8 weights always use 4")
-    p.add_argument("--lm-head", default="int8", help="int8 | int4 | fp32")
-    p.add_argument("--embed", default="fp16", help="fp16 | fp32")
+    p.add_argument("--target", default="default", choices=sorted(TARGETS),
+                   help="web: a preset for the phone/browser demo (android_demo/): fp32 embeddings, which WebGPU "
+                        "without shader-f16 can read; explicit flags override it")
+    p.add_argument("--lm-head", help="int8 | int4 | fp32 (default int8)")
+    p.add_argument("--embed", help="fp16 | fp32 (default fp16)")
     p.add_argument("--max-len", type=int, default=4096, help="context length of the KV buffers")
     p.add_argument("--validate-tokens", type=int, default=256)
     p.add_argument("--requantize", action="store_true",
@@ -225,8 +229,10 @@ def _backends(model: str, names: list[str], threads: int) -> list[str]:
 def cmd_export(args) -> int:
     from .export.pipeline import ExportOptions, export
 
+    preset = TARGETS[args.target]  # flags the user gave win over the target's preset
+    chosen = {key: getattr(args, key) for key in ("lm_head", "embed") if getattr(args, key) is not None}
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
-                            lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
+                            **{**preset, **chosen}, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
                             gguf_type=args.gguf_type, layer_plans=args.layer_plans)
     output = args.output or f"{hub.Path(args.model).stem if hub.Path(args.model).exists() else args.model}-" \
