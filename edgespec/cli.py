@@ -65,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MatMulNBits accuracy level for int4 weights: 4 = int8 activations (fast, like llama.cpp), "
                         "0 = fp32 activations (exact, 0.6-0.9x speed); int8 weights always use 4")
     p.add_argument("--target", default="default", choices=sorted(TARGETS),
-                   help="web: a preset for the phone/browser demo (android_demo/): fp32 embeddings, which WebGPU "
-                        "without shader-f16 can read; explicit flags override it")
+                   help="web: a preset for the phone/browser demo (android_demo/): the fp16 embedding values stored as fp32, "
+                        "which WebGPU without shader-f16 can read; explicit flags override it")
     p.add_argument("--lm-head", help="int8 | int4 | fp32 (default int8)")
-    p.add_argument("--embed", help="fp16 | fp32 (default fp16)")
+    p.add_argument("--embed", help="fp16 | fp32 | fp16-widened (fp16 values stored as fp32) (default fp16)")
     p.add_argument("--max-len", type=int, default=4096, help="context length of the KV buffers")
     p.add_argument("--validate-tokens", type=int, default=256)
     p.add_argument("--requantize", action="store_true",

@@ -35,7 +35,7 @@ GRAPH_FILE = "model.onnx"
 GGUF_FILE = "model.gguf"
 PRECISIONS = ("int4", "fp16", "fp32")
 LM_HEAD_CHOICES = ("int8", "int4", "fp32")
-EMBED_CHOICES = ("fp16", "fp32")
+EMBED_CHOICES = ("fp16", "fp32", "fp16-widened")  # fp16-widened: fp16 values stored as fp32
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,9 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
     try:
         graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
-                            embed_dtype=np.float32 if options.precision == "fp32" or options.embed == "fp32"
-                            else np.float16, external=external,
+                            embed_dtype=np.float32 if options.precision == "fp32" or options.embed != "fp16"
+                            else np.float16, embed_rounding=np.float16 if options.embed == "fp16-widened" else None,
+                            external=external,
                             layer_plans=options.layer_plans)
     finally:
         external.close()
