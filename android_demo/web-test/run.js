@@ -75,7 +75,8 @@ async function run(context, base, { backend, spec, tokens, timeout }) {
   return page;
 }
 
-const server = await serve({ smollm2: resolve(exportDir) }, { port: 0 });
+const server = await serve({ smollm2: resolve(exportDir) }, { port: 0,
+  log: (method, url, status) => { if (status >= 400) console.log(`[server] ${status} ${method} ${url}`); } });
 const base = `http://127.0.0.1:${server.address().port}`;
 const userDataDir = mkdtempSync(join(tmpdir(), "edgespec-chromium-"));
 mkdirSync(outDir, { recursive: true });

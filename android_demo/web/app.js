@@ -117,6 +117,7 @@ ui.composer.addEventListener("submit", (e) => {
 });
 
 if ("serviceWorker" in navigator) {
-  navigator.serviceWorker.register("sw.js").catch((e) => console.warn("no offline cache for the page:", e.message));
+  // scope: the whole demo (the WASM worker's own script lives under /vendor/ and is matched by its URL)
+  navigator.serviceWorker.register("sw.js", { scope: "../" }).catch((e) => console.warn("no offline cache for the page:", e.message));
 }
 refreshModels().catch(fail);

@@ -103,6 +103,8 @@ export async function loadWeb(base, { backend = "auto", onProgress = () => {}, c
         maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize } });
     ort.env.webgpu.device = device;
   }
+  // WASM runs in a worker (the page stays responsive while a pass computes); WebGPU cannot be proxied
+  ort.env.wasm.proxy = choice.kind === "wasm";
   onProgress(total, total, `creating the ${choice.kind} session`);
   const graph = manifest.graph.file;
   const session = await ort.InferenceSession.create(files[graph], { executionProviders: [choice.kind],

@@ -12,8 +12,9 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const MODULES = join(ROOT, "node_modules");
 // URL prefix under /vendor/ -> directory and the files the page loads (the APK copies the same list).
 export const VENDOR = {
+  // the WebGPU bundle (native WebGPU EP) runs both EPs on the asyncify build of the runtime
   "ort/": [join(MODULES, "onnxruntime-web/dist/"), ["ort.webgpu.bundle.min.mjs", "ort-wasm-simd-threaded.asyncify.wasm",
-    "ort-wasm-simd-threaded.jsep.wasm", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.jsep.mjs"]],
+    "ort-wasm-simd-threaded.asyncify.mjs"]],
   "tokenizers/": [join(MODULES, "@huggingface/tokenizers/dist/"), ["tokenizers.min.mjs"]],
   "jinja/": [join(MODULES, "@huggingface/jinja/dist/"), ["index.js"]],
 };
@@ -47,9 +48,9 @@ function resolvePath(url, models) {
 export function serve(models, { port = 8080, host = "127.0.0.1", log = () => {} } = {}) {
   const index = JSON.stringify(modelIndex(models));
   const server = createServer((req, res) => {
-    log(req.method, req.url);
     const headers = { "Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
-      "Cross-Origin-Resource-Policy": "cross-origin", "Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache" };
+      "Cross-Origin-Resource-Policy": "cross-origin", "Access-Control-Allow-Origin": "*", "Cache-Control": "no-cache",
+      "Service-Worker-Allowed": "/" };
     const path = req.url.split("?")[0];
     if (path === "/" || path === "/web" || path === "/web/") {
       res.writeHead(302, { Location: "/web/index.html" }).end();
@@ -61,6 +62,7 @@ export function serve(models, { port = 8080, host = "127.0.0.1", log = () => {} 
     }
     const file = resolvePath(req.url, models);
     if (!file || !existsSync(file) || !statSync(file).isFile()) {
+      log(req.method, req.url, 404);
       res.writeHead(404, headers).end(`not found: ${req.url}`);
       return;
     }

@@ -6,6 +6,7 @@ const SHELL = ["index.html", "app.js", "loader.js", "style.css", "manifest.webma
   "../engine/drafters/auto.js", "../engine/drafters/ngram.js", "../engine/engine.js", "../engine/errors.js",
   "../engine/model.js", "../engine/sampling.js", "../engine/tokenizer.js", "../engine/tree.js", "../engine/verify.js",
   "../vendor/ort/ort.webgpu.bundle.min.mjs", "../vendor/ort/ort-wasm-simd-threaded.asyncify.wasm",
+  "../vendor/ort/ort-wasm-simd-threaded.asyncify.mjs",
   "../vendor/tokenizers/tokenizers.min.mjs", "../vendor/jinja/index.js"];
 
 self.addEventListener("install", (event) => {
