@@ -84,7 +84,7 @@ async function send(text) {
   for await (const event of model.generate(ids, { maxTokens: Number(ui.maxTokens.value) })) {
     if (event.done) {
       reply += event.text;
-      out.textContent = reply;
+      out.append(event.text); // the decoder's last bytes; the drafted-token colours stay
       ui.stats.textContent = statsLine(event, model);
       demo.results.push({ promptIds: ids, tokens: event.tokens, text: reply, stats: { ...event.stats,
         tokensPerStep: event.stats.tokensPerStep }, tokPerS: event.decodeTokPerS });
@@ -103,7 +103,7 @@ async function send(text) {
     ui.chat.scrollTop = ui.chat.scrollHeight;
   }
   demo.messages.push({ role: "assistant", content: reply });
-  setState("ready", "ready");
+  setState("ready", `ready · ${demo.model.manifest.source.name} on ${model.backend.name}, drafter ${model.spec}`);
 }
 
 ui.load.addEventListener("click", () => load().catch(fail));

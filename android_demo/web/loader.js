@@ -94,15 +94,6 @@ export async function loadWeb(base, { backend = "auto", onProgress = () => {}, c
     files[name] = bytes;
   }
   const choice = await chooseBackend(backend, manifest);
-  let device = null;
-  if (choice.kind === "webgpu") {
-    const { adapter } = choice;
-    device = await adapter.requestDevice({
-      requiredFeatures: adapter.features.has("shader-f16") ? ["shader-f16"] : [],
-      requiredLimits: { maxBufferSize: adapter.limits.maxBufferSize,
-        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize } });
-    ort.env.webgpu.device = device;
-  }
   // WASM runs in a worker (the page stays responsive while a pass computes); WebGPU cannot be proxied
   ort.env.wasm.proxy = choice.kind === "wasm";
   onProgress(total, total, `creating the ${choice.kind} session`);
@@ -111,6 +102,8 @@ export async function loadWeb(base, { backend = "auto", onProgress = () => {}, c
     graphOptimizationLevel: "all",
     externalData: Object.keys(files).filter((n) => n.startsWith(`${graph}.`)).map((path) => ({ path, data: files[path] })) });
   checkSession(session, manifest, base);
+  // the KV buffers must live on onnxruntime's own GPU device (a buffer of another device cannot be bound)
+  const device = choice.kind === "webgpu" ? await ort.env.webgpu.device : null;
   const maxLen = Math.min(context, manifest.max_len);
   const engine = new OrtBackend(ort, session, manifest.config, maxLen,
     { kvScheme: choice.kind === "webgpu" ? "gpu" : "returned", device, name: choice.kind });
