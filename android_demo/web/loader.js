@@ -10,6 +10,7 @@ import { ChatTokenizer } from "../engine/tokenizer.js";
 
 export const MODEL_CACHE = "edgespec-models-v1";
 ort.env.wasm.wasmPaths = new URL("../vendor/ort/", import.meta.url).href;
+ort.env.logLevel = "error"; // onnxruntime's warnings (e.g. shape ops placed on the CPU) are not the user's business
 // threads need cross-origin isolation (SharedArrayBuffer); a phone has few big cores
 ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
 

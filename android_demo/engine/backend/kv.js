@@ -33,35 +33,19 @@ const keepMoves = (start, indices) => {
   return { src, dst };
 };
 
-class CpuKv {
-  constructor(ort, names, heads, hd) {
-    Object.assign(this, { ort, names, heads, hd, length: 0 });
-  }
-
-  tensor(data, rows) {
-    return new this.ort.Tensor("float32", data, [1, this.heads, rows, this.hd]);
-  }
-}
-
-export class AliasedKv extends CpuKv {
-  constructor(ort, names, heads, hd, maxLen) {
-    super(ort, names, heads, hd);
-    this.maxLen = maxLen;
-    this.cap = 0;
-    this.data = names.map(() => new Float32Array(0));
-  }
-
+/** The in-place schemes: one buffer per tensor, bound as past and present, grown in chunks. */
+class InPlaceKv {
   /** {feeds, fetches} for a pass that appends T rows to the `length` valid ones. */
   bind(T) {
     const need = this.length + T;
     if (need > this.cap) {
       const cap = Math.min(this.maxLen, Math.ceil(need / CHUNK) * CHUNK);
-      this.data = this.data.map((d) => resized(d, this.heads, this.cap, this.hd, this.length, cap));
+      this.grow(cap);
       this.cap = cap;
     }
     const feeds = {}, fetches = {};
     this.names.forEach(([past, present], i) => {
-      const t = this.tensor(this.data[i], this.cap);
+      const t = this.bound(i);
       feeds[past] = t;
       fetches[present] = t;
     });
@@ -71,6 +55,22 @@ export class AliasedKv extends CpuKv {
   accept(_outputs, T) {
     this.length += T;
   }
+}
+
+export class AliasedKv extends InPlaceKv {
+  constructor(ort, names, heads, hd, maxLen) {
+    super();
+    Object.assign(this, { ort, names, heads, hd, maxLen, length: 0, cap: 0 });
+    this.data = names.map(() => new Float32Array(0));
+  }
+
+  grow(cap) {
+    this.data = this.data.map((d) => resized(d, this.heads, this.cap, this.hd, this.length, cap));
+  }
+
+  bound(i) {
+    return new this.ort.Tensor("float32", this.data[i], [1, this.heads, this.cap, this.hd]);
+  }
 
   keep(start, indices) {
     const { src, dst } = keepMoves(start, indices);
@@ -79,9 +79,9 @@ export class AliasedKv extends CpuKv {
   }
 }
 
-export class ReturnedKv extends CpuKv {
+export class ReturnedKv {
   constructor(ort, names, heads, hd) {
-    super(ort, names, heads, hd);
+    Object.assign(this, { ort, names, heads, hd, length: 0 });
     this.rows = 0; // rows the held arrays have (>= length; trimmed lazily before the next pass)
     this.data = names.map(() => new Float32Array(0));
   }
@@ -92,7 +92,9 @@ export class ReturnedKv extends CpuKv {
       this.rows = this.length;
     }
     const feeds = {};
-    this.names.forEach(([past], i) => { feeds[past] = this.tensor(this.data[i], this.rows); });
+    this.names.forEach(([past], i) => {
+      feeds[past] = new this.ort.Tensor("float32", this.data[i], [1, this.heads, this.rows, this.hd]);
+    });
     return { feeds, fetches: {} };
   }
 
@@ -109,8 +111,9 @@ export class ReturnedKv extends CpuKv {
   }
 }
 
-export class GpuKv {
+export class GpuKv extends InPlaceKv {
   constructor(ort, names, heads, hd, maxLen, device) {
+    super();
     Object.assign(this, { ort, names, heads, hd, maxLen, device, length: 0, cap: 0, buffers: [], scratch: null });
   }
 
@@ -120,38 +123,23 @@ export class GpuKv {
       usage: GPU.STORAGE | GPU.COPY_SRC | GPU.COPY_DST });
   }
 
-  bind(T) {
-    const need = this.length + T;
-    if (need > this.cap) {
-      const cap = Math.min(this.maxLen, Math.ceil(need / CHUNK) * CHUNK);
-      const encoder = this.device.createCommandEncoder();
-      const row = this.hd * 4;
-      const fresh = this.names.map((_, i) => {
-        const buffer = this.newBuffer(cap);
-        if (this.length) {
-          for (let h = 0; h < this.heads; h++) {
-            encoder.copyBufferToBuffer(this.buffers[i], h * this.cap * row, buffer, h * cap * row, this.length * row);
-          }
-        }
-        return buffer;
-      });
-      this.device.queue.submit([encoder.finish()]);
-      this.buffers.forEach((b) => b.destroy());
-      this.buffers = fresh;
-      this.cap = cap;
-    }
-    const feeds = {}, fetches = {};
-    this.names.forEach(([past, present], i) => {
-      const t = this.ort.Tensor.fromGpuBuffer(this.buffers[i], { dataType: "float32",
-        dims: [1, this.heads, this.cap, this.hd] });
-      feeds[past] = t;
-      fetches[present] = t;
+  grow(cap) {
+    const encoder = this.device.createCommandEncoder();
+    const row = this.hd * 4;
+    const fresh = this.names.map((_, i) => {
+      const buffer = this.newBuffer(cap);
+      for (let h = 0; this.length && h < this.heads; h++) {
+        encoder.copyBufferToBuffer(this.buffers[i], h * this.cap * row, buffer, h * cap * row, this.length * row);
+      }
+      return buffer;
     });
-    return { feeds, fetches };
+    this.device.queue.submit([encoder.finish()]);
+    this.buffers.forEach((b) => b.destroy());
+    this.buffers = fresh;
   }
 
-  accept(_outputs, T) {
-    this.length += T;
+  bound(i) {
+    return this.ort.Tensor.fromGpuBuffer(this.buffers[i], { dataType: "float32", dims: [1, this.heads, this.cap, this.hd] });
   }
 
   /** Row moves on the GPU: a buffer cannot be copied onto itself, so through a scratch buffer. */
