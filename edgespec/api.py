@@ -1,14 +1,16 @@
-"""The public Python API: `load()` a model, `Model.generate()` tokens.
+"""The public Python API and the ONE composition of a model: `load()` -> `Model`, `Model.generate()`.
 
     import edgespec
-    model = edgespec.load("smollm2-135m")
-    for event in model.generate("Hello", max_tokens=32):
+    model = edgespec.load("smollm2-135m", spec="auto")
+    generation = model.generate("Hello", max_tokens=32)
+    for event in generation:
         print(event.text, end="")
+    print(generation.stats.decode_tok_s)      # this call's stats, final once the iteration ended
 
-A known name or a .gguf / HF source is exported to int4 ONNX on first use
-(cached under EDGESPEC_CACHE/exports) and runs on onnxruntime; an export
-directory runs directly (its manifest and hashes are checked first);
-backend="reference" runs the numpy fp32 oracle instead (slow, exact).
+`load` = the loader (resolve -> export on first use -> open the backend, --backend auto) + the
+memory budget + the drafter for `spec`, with whatever calibration it needs (the layer-skip search,
+the cost curve) or the draft model it names, measured or loaded here and handed down: the CLI, chat,
+the bench worker (and a server) call only this. A Model serves one generation at a time.
 """
 
 from __future__ import annotations
@@ -16,21 +18,33 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
-from . import hub
-from .export.cached import cached_export  # noqa: F401  (public: bench and tests use it)
+from . import hub, loader
 from .errors import ContextOverflowError, EdgespecError
+from .loader import cached_export  # noqa: F401  (public: the bench and tests find the default export with it)
+from .memory import MemoryPlan, plan_memory, row_bytes
 from .sampling import Sampler, SamplingParams
+from .speculative.calibration.costs import CALIBRATION_TEXT, cached_cost_model
+from .speculative.calibration.layerskip import CALIBRATION_PROMPTS, tuned_layerskip
+from .speculative.drafters.draft_model import check_same_vocabulary
+from .speculative.drafters.select import DrafterInputs, check_spec
 from .speculative.engine import SpecStats, common_prefix, decode
+from .sysinfo import peak_rss
 from .tokenizer import chat_ids
 
 log = logging.getLogger(__name__)
+BACKENDS = loader.BACKENDS
+
+
+class GenerationInProgressError(EdgespecError):
+    """A Model was asked for a second generation while one is still open."""
 
 
 @dataclass
 class TokenEvent:
-    token: int
+    token: int  # -1 for the last event when it only flushes held-back text
     text: str  # complete UTF-8 text this token finished (may be "")
 
 
@@ -40,7 +54,7 @@ class GenerationStats:
     generated_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
-    stop_reason: str = ""
+    stop_reason: str = ""  # eos | stop | length, or the reason given to Generation.close (e.g. interrupted)
     reused_tokens: int = 0  # prompt tokens whose KV the cache still held (earlier chat turns)
     token_ids: list[int] = field(default_factory=list)
     spec: SpecStats = field(default_factory=SpecStats)
@@ -55,43 +69,113 @@ class GenerationStats:
         return self.generated_tokens / self.decode_seconds if self.decode_seconds else 0.0
 
 
-BACKENDS = ("ort", "llamacpp", "reference", "auto")
+class Generation:
+    """One call of Model.generate: iterate it for TokenEvents. `stats` belongs to this call alone and is
+    final once the iteration has ended or `close()` was called (also a context manager). Until then the
+    Model refuses another generation."""
+
+    def __init__(self, model: "Model", events: Iterator[TokenEvent], stats: GenerationStats):
+        self.model, self._events, self.stats = model, events, stats
+        self.finished = False
+
+    def __iter__(self) -> "Generation":
+        return self
+
+    def __next__(self) -> TokenEvent:
+        try:
+            return next(self._events)
+        except StopIteration:
+            self.close()
+            raise
+        except KeyboardInterrupt:
+            self.close("interrupted")
+            raise
+        except BaseException:
+            self.close("error")
+            raise
+
+    def close(self, reason: str = "closed") -> None:
+        """End this generation now (the engine trims the cache to what was taken); `reason` becomes the
+        stop reason unless it already had one (eos, stop, length)."""
+        if self.finished:
+            return
+        self.finished = True
+        self._events.close()
+        if not self.stats.stop_reason:
+            self.stats.stop_reason = reason
+        if self.model._active is self:
+            self.model._active = None
+
+    def __enter__(self) -> "Generation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
 
 
 class Model:
-    """A loaded model: tokenizer + one Backend (onnxruntime, llama.cpp or the numpy reference) + a drafter."""
+    """A loaded model: tokenizer + one Backend (onnxruntime, llama.cpp or the numpy reference) + a drafter.
+    Made by `load()`."""
 
-    def __init__(self, ref: hub.ModelRef, backend, tokenizer, config, context: int, backend_name: str,
-                 source=None, threads: int = 0):
-        self.ref, self.backend, self.tokenizer, self.config = ref, backend, tokenizer, config
-        self.source, self.threads = source, threads  # the export dir / weights file the backend runs
-        self.context, self.backend_name = context, backend_name
+    def __init__(self, ref: hub.ModelRef, opened: loader.Opened, threads: int = 0):
+        self.ref, self.backend, self.tokenizer, self.config = ref, opened.backend, opened.tokenizer, opened.config
+        self.source, self.threads = opened.source, threads  # the export dir / weights file the backend runs
+        self.context, self.backend_name = opened.context, opened.description
         self.drafter, self.spec_name, self.budget, self.exact = None, "off", 0, False
-        self.memory_plan = None  # set by apply_memory_budget
+        self.memory_plan: MemoryPlan | None = None
+        self._draft_model: Model | None = None  # draft:MODEL keeps its Model alive here
         self._cached: list[int] = []  # the tokens the backend's KV cache holds
-        self.last_stats = GenerationStats()
+        self._active: Generation | None = None
 
     @property
     def context_length(self) -> int:
         return self.context
 
     def set_spec(self, spec: str = "off", budget: int = 8, exact: bool = False) -> None:
-        """Choose the drafter: off | ngram | layerskip | auto | draft:MODEL (see edgespec.speculative.drafters).
+        """Choose the drafter (what load(spec=...) does): off | ngram | layerskip | auto | draft:MODEL.
 
         exact: every pass has >= 2 rows, so the output is bit-identical with or without speculation
         (see edgespec.speculative.engine); otherwise the two may differ at numerical near-ties."""
-        from .speculative.drafters.select import make_drafter
-
-        self._cached = []  # tuning and calibration run on the backend: forget what it held
-        self.drafter, self.spec_name, self.exact = make_drafter(spec, self, budget), spec, exact
+        self._check_idle()
+        entry, argument = check_spec(spec)
+        self._cached = []  # calibration runs on the backend: forget what it held
+        inputs = DrafterInputs(self.backend, self.config, budget, argument)
+        if "layerskip" in entry.needs and self.backend.supports_plan():
+            inputs.layerskip = self._layerskip_record()
+        if "cost" in entry.needs:
+            weights = self.source if self.source and Path(self.source).exists() else self.ref.path
+            inputs.cost = cached_cost_model(self.backend, self.tokenizer.encode(CALIBRATION_TEXT), weights,
+                                            self.ref.name, self.threads)
+        if "draft_backend" in entry.needs:
+            inputs.draft_backend = self._load_draft_model(argument).backend
+        self.drafter, self.spec_name, self.exact = entry.factory(inputs), spec, exact
         self.budget = budget if self.drafter is not None else 0
 
-    def apply_memory_budget(self, budget: int, want_rows: int = 65) -> "MemoryPlan":
+    def tune(self, tokens: int = 48) -> dict:
+        """Search this device's fastest layer-skip drafter now and store it in the export's manifest."""
+        self._check_idle()
+        self._cached = []
+        return self._layerskip_record(retune=True, tokens=tokens)
+
+    def _layerskip_record(self, retune: bool = False, tokens: int = 48) -> dict:
+        prompts = [self.chat_prompt([{"role": "user", "content": p}]) for p in CALIBRATION_PROMPTS]
+        return tuned_layerskip(self.backend, self.config.num_layers, prompts, self.threads, self.source,
+                               self.ref.name, retune=retune, tokens=tokens)
+
+    def _load_draft_model(self, name: str) -> "Model":
+        """The draft model on the target's backend kind, checked to speak the same vocabulary."""
+        kind = "llamacpp" if self.backend.name == "llamacpp" else "ort"
+        draft = load(name, backend=kind, threads=self.threads, context=self.context_length)
+        check_same_vocabulary(self.tokenizer, draft.tokenizer, self.ref.name, draft.ref.name)
+        self._draft_model = draft
+        return draft
+
+    def apply_memory_budget(self, budget: int, want_rows: int = 65) -> MemoryPlan:
         """Fit the context and the tokens per pass (prefill chunk, draft tree) into `budget` bytes of
         resident memory, from what loading really took (see edgespec.memory)."""
-        from .memory import plan_memory, row_bytes
-        from .sysinfo import peak_rss
-
         # a backend with a fixed batch (llama.cpp, sized to the budget when it was created) caps the rows
         want_rows = min(want_rows, getattr(self.backend, "n_batch", want_rows))
         memory = self.backend.memory()
@@ -107,20 +191,33 @@ class Model:
     def chat_prompt(self, messages: list[dict]) -> list[int]:
         return chat_ids(self.tokenizer, messages)
 
+    def _check_idle(self) -> None:
+        if self._active is not None:
+            raise GenerationInProgressError(
+                "this Model is already generating: a Model serves one generation at a time — finish iterating "
+                "the open one or call its close() first (load another Model to run two at once)")
+
     def generate(self, prompt: str | list[int], max_tokens: int = 128, sampling: SamplingParams = SamplingParams(),
-                 stop_on_eos: bool = True, stop: tuple[str, ...] = ()) -> Iterator[TokenEvent]:
-        """Yield tokens one by one; `self.last_stats` holds the stats when the iterator ends.
+                 stop_on_eos: bool = True, stop: tuple[str, ...] = ()) -> Generation:
+        """A Generation: iterate it for TokenEvents; its `stats` are this call's.
 
         stop: strings that end generation; the text of the token that completes one is cut
         just before it (like llama.cpp / OpenAI `stop`)."""
+        self._check_idle()
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ContextOverflowError("the prompt is empty: nothing to continue from")
         if len(ids) + 1 > self.context_length:
             raise ContextOverflowError(
                 f"prompt of {len(ids)} tokens does not fit the context of {self.context_length} tokens")
-        max_tokens = min(max_tokens, self.context_length - len(ids))
-        stats = self.last_stats = GenerationStats(prompt_tokens=len(ids))
+        stats = GenerationStats(prompt_tokens=len(ids))
+        events = self._events(ids, min(max_tokens, self.context_length - len(ids)), sampling, stop_on_eos, stop,
+                              stats)
+        self._active = Generation(self, events, stats)
+        return self._active
+
+    def _events(self, ids: list[int], max_tokens: int, sampling: SamplingParams, stop_on_eos: bool,
+                stop: tuple[str, ...], stats: GenerationStats) -> Iterator[TokenEvent]:
         detok = self.tokenizer.stream_decoder()
         # keep what the cache already holds of this prompt (the earlier turns of a chat)
         # At least 2 prompt tokens are always fed: a 1-token pass rounds differently (speculative/engine.py), and
@@ -133,7 +230,6 @@ class Model:
                         reuse_prefix=reuse, exact=self.exact, max_rows=max_rows)
         emitted = []
         start = time.perf_counter()
-        stats.stop_reason = "length"
         pending = ""  # text held back while it could begin a stop string
         try:
             for event in events:
@@ -155,6 +251,8 @@ class Model:
                 hold = _stop_prefix_length(pending, stop)
                 yield TokenEvent(token, pending[:len(pending) - hold])
                 pending = pending[len(pending) - hold:]
+            else:
+                stats.stop_reason = "length"
         finally:
             events.close()  # the engine trims the cache to what was taken
             self._cached = (ids + emitted)[:self.backend.cache_len]
@@ -163,6 +261,14 @@ class Model:
         if tail and stats.stop_reason != "stop":
             yield TokenEvent(-1, tail)
 
+    def close(self) -> None:
+        """Release the backend (memory included) now, not at garbage collection."""
+        if self._active is not None:
+            self._active.close()
+        for model in (self, self._draft_model):
+            if model is not None and hasattr(model.backend, "close"):
+                model.backend.close()
+
 
 def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
     """Length of the longest end of `text` that is the start of some stop string."""
@@ -170,36 +276,27 @@ def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
                default=0)
 
 
-def load(spec: str = hub.DEFAULT_MODEL, backend: str = "ort", threads: int = 0, device: str = "cpu",
-         context: int = 4096, memory_budget: int | str | None = None) -> Model:
-    """spec: a known model name, a .gguf file, an HF directory or an export directory.
+def load(model: str = hub.DEFAULT_MODEL, *, backend: str = "ort", spec: str = "off", draft_budget: int = 8,
+         exact: bool = False, memory_budget: int | str | None = None, context: int = 4096, threads: int = 0,
+         device: str = "cpu") -> Model:
+    """model: a known model name, a .gguf file, an HF directory or an export directory.
 
     backend "ort": sources are exported to int4 ONNX once, cached, and run on onnxruntime.
     backend "llamacpp": a GGUF (a known model's, a file, or an `export --format gguf`) on llama.cpp.
     backend "auto": whichever of the two decodes faster here (measured once, cached).
     backend "reference": the numpy fp32 reference model (exact, slow; exports are refused).
+    spec: off | ngram | layerskip | auto | draft:MODEL; draft_budget: max draft tokens per verify pass;
+    exact: bit-identical output with and without spec (every pass has >= 2 rows).
+    memory_budget: bytes or "1.5G": context and draft size shrink to fit; a budget plain decoding
+    cannot fit is refused before anything is loaded. threads: 0 = all physical cores.
+    device: onnxruntime device (cpu, xnnpack, qnn, ...; needs backend ort or auto).
     """
-    from .runtimes import open_backend
-
-    if backend not in BACKENDS:
-        raise EdgespecError(f"backend '{backend}' is not available; choose one of {', '.join(BACKENDS)}")
-    if device != "cpu":
-        if backend not in ("ort", "auto"):
-            raise EdgespecError(f"--device {device} needs the onnxruntime backend, not '{backend}'")
-        from .runtimes.ort import providers_for
-
-        providers_for(device)  # fail before any export work
-        backend = "ort"
-    ref = hub.resolve_model(spec)
-    budget = None
-    if memory_budget is not None:
-        from .memory import check_before_load, parse_size
-
-        budget = parse_size(memory_budget)
-        check_before_load(budget, hub.weights_bytes(ref), ref.name)  # before anything is loaded
-    opened = open_backend(ref, backend, threads=threads, device=device, context=context, memory_budget=budget)
-    model = Model(ref, opened.backend, opened.tokenizer, opened.config, opened.context, opened.description,
-                  opened.source, threads)
+    check_spec(spec)  # a bad --spec fails before any (slow) loading
+    ref, opened, budget = loader.load_backend(model, backend, threads=threads, device=device, context=context,
+                                              memory_budget=memory_budget)
+    loaded = Model(ref, opened, threads)
     if budget is not None:
-        model.apply_memory_budget(budget)
-    return model
+        loaded.apply_memory_budget(budget)
+    loaded.set_spec(spec, draft_budget, exact)
+    log.debug("%s on %s, speculation: %s", ref.name, loaded.backend_name, loaded.spec_name)
+    return loaded

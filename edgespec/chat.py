@@ -18,16 +18,16 @@ log = logging.getLogger(__name__)
 HELP = "commands: /reset  /stats  /system TEXT  /exit   (Ctrl-C stops an answer)"
 
 
-def run_chat(args, sampling) -> int:
+def run_chat(args, sampling, load_model) -> int:
+    """load_model(args) -> a Model (the CLI's edgespec.load with its options)."""
     # Ctrl-C stops an answer even when a parent started us with SIGINT ignored (background jobs)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    from .cli import load_model
-
     model = load_model(args)
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict") if hasattr(sys.stdin, "buffer") \
         else sys.stdin
     system = args.system
     history: list[dict] = []
+    stats = None  # the last answer's
     print(f"edgespec chat — {model.ref.name} on {model.backend_name}. {HELP}", file=sys.stderr)
     while True:
         try:
@@ -58,35 +58,35 @@ def run_chat(args, sampling) -> int:
                 history.clear()
                 print(f"(system message {'set' if system else 'cleared'}; conversation cleared)", file=sys.stderr)
             elif command == "/stats":
-                print(_footer(model), file=sys.stderr)
+                print(_footer(model, stats) if stats else "(no answer yet)", file=sys.stderr)
             else:
                 print(f"unknown command {command!r}; {HELP}", file=sys.stderr)
             continue
         history.append({"role": "user", "content": text})
-        answer = _answer(model, system, history, args, sampling)
+        answer, stats = _answer(model, system, history, args, sampling)
         history.append({"role": "assistant", "content": answer})
-        if not args.no_stats:
-            print(_footer(model), file=sys.stderr)
+        if not args.no_stats and stats is not None:
+            print(_footer(model, stats), file=sys.stderr)
 
 
-def _answer(model, system, history, args, sampling) -> str:
-    """Stream one answer; Ctrl-C anywhere in it (prompt, prefill, decode) stops just this answer."""
-    pieces, events = [], None
+def _answer(model, system, history, args, sampling):
+    """Stream one answer -> (its text, its stats); Ctrl-C anywhere in it (prompt, prefill, decode) stops
+    just this answer."""
+    pieces, generation = [], None
     try:
         prompt = _fit_prompt(model, system, history)
-        events = model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop))
-        for event in events:
+        generation = model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop))
+        for event in generation:
             pieces.append(event.text)
             sys.stdout.write(event.text)
             sys.stdout.flush()
     except KeyboardInterrupt:
-        model.last_stats.stop_reason = "interrupted"
         sys.stdout.write(" [stopped]")
     finally:
-        if events is not None:
-            events.close()  # now, not at garbage collection: the cache is trimmed before the next turn
+        if generation is not None:
+            generation.close("interrupted")  # now, not at garbage collection: the cache is trimmed before the next turn
     print()
-    return "".join(pieces)
+    return "".join(pieces), generation.stats if generation is not None else None
 
 
 def _fit_prompt(model, system, history) -> list[int]:
@@ -100,15 +100,13 @@ def _fit_prompt(model, system, history) -> list[int]:
         print("(context full: dropped the oldest turn)", file=sys.stderr)
 
 
-def _footer(model) -> str:
-    s = model.last_stats
+def _footer(model, s) -> str:
     reused = f" ({s.reused_tokens} cached)" if s.reused_tokens else ""
     return (f"[{s.generated_tokens} tokens, prefill{reused} {s.prefill_tok_s:.1f} tok/s, decode {s.decode_tok_s:.1f} tok/s, "
-            f"{model.backend_name}{_acceptance(model)}, stop: {s.stop_reason or '-'}]")
+            f"{model.backend_name}{_acceptance(model, s.spec)}, stop: {s.stop_reason or '-'}]")
 
 
-def _acceptance(model) -> str:
-    spec = model.last_stats.spec
+def _acceptance(model, spec) -> str:
     if model.drafter is None or not spec.steps:
         return ""
     return f", spec {model.spec_name}: {spec.tokens_per_step:.2f} tok/step ({spec.accepted}/{spec.drafted} drafts kept)"

@@ -11,9 +11,21 @@ import json
 import logging
 import sys
 
-from . import __version__, hub
+from . import api, hub
+from ._version import __version__
+from .bench.costs import cost_markdown, run_cost_curves
+from .bench.report import plot
+from .bench.runner import markdown, peer_versions, resolve_backends, run_bench
+from .chat import run_chat
 from .errors import EdgespecError
+from .export.manifest import read_manifest
+from .export.pipeline import ExportOptions, export
 from .export.targets import TARGETS
+from .formats import open_weights
+from .memory import default_budget
+from .sampling import SamplingParams
+from .speculative.drafters.select import check_spec
+from .sysinfo import machine_info, peak_rss
 
 log = logging.getLogger("edgespec")
 
@@ -152,11 +164,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling(args):
-    from .sampling import SamplingParams
-
-    from .speculative.drafters.select import check_spec
-
-    check_spec(args.spec)
+    check_spec(args.spec)  # before the (slow) load
     return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repetition_penalty=args.repetition_penalty, seed=args.seed)
 
@@ -173,17 +181,8 @@ def cmd_pull(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench.runner import markdown, run_bench
-
-    from .speculative.drafters.select import check_spec
-
-    backends = _backends(args.model, args.backend.split(","), args.threads)
+    backends = resolve_backends(args.model, args.backend.split(","), args.threads)
     if args.cost_curve:
-        from .runtimes.timing import cost_markdown, run_cost_curves
-
-        from .bench.runner import peer_versions
-        from .sysinfo import machine_info
-
         curves = run_cost_curves(args.model, args.threads, backends)
         command = "edgespec " + " ".join(sys.argv[1:])
         report = {"model": args.model, "cost_curves": curves, "machine": machine_info(args.threads),
@@ -198,8 +197,6 @@ def cmd_bench(args) -> int:
                            backends=backends, modes=modes, budget=args.draft_budget)
         table = markdown(report)
         if args.plot:
-            from .bench.report import plot
-
             plot(report, args.plot)
     print(table)
     if args.json_out:
@@ -211,24 +208,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _backends(model: str, names: list[str], threads: int) -> list[str]:
-    out = []
-    for name in names:
-        if name not in ("ort", "llamacpp", "auto"):
-            raise EdgespecError(f"bench --backend: unknown backend '{name}'; expected ort, llamacpp or auto")
-        if name == "auto":
-            from .runtimes.auto import choose_backend
-
-            name, why = choose_backend(hub.resolve_model(model), threads, 4096)
-            log.info("bench: auto picked %s (%s)", name, why)
-        if name not in out:
-            out.append(name)
-    return out
-
-
 def cmd_export(args) -> int:
-    from .export.pipeline import ExportOptions, export
-
     preset = TARGETS[args.target]  # flags the user gave win over the target's preset
     chosen = {key: getattr(args, key) for key in ("lm_head", "embed") if getattr(args, key) is not None}
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
@@ -243,8 +223,6 @@ def cmd_export(args) -> int:
 
 
 def _print_manifest(directory) -> None:
-    from .export.manifest import read_manifest
-
     m = read_manifest(directory)
     q = m["quantization"]
     print(f"export:       {directory}  (schema {m['schema_version']}, edgespec {m['edgespec_version']})")
@@ -267,8 +245,6 @@ def _print_manifest(directory) -> None:
 
 
 def cmd_info(args) -> int:
-    from .formats import open_weights
-
     ref = hub.resolve_model(args.model)
     if ref.kind == "export":
         _print_manifest(ref.path)
@@ -281,8 +257,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from . import api
-
     sampling = _sampling(args)  # validate before the (slow) load
     model = load_model(args)
     if args.no_chat_template:
@@ -291,35 +265,30 @@ def cmd_generate(args) -> int:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
         prompt = model.chat_prompt(messages + [{"role": "user", "content": args.prompt}])
     pieces = []
-    for event in model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop)):
+    generation = model.generate(prompt, max_tokens=args.max_tokens, sampling=sampling, stop=tuple(args.stop))
+    for event in generation:
         pieces.append(event.text)
         if not args.json:
             sys.stdout.write(event.text)
             sys.stdout.flush()
-    stats = model.last_stats
+    stats = generation.stats
     if args.json:
-        print(json.dumps({"text": "".join(pieces), "token_ids": stats.token_ids, "stats": _stats_dict(model)}))
+        print(json.dumps({"text": "".join(pieces), "token_ids": stats.token_ids, "stats": _stats_dict(model, stats)}))
     else:
         print()
     return 0
 
 
-def load_model(args):
-    from . import api
-
-    from .memory import default_budget
-
-    model = api.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
-                     context=args.context, memory_budget=args.memory_budget or default_budget())
-    model.set_spec(args.spec, args.draft_budget, args.exact)
+def load_model(args) -> api.Model:
+    """edgespec.load with the options of generate / chat."""
+    model = api.load(args.model, backend=args.backend, spec=args.spec, draft_budget=args.draft_budget,
+                     exact=args.exact, memory_budget=args.memory_budget or default_budget(), context=args.context,
+                     threads=args.threads, device=args.device)
     log.info("%s on %s, speculation: %s", model.ref.name, model.backend_name, model.spec_name)
     return model
 
 
-def _stats_dict(model) -> dict:
-    from .sysinfo import peak_rss
-
-    s = model.last_stats
+def _stats_dict(model: api.Model, s: api.GenerationStats) -> dict:
     return {"backend": model.backend_name, "prompt_tokens": s.prompt_tokens, "reused_tokens": s.reused_tokens,
             "tokens": s.generated_tokens,
             "prefill_tok_s": round(s.prefill_tok_s, 2), "decode_tok_s": round(s.decode_tok_s, 2),
@@ -334,14 +303,8 @@ def _stats_dict(model) -> dict:
 
 
 def cmd_tune(args) -> int:
-    from . import api
-    from .export.manifest import update_drafters
-    from .speculative.tune import tune_layerskip
-
     model = api.load(args.model, backend="ort", threads=args.threads)
-    record = tune_layerskip(model, tokens=args.tokens)
-    if model.source is not None:
-        update_drafters(model.source, record)
+    record = model.tune(tokens=args.tokens)
     for row in sorted(record["candidates"], key=lambda r: -r["tok_s"]):
         print(f"skip {row['skip']}, chain {row['draft_len']}: {row['tok_s']} tok/s, {row['tokens_per_step']} tok/step")
     verdict = "pays" if record["pays"] else "does not pay here: --spec auto will not use it"
@@ -351,9 +314,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from .chat import run_chat
-
-    return run_chat(args, _sampling(args))
+    return run_chat(args, _sampling(args), load_model)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ HF_TO_GGUF_ARCH = {
     "qwen2": "qwen2",
     "Qwen2ForCausalLM": "qwen2",
 }
+# The architectures whose hyperparameters this module reads. The model-family registry (models/) must
+# implement exactly these; tests/test_models_reference.py checks that, so config needs no registry.
+SUPPORTED_ARCHITECTURES = tuple(sorted(set(HF_TO_GGUF_ARCH.values())))
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,6 @@ def _rope_scaling(kind: str | None, factor: float, original: int, low: float = 1
 
 
 def _check_arch(arch: str | None, where: str) -> None:
-    from .models import supported_architectures
-
-    if arch not in supported_architectures():
+    if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedArchitectureError(
-            f"unknown architecture '{arch}' (from {where}); supported: {', '.join(supported_architectures())}")
+            f"unknown architecture '{arch}' (from {where}); supported: {', '.join(SUPPORTED_ARCHITECTURES)}")

@@ -19,6 +19,8 @@ import logging
 import re
 from dataclasses import dataclass
 
+import psutil
+
 from .errors import EdgespecError
 
 log = logging.getLogger(__name__)
@@ -46,15 +48,11 @@ def human(n: int) -> str:
 
 
 def rss() -> int:
-    import psutil
-
     return psutil.Process().memory_info().rss
 
 
 def default_budget() -> int:
     """This process plus 90% of the memory the system has available now."""
-    import psutil
-
     return rss() + int(0.9 * psutil.virtual_memory().available)
 
 

@@ -16,7 +16,7 @@ def peak_rss() -> int:
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
     except (OSError, StopIteration):
-        import psutil
+        import psutil  # only where /proc is missing: the bench worker imports this in a peers-only Python
 
         return psutil.Process().memory_info().rss
 

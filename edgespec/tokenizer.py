@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -185,8 +187,6 @@ class Tokenizer:
             raise TokenizerError("this model has no chat template; use raw text (--no-chat-template)")
         if self._template is None:
             self._template = _compile_template(self.chat_template)
-        from jinja2.exceptions import TemplateError
-
         try:
             return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
                                          bos_token=self._content(self.bos_id) or "",
@@ -225,9 +225,6 @@ class StreamDecoder:
 
 
 def _compile_template(source: str):
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
     def raise_exception(message):
         raise TokenizerError(f"chat template: {message}")
 

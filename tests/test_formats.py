@@ -11,7 +11,8 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 
 from edgespec.errors import ModelFormatError, UnsupportedArchitectureError, UnsupportedQuantError
-from edgespec.formats import names, open_weights
+from edgespec.formats import open_weights
+from edgespec.models.llama import names
 from edgespec.formats.gguf import open_gguf
 from edgespec.formats.hf import write_safetensors
 from edgespec.formats.quants import SUPPORTED_TYPES, dequantize

@@ -130,10 +130,10 @@ def test_missing_llama_cpp_python_names_the_extra(monkeypatch, smollm2_gguf):
 
 def test_backend_auto_measures_once_and_says_what_it_picked(smollm2_gguf):
     from edgespec import hub
-    from edgespec.runtimes.auto import _record_file
+    from edgespec.loader import auto_record_file
 
     ref = hub.resolve_model(str(smollm2_gguf))
-    record = _record_file(ref, 2)
+    record = auto_record_file(ref, 2)
     record.unlink(missing_ok=True)
     first = load(str(smollm2_gguf), backend="auto", threads=2)
     assert record.is_file()
@@ -171,9 +171,10 @@ def test_every_drafter_on_llamacpp_equals_plain_in_exact_mode(smollm2_gguf, spec
         model.set_spec("off", exact=True)
         plain = [e.token for e in model.generate(ids, max_tokens=64, stop_on_eos=False)]
         model.set_spec(spec, exact=True)
-        assert [e.token for e in model.generate(ids, max_tokens=64, stop_on_eos=False)] == plain, (spec, prompt)
+        generation = model.generate(ids, max_tokens=64, stop_on_eos=False)
+        assert [e.token for e in generation] == plain, (spec, prompt)
     if spec.startswith("draft:"):
-        assert model.last_stats.spec.accepted > 0
+        assert generation.stats.spec.accepted > 0
 
 
 def test_an_amx_build_is_refused_with_the_rebuild_command():

@@ -8,7 +8,7 @@ import pytest
 from edgespec.config import ModelConfig, RopeScaling
 from edgespec.errors import UnsupportedArchitectureError
 from edgespec.models import reference_model_class, supported_architectures
-from edgespec.models.llama import causal_mask, rope_inv_freq
+from edgespec.models.llama.reference import causal_mask, rope_inv_freq
 
 from .tiny import TINY_CONFIGS, random_weights, root_path, tree_layout
 
@@ -97,5 +97,5 @@ def test_config_from_dict_ignores_unknown_keys():
 
 
 def _copy(cache):
-    from edgespec.models.llama import KVCache
+    from edgespec.models.llama.reference import KVCache
     return KVCache([k.copy() for k in cache.keys], [v.copy() for v in cache.values])

@@ -8,8 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from edgespec.models.llama import LlamaReference
-from edgespec.models.onnx_llama import build_graph, gemm_linear
+from edgespec.models.llama.reference import LlamaReference
+from edgespec.models.llama.graph import build_graph
+from edgespec.models.onnx_builder import gemm_linear
 from edgespec.quant import int4
 from edgespec.quant.linear import QuantizedLinear
 from edgespec.runtimes.ort import OrtBackend

@@ -52,8 +52,9 @@ def model(smollm2_gguf):
 def test_stop_string_cuts_the_text(model):
     full = "".join(e.text for e in model.generate("The three primary colors are", max_tokens=24))
     stop = full[10:14]
-    cut = "".join(e.text for e in model.generate("The three primary colors are", max_tokens=24, stop=(stop,)))
-    assert cut == full[:full.find(stop)] and model.last_stats.stop_reason == "stop"
+    generation = model.generate("The three primary colors are", max_tokens=24, stop=(stop,))
+    cut = "".join(e.text for e in generation)
+    assert cut == full[:full.find(stop)] and generation.stats.stop_reason == "stop"
 
 
 def test_same_seed_same_text(model):

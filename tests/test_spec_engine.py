@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edgespec.errors import EdgespecError
-from edgespec.models.llama import LlamaReference
-from edgespec.models.onnx_llama import build_graph
+from edgespec.models.llama.reference import LlamaReference
+from edgespec.models.llama.graph import build_graph
 from edgespec.runtimes.ort import OrtBackend
 from edgespec.runtimes.reference import ReferenceBackend
 from edgespec.sampling import Sampler, SamplingParams
@@ -164,7 +164,7 @@ def test_tune_stores_the_calibration_and_layerskip_uses_it(smollm2_gguf):
     entries = [d for d in json.loads((model.source / "edgespec.json").read_text())["drafters"]
                if d["kind"] == "layerskip" and d["threads"] == 2]
     assert len(entries) == 1 and entries[0]["candidates"] and "pays" in entries[0]
-    model.set_spec("layerskip")  # uses the stored calibration: no second search
+    model.set_spec("layerskip")  # uses the stored calibration: no second search (load(spec=...) does the same)
     assert model.drafter.skip == entries[0]["skip"] and model.drafter.draft_len == entries[0]["draft_len"]
     assert "tok/s" in result.stdout.decode()
 
@@ -189,14 +189,15 @@ def test_the_next_chat_turn_reuses_the_cached_prefix(smollm2_gguf):
     """Turn 2 feeds only what turn 1 did not cache; in exact mode its output equals a fresh prefill's."""
     from edgespec.api import load
 
-    model = load(str(smollm2_gguf), threads=2)
-    model.set_spec("ngram", exact=True)
+    model = load(str(smollm2_gguf), threads=2, spec="ngram", exact=True)
     history = [{"role": "user", "content": "Name three colours."}]
     answer = "".join(e.text for e in model.generate(model.chat_prompt(history), max_tokens=24))
     history += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And three fruits?"}]
     prompt = model.chat_prompt(history)
-    second = [e.token for e in model.generate(prompt, max_tokens=24)]
-    assert model.last_stats.reused_tokens > 20
+    generation = model.generate(prompt, max_tokens=24)
+    second = [e.token for e in generation]
+    assert generation.stats.reused_tokens > 20
     model.backend.reset()  # a fresh start: the whole prompt prefilled
-    fresh = [e.token for e in model.generate(prompt, max_tokens=24)]
-    assert model.last_stats.reused_tokens == 0 and fresh == second
+    generation = model.generate(prompt, max_tokens=24)
+    fresh = [e.token for e in generation]
+    assert generation.stats.reused_tokens == 0 and fresh == second

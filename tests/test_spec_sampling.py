@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgespec.models.llama import LlamaReference
+from edgespec.models.llama.reference import LlamaReference
 from edgespec.runtimes.reference import ReferenceBackend
 from edgespec.sampling import Sampler, SamplingParams
 from edgespec.speculative.drafters.draft_model import DraftModelDrafter

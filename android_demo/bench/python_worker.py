@@ -13,7 +13,8 @@ import time
 from edgespec.export.manifest import manifest_config, read_manifest
 from edgespec.runtimes.ort import OrtBackend
 from edgespec.sampling import Sampler, SamplingParams
-from edgespec.speculative.controller import ControlledDrafter, Controller, CostModel
+from edgespec.speculative.calibration.costs import measure_cost_model
+from edgespec.speculative.controller import ControlledDrafter, Controller
 from edgespec.speculative.drafters.ngram import NgramDrafter
 from edgespec.speculative.engine import decode
 
@@ -27,7 +28,7 @@ def main() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         if request.get("calibrate"):  # the JS side sends the calibration prompt's ids (same tokenizer)
-            cost = CostModel.measure(backend, request["calibrate"], reps=3)
+            cost = measure_cost_model(backend, request["calibrate"], reps=3)
             drafters["auto"] = lambda: ControlledDrafter({"ngram": NgramDrafter(min_ngram=1)},
                                                          Controller(cost, max_budget=8, free={"ngram"}))
             drafters["ngram"] = NgramDrafter

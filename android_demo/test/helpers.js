@@ -15,7 +15,7 @@ export const GOLDEN = process.env.EDGESPEC_GOLDEN ?? join(REPO, "tests/golden/sm
 export function exportDir() {
   if (process.env.EDGESPEC_JS_EXPORT) return process.env.EDGESPEC_JS_EXPORT;
   const python = process.env.PYTHON ?? "python";
-  const code = "from edgespec import hub; from edgespec.export.cached import cached_export; " +
+  const code = "from edgespec import hub; from edgespec.loader import cached_export; " +
     "print(cached_export(hub.resolve_model('smollm2-135m')))";
   const out = execFileSync(python, ["-c", code], { cwd: REPO, env: { ...process.env, PYTHONPATH: REPO },
     encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] });

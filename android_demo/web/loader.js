@@ -10,7 +10,7 @@ import { ChatTokenizer } from "../engine/tokenizer.js";
 
 export const MODEL_CACHE = "edgespec-models-v1";
 ort.env.wasm.wasmPaths = new URL("../vendor/ort/", import.meta.url).href;
-ort.env.logLevel = "error"; // onnxruntime's warnings (e.g. shape ops placed on the CPU) are not the user's business
+ort.env.logLevel = "error";
 // threads need cross-origin isolation (SharedArrayBuffer); a phone has few big cores
 ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
 
@@ -100,7 +100,7 @@ export async function loadWeb(base, { backend = "auto", onProgress = () => {}, c
   onProgress(total, total, `creating the ${choice.kind} session`);
   const graph = manifest.graph.file;
   const session = await ort.InferenceSession.create(files[graph], { executionProviders: [choice.kind],
-    graphOptimizationLevel: "all",
+    graphOptimizationLevel: "all", logSeverityLevel: 3, // errors only: placement warnings are not the user's business
     externalData: Object.keys(files).filter((n) => n.startsWith(`${graph}.`)).map((path) => ({ path, data: files[path] })) });
   checkSession(session, manifest, base);
   // the KV buffers must live on onnxruntime's own GPU device (a buffer of another device cannot be bound)

@@ -18,12 +18,19 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
+import gguf as gguf_lib
 import numpy as np
+import onnxruntime
 
-from .. import __version__, hub
+from .. import hub
+from ..api import cached_export
+from ..export.manifest import read_manifest
+from ..loader import choose_backend
+from .._version import __version__
 from ..errors import EdgespecError
 from ..progress import Progress
 from ..sysinfo import machine_info, memory_bandwidth
@@ -50,11 +57,9 @@ def load_prompts(path: str | None = None) -> list[dict]:
 
 
 def peer_versions() -> dict:
-    import onnxruntime
-
     versions = {"edgespec": __version__, "onnxruntime": onnxruntime.__version__}
     try:
-        import llama_cpp
+        import llama_cpp  # optional (the [llamacpp] extra)
 
         versions["llama-cpp-python"] = llama_cpp.__version__
     except ImportError:
@@ -64,10 +69,6 @@ def peer_versions() -> dict:
 
 def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) -> dict:
     """Bytes of weights one decode step reads: all of them but the embedding table (only one row is read)."""
-    import gguf as gguf_lib
-
-    from ..export.manifest import read_manifest
-
     manifest = read_manifest(export_dir, verify=False)
     c = manifest["config"]
     embed_bytes = c["vocab_size"] * c["hidden_size"] * (2 if manifest["quantization"].get("embed") == "fp16" else 4)
@@ -83,6 +84,20 @@ def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None) ->
     return sizes
 
 
+def resolve_backends(model: str, names: list[str], threads: int) -> list[str]:
+    """bench --backend: ort / llamacpp as named; auto -> the one `--backend auto` picks here."""
+    out = []
+    for name in names:
+        if name not in ("ort", "llamacpp", "auto"):
+            raise EdgespecError(f"bench --backend: unknown backend '{name}'; expected ort, llamacpp or auto")
+        if name == "auto":
+            name, why = choose_backend(hub.resolve_model(model), threads, 4096)
+            log.info("bench: auto picked %s (%s)", name, why)
+        if name not in out:
+            out.append(name)
+    return out
+
+
 def engine_name(backend: str, mode: str = "off") -> str:
     return f"edgespec-{backend}" + ("" if mode == "off" else f"+{mode}")
 
@@ -96,9 +111,6 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     speculating = any(m != "off" for m in modes)  # then the peers' own n-gram / prompt-lookup speculation too
     genai = (("onnxruntime-genai",) + (("onnxruntime-genai+ngram",) if speculating else ())) if ortgenai_model else ()
     engines = tuple(ours) + ("llama.cpp",) + (("llama.cpp+lookup",) if speculating else ()) + genai
-    from ..api import cached_export
-    from ..export.manifest import read_manifest
-
     ref = hub.resolve_model(model)
     if ref.kind == "export":
         export_dir = ref.path
@@ -209,8 +221,6 @@ class _Worker:
     """One engine in its own process (edgespec.bench.worker), answering one JSON line per request."""
 
     def __init__(self, spec: dict, python: str):
-        import tempfile
-
         self.engine = spec["engine"]
         # PYTHONPATH lets a peers-only Python import the worker module (it needs only numpy besides its engine).
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}

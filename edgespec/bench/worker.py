@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from importlib.metadata import version
 
 import numpy as np
 
@@ -24,17 +25,18 @@ from ..sysinfo import peak_rss
 
 
 def run_ours(spec: dict):
+    # here, not at the top: a peers-only Python (numpy + onnxruntime-genai) imports this module for its engine
     from ..api import load
 
     backend = spec.get("backend", "ort")
     model = load(spec["export"] if backend == "ort" else spec["gguf"], backend=backend, threads=spec["threads"],
-                 context=spec["n_ctx"])
-    model.set_spec(spec.get("spec_mode", "off"), spec.get("budget", 8))
+                 context=spec["n_ctx"], spec=spec.get("spec_mode", "off"), draft_budget=spec.get("budget", 8))
 
     def run(prompt: list[int]) -> dict:
         inside = getattr(model.backend, "decode_seconds", None)
-        list(model.generate(prompt, max_tokens=spec["tokens"], stop_on_eos=False))
-        s = model.last_stats
+        generation = model.generate(prompt, max_tokens=spec["tokens"], stop_on_eos=False)
+        list(generation)
+        s = generation.stats
         result = {"prefill_s": s.prefill_seconds, "prompt_tokens": s.prompt_tokens, "decode_s": s.decode_seconds,
                   "steps": s.generated_tokens - 1, "token_ids": s.token_ids, "spec": s.spec.as_dict()}
         if inside is not None:  # llama.cpp: seconds inside llama_decode, prefill included
@@ -51,7 +53,7 @@ def _peer_result(prompt: list[int], prefill_s: float, decode_started: float, tok
 
 
 def run_llamacpp(spec: dict):
-    from ..runtimes.llamacpp import llama_cpp_module
+    from ..runtimes.llamacpp import llama_cpp_module  # here: see run_ours
 
     Llama = llama_cpp_module().Llama
 
@@ -82,10 +84,10 @@ def run_llamacpp_lookup(spec: dict):
 
     It needs logits_all=True (without it 0.3.36 crashes past ~512 tokens); the first token's time counts
     as prefill, the rest as decode."""
-    from ..runtimes.llamacpp import llama_cpp_module
+    from ..runtimes.llamacpp import llama_cpp_module  # here: see run_ours
 
     Llama = llama_cpp_module().Llama
-    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding  # optional (the [llamacpp] extra)
 
     llm = Llama(model_path=spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], n_batch=512,
                 logits_all=True, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=10), verbose=False)
@@ -106,7 +108,7 @@ def run_llamacpp_lookup(spec: dict):
 def run_ortgenai(spec: dict):
     """onnxruntime-genai on a model its own builder made from the same weights (the [peers] setup);
     engine "onnxruntime-genai+ngram": with its own n-gram speculation (ngram_size 3, up to `budget` drafts)."""
-    import onnxruntime_genai as og
+    import onnxruntime_genai as og  # optional: the [peers] extra, maybe in another Python
 
     config_file = f"{spec['genai_model']}/genai_config.json"
     with open(config_file) as f:
@@ -158,8 +160,6 @@ def main() -> None:
 
 
 def _version(engine: str) -> str:
-    from importlib.metadata import version
-
     package = {"edgespec-ort": "onnxruntime", "edgespec-llamacpp": "llama-cpp-python", "llama.cpp": "llama-cpp-python",
                "onnxruntime-genai": "onnxruntime-genai"}[engine.split("+")[0]]
     return f"{package} {version(package)}"

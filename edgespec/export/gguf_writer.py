@@ -18,7 +18,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 from ..errors import EdgespecError, TokenizerError
-from ..formats import names
+from ..models import family
 from ..progress import Progress
 from ..tokenizer import PRE_TOKENIZER_REGEXES, Tokenizer
 
@@ -52,6 +52,7 @@ def write_gguf(ref, source, path: Path, type_name: str) -> dict:
     writer.add_file_type(int(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
+    names = family(config.architecture).names
     counts: dict[str, int] = {}
     with Progress(len(source.names()), f"writing {path.name}", unit="tensors") as bar:
         for canonical in source.names():

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .. import __version__, hub
+from .. import hub
+from .._version import __version__
 from ..errors import EdgespecError
 from ..formats import LazyWeights, open_weights
-from ..models import reference_model_class
-from ..models.onnx_llama import ExternalData, build_graph, fp16_linear, gemm_linear
+from ..models import family
+from ..models.contract import manifest_entry
+from ..models.onnx_builder import ExternalData, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
 from ..runtimes.ort import OrtBackend
@@ -125,7 +127,8 @@ def export(model: str, out_dir: str | Path, options: ExportOptions = ExportOptio
 
 
 def _reference(source):
-    return lambda: reference_model_class(source.config.architecture).from_source(source, lazy=True)
+    # lazy: each weight is dequantized when used, so the fp32 reference never holds the whole model
+    return lambda: family(source.config.architecture).reference(source.config, LazyWeights(source), materialize=False)
 
 
 def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions, max_len: int, started: float):
@@ -135,7 +138,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     linear, lm_head = _strategies(source, options)
     external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
     try:
-        graph = build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
+        graph = family(config.architecture).build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
                             embed_dtype=np.float32 if options.precision == "fp32" or options.embed != "fp16"
                             else np.float16, embed_rounding=np.float16 if options.embed == "fp16-widened" else None,
                             external=external,
@@ -154,7 +157,8 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     artifact = {"format": "onnx",
                 "quantization": {**asdict(options), "routes": _route_summary(getattr(linear, "report", {})),
                                  "lm_head_route": getattr(lm_head, "report", {})},
-                "graph": {"file": GRAPH_FILE, "inputs": inputs}}
+                "graph": {"file": GRAPH_FILE, "inputs": inputs},
+                "graph_contract": manifest_entry(config, layer_plans=options.layer_plans)}
     return artifact, report, build_seconds
 
 

@@ -9,24 +9,26 @@ llama-cpp-python is installed).
 
 from __future__ import annotations
 
+import ctypes
 import inspect
+import json.decoder
 import logging
+import textwrap
 
 import numpy as np
+from pydoc_data import topics
+
+from ..errors import MissingDependencyError
+from ..runtimes.llamacpp import llama_cpp_module
 
 log = logging.getLogger(__name__)
 
 
 def stdlib_text(chars: int = 8000) -> str:
-    import json.decoder
-    import textwrap
-
     return (inspect.getsource(textwrap) + inspect.getsource(json.decoder))[:chars]
 
 
 def prose_text(chars: int = 8000) -> str:
-    from pydoc_data import topics
-
     return "\n\n".join(topics.topics[k] for k in sorted(topics.topics))[:chars]
 
 
@@ -46,8 +48,6 @@ def _release_freed_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them otherwise), so one engine's
     memory does not add to the next one's peak."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
@@ -57,8 +57,6 @@ class LlamaCppLogits:
     """llama.cpp as a teacher-forcing engine: forward(tokens) -> logits of every position."""
 
     def __init__(self, gguf_path, n_ctx: int, threads: int = 2):
-        from ..runtimes.llamacpp import llama_cpp_module
-
         self.llm = llama_cpp_module().Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=threads,
                                             logits_all=True, verbose=False)
 
@@ -73,8 +71,6 @@ class LlamaCppLogits:
 
 def llamacpp_logits(gguf_path, tokens: list[int], threads: int = 2) -> np.ndarray | None:
     """Teacher-forced logits of llama.cpp on `gguf_path`, or None without llama-cpp-python."""
-    from ..errors import MissingDependencyError
-
     try:
         return LlamaCppLogits(gguf_path, len(tokens) + 8, threads).forward(tokens)
     except MissingDependencyError:

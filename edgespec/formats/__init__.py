@@ -3,6 +3,8 @@
 from pathlib import Path
 
 from ..errors import ModelFormatError
+from .gguf import open_gguf
+from .hf import open_hf_dir
 
 
 def open_weights(path):
@@ -10,12 +12,8 @@ def open_weights(path):
     .config, .metadata, .names(), .tensor(canonical) (float32, canonical layout)."""
     path = Path(path)
     if path.is_dir():
-        from .hf import open_hf_dir
-
         return open_hf_dir(path)
     if path.is_file():
-        from .gguf import open_gguf
-
         return open_gguf(path)
     raise ModelFormatError(f"'{path}' does not exist; expected a .gguf file or an HF model directory "
                            "(config.json + *.safetensors + tokenizer.json)")

@@ -17,7 +17,7 @@ from gguf import GGMLQuantizationType, GGUFReader
 
 from ..config import ModelConfig
 from ..errors import ModelFormatError
-from . import names
+from ..models import family
 from .quants import check_supported, dequantize
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class GGUFModel:
                                          if not key.startswith("GGUF.")}
         self._tensors = {t.name: t for t in self._reader.tensors}
         self.config = ModelConfig.from_gguf(self.metadata, frozenset(self._tensors))
+        self.names_table = names = family(self.config.architecture).names
         self._canonical = {}
         for file_name, tensor in self._tensors.items():
             canonical = names.to_canonical(file_name, names.GGUF)
@@ -121,9 +122,9 @@ class GGUFModel:
         if self.config.architecture == "llama":
             kind = canonical.rsplit(".", 1)[-1]
             if kind in ("q", "q_bias"):
-                values = names.unpermute_qk(values, self.config.num_heads)
+                values = self.names_table.unpermute_qk(values, self.config.num_heads)
             elif kind in ("k", "k_bias"):
-                values = names.unpermute_qk(values, self.config.num_kv_heads)
+                values = self.names_table.unpermute_qk(values, self.config.num_kv_heads)
         return values
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import ModelFormatError, UnsupportedQuantError
-from . import names
+from ..models import family
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
@@ -41,6 +41,7 @@ class HFModel:
             raise ModelFormatError(f"'{path / 'config.json'}' is not valid JSON ({exc})") from None
         self.config = ModelConfig.from_hf(self.metadata)
         self._tensors: dict[str, tuple[Path, dict]] = {}
+        names = family(self.config.architecture).names
         for file in files:
             for file_name, info in read_safetensors_header(file).items():
                 canonical = names.to_canonical(file_name, names.HF)
@@ -131,6 +132,7 @@ def write_hf_dir(source, tokenizer, directory: Path, dtype=np.float16) -> None:
     if model_type == "llama":
         config["attention_bias"] = c.attention_bias
     (directory / "config.json").write_text(json.dumps(config, indent=1))
+    names = family(c.architecture).names
     write_safetensors(directory / "model.safetensors",
                       {names.from_canonical(n, names.HF): source.tensor(n).astype(dtype) for n in source.names()})
     tokenizer.save(directory)

@@ -1,44 +1,8 @@
-"""Architecture registry: architecture name -> module implementing it.
+"""Model families, one unit each (reference, ONNX graph builder, tensor names), and the graph contract.
 
-A module registers itself with `register(...)`; `tests/test_registry.py`
-fails when a registered architecture has no test, so a new family cannot
-land untested.
-"""
+Importing the package registers the built-in families."""
 
-from __future__ import annotations
+from . import llama  # noqa: F401  (registers llama / qwen2)
+from .registry import Family, family, reference_model_class, register, supported_architectures
 
-from typing import Callable
-
-_REGISTRY: dict[str, Callable] = {}
-
-
-def register(*names: str) -> Callable:
-    """Class decorator: register a reference model class under GGUF architecture names."""
-
-    def wrap(cls):
-        for name in names:
-            _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def supported_architectures() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def reference_model_class(architecture: str):
-    from ..errors import UnsupportedArchitectureError
-
-    _load_builtin()
-    try:
-        return _REGISTRY[architecture]
-    except KeyError:
-        raise UnsupportedArchitectureError(
-            f"unknown architecture '{architecture}'; supported: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def _load_builtin() -> None:
-    # Imported lazily: config.py needs the list of names, models need config.py.
-    from . import llama  # noqa: F401
+__all__ = ["Family", "family", "reference_model_class", "register", "supported_architectures"]

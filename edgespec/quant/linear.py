@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from ..formats import names
+from ..models import family
 from ..formats.quants import is_block_format
 from .ggml_blocks import to_matmulnbits
 from .int4 import PackedInt4, error_report, quantize, quantize_int8
@@ -112,7 +112,7 @@ def _unpermute(rows: np.ndarray, config, canonical: str) -> np.ndarray:
     if config.architecture != "llama" or kind not in ("q", "k"):
         return rows
     heads = config.num_heads if kind == "q" else config.num_kv_heads
-    return names.unpermute_qk(rows.reshape(rows.shape[0], -1), heads).reshape(rows.shape)
+    return family(config.architecture).names.unpermute_qk(rows.reshape(rows.shape[0], -1), heads).reshape(rows.shape)
 
 
 def _permute_rows(p: PackedInt4, config, canonical: str) -> PackedInt4:

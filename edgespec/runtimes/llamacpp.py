@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from ..errors import ContextOverflowError, EdgespecError, MissingDependencyError
 
@@ -246,8 +247,6 @@ class LlamaCppBackend:
         self.cache_len, self._last = 0, None
 
     def memory(self) -> dict[str, int]:
-        import psutil
-
         c = self.config
         kv_per_token = kv_bytes_per_token(c)
         return {"weights": int(self.lc.llama_model_size(self.model)), "kv_allocated": kv_per_token * self.max_len,
@@ -269,6 +268,4 @@ class LlamaCppBackend:
 
 
 def _physical_cores() -> int:
-    import psutil
-
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1

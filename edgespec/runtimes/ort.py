@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import psutil
 
 from ..config import ModelConfig
 from ..errors import ContextOverflowError, EdgespecError
@@ -137,8 +138,6 @@ class OrtBackend:
 
     def memory(self) -> dict[str, int]:
         """Bytes: weights on disk/mapped, KV buffers allocated, KV per token, this process's RSS."""
-        import psutil
-
         kv_per_token = 2 * self.config.num_layers * self.config.num_kv_heads * self.config.head_dim * 4
         return {"weights": self.weights_bytes, "kv_allocated": kv_per_token * self.max_len,
                 "kv_per_token": kv_per_token, "rss": psutil.Process().memory_info().rss}

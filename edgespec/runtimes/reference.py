@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import psutil
 
 from ..errors import ContextOverflowError
 
@@ -46,6 +47,4 @@ class ReferenceBackend:
         self.cache = self.model.new_cache()
 
     def memory(self) -> dict[str, int]:
-        import psutil
-
         return {"rss": psutil.Process().memory_info().rss}

@@ -7,7 +7,7 @@ per second:
     time(K)        = draft_time(K) + t(K + 1)                 t(T) = the device's T-token pass time
     choose argmax E / time over K = 0..budget (K = 0 is a plain step: 1 token in t(1))
 
-t(T) comes from a short calibration cached per model, backend and machine, and is rescaled
+t(T) comes from a short calibration cached per model, backend and machine (calibration/costs.py), and is rescaled
 online when observed passes drift from it; a_j is a decayed online estimate per drafter and
 depth. When no K > 0 beats plain decoding, the step is plain; every `probe_every` plain steps
 a 1-token draft is tried anyway, so a drafter that starts to pay is noticed — less often where
@@ -22,11 +22,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .. import hub
+from .tree import DraftTree
 
 log = logging.getLogger(__name__)
 CALIBRATION_SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
@@ -64,32 +63,6 @@ class CostModel:
         """The same device with multi-token passes `factor` times dearer (t(1) unchanged)."""
         t1 = self.seconds[0]
         return CostModel(self.sizes, [t1 + factor * (s - t1) for s in self.seconds])
-
-    @classmethod
-    def measure(cls, backend, prompt_ids: list[int], sizes=CALIBRATION_SIZES, reps: int = 3) -> "CostModel":
-        from ..runtimes.timing import cost_curve
-
-        curve = cost_curve(backend, prompt_ids, sizes, reps)
-        backend.reset()
-        return cls(list(sizes), [curve["seconds"][T] for T in sizes])
-
-    @classmethod
-    def cached(cls, model, prompt_ids: list[int]) -> "CostModel":
-        """Measured once per model file, backend, machine and threads (EDGESPEC_CACHE/costs)."""
-        from ..sysinfo import machine_info
-
-        extra = (model.backend.name, machine_info(model.threads)["cpu"], model.threads)
-        source = model.source if model.source and Path(model.source).exists() else model.ref.path
-        path = hub.cache_dir() / "costs" / f"{model.ref.name}-{hub.source_key(source, *extra)}.json"
-
-        def measure() -> dict:
-            log.info("measuring this device's verify cost curve for %s on %s (once)", model.ref.name,
-                     model.backend.name)
-            cost = cls.measure(model.backend, prompt_ids)
-            return {"sizes": cost.sizes, "seconds": cost.seconds}
-
-        data = hub.cached_json(path, measure)
-        return cls(data["sizes"], data["seconds"])
 
 
 @dataclass
@@ -197,8 +170,6 @@ class ControlledDrafter:
         self._last = None  # (name, drafted depth, started)
 
     def propose(self, context, budget):
-        from .tree import DraftTree
-
         # A drafter with a `bucket` method says which acceptance estimate fits this context, or None
         # when it has nothing to draft here (then it is not a candidate this step).
         buckets = {name: drafter.bucket(context) if hasattr(drafter, "bucket") else name

@@ -7,25 +7,20 @@ from __future__ import annotations
 import logging
 
 from ..controller import Controller, ControlledDrafter, CostModel
+from .layerskip import LayerSkipDrafter
 from .ngram import NgramDrafter
 
 log = logging.getLogger(__name__)
-CALIBRATION_TEXT = "def quicksort(items):\n    \"\"\"Sort a list of numbers.\"\"\"\n" * 4
 
 
-def auto_drafter(model, max_budget: int = 16) -> ControlledDrafter:
+def auto_drafter(backend, num_layers: int, cost: CostModel, layerskip: dict | None,
+                 max_budget: int = 16) -> ControlledDrafter:
+    """cost: this device's cost curve; layerskip: the calibration record (None: no layer plans here)."""
     # matches of every length are candidates: the controller keeps acceptance per match length, so
     # 1-token matches are drafted only where they are followed (copying a long text), not on chat
     drafters = {"ngram": NgramDrafter(min_ngram=1)}
-    if model.backend.supports_plan():
-        from ..tune import tuned_layerskip
-        from .layerskip import LayerSkipDrafter
-
-        record = tuned_layerskip(model)
-        if record["pays"]:
-            drafters["layerskip"] = LayerSkipDrafter(model.backend, model.config.num_layers, record["skip"],
-                                                     record["draft_len"])
-        else:
-            log.info("spec auto: layer-skip measured %.2fx of plain decoding here; not used", record["speedup"])
-    cost = CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT))
+    if layerskip is not None and layerskip["pays"]:
+        drafters["layerskip"] = LayerSkipDrafter.from_record(backend, num_layers, layerskip)
+    elif layerskip is not None:
+        log.info("spec auto: layer-skip measured %.2fx of plain decoding here; not used", layerskip["speedup"])
     return ControlledDrafter(drafters, Controller(cost, max_budget=max_budget, free={"ngram"}))

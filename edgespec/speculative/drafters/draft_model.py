@@ -37,18 +37,6 @@ class DraftModelDrafter:
         self.backend, self.draft_len = backend, draft_len
         self.cached: list[int] = []  # the tokens in the draft model's cache
 
-    @classmethod
-    def for_model(cls, spec: str, model, draft_len: int = 4) -> "DraftModelDrafter":
-        """Load `spec` on the target's backend kind and check it speaks the same vocabulary."""
-        from ...api import load
-
-        kind = "llamacpp" if model.backend.name == "llamacpp" else "ort"
-        draft = load(spec, backend=kind, threads=model.threads, context=model.context_length)
-        check_same_vocabulary(model.tokenizer, draft.tokenizer, model.ref.name, draft.ref.name)
-        drafter = cls(draft.backend, draft_len)
-        drafter.model = draft  # keep it alive
-        return drafter
-
     def propose(self, context: Sequence[int], budget: int) -> DraftTree:
         k = min(self.draft_len, budget, self.backend.max_len - len(context))
         if k <= 0:

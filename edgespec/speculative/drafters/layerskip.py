@@ -4,7 +4,7 @@ It runs on the same backend and the same weights through a layer plan (an `If` p
 layer in the ONNX graph), so no second copy of the weights exists. The draft passes write
 their KV rows into the target's cache after the accepted prefix; the drafter rolls them back
 and the verify pass overwrites those rows with the full model's values.
-The skip set and chain length come from `edgespec tune` (speculative/tune.py): a search on this device
+The skip set and chain length come from `edgespec tune` (calibration/layerskip.py): a search on this device
 for the highest measured tokens per second, stored in the export's manifest.
 """
 
@@ -21,13 +21,17 @@ from ..tree import DraftTree
 log = logging.getLogger(__name__)
 
 
+def require_layer_plans(backend) -> None:
+    if not backend.supports_plan():
+        raise EdgespecError(f"layer-skip drafting needs layer plans, which the {backend.name} backend does not "
+                            "have; use --backend ort, or --spec ngram / draft:MODEL")
+
+
 class LayerSkipDrafter:
     name = "layerskip"
 
     def __init__(self, backend, num_layers: int, skip: Sequence[int], draft_len: int = 4):
-        if not backend.supports_plan():
-            raise EdgespecError(f"layer-skip drafting needs layer plans, which the {backend.name} backend does not "
-                                "have; use --backend ort, or --spec ngram / draft:MODEL")
+        require_layer_plans(backend)
         bad = [i for i in skip if not 0 <= i < num_layers]
         if bad:
             raise EdgespecError(f"layer-skip set {list(skip)} names layers {bad} outside 0..{num_layers - 1}")
@@ -36,12 +40,9 @@ class LayerSkipDrafter:
         self.plan[self.skip] = False
 
     @classmethod
-    def for_model(cls, model) -> "LayerSkipDrafter":
-        """The tuned drafter of this model and machine (tuned now, once, if there is none yet)."""
-        from ..tune import tuned_layerskip
-
-        record = tuned_layerskip(model)
-        return cls(model.backend, model.config.num_layers, record["skip"], record["draft_len"])
+    def from_record(cls, backend, num_layers: int, record: dict) -> "LayerSkipDrafter":
+        """The drafter a calibration record (calibration/layerskip.py) describes."""
+        return cls(backend, num_layers, record["skip"], record["draft_len"])
 
     def propose(self, context: Sequence[int], budget: int) -> DraftTree:
         drafts: list[int] = []

@@ -1,4 +1,4 @@
-"""The one canonical tensor-name table (Llama/Qwen2 family).
+"""The Llama family's canonical tensor-name table (Llama/Qwen2/SmolLM2).
 
 Canonical names follow the HF layout: matrices are [out_features, in_features]
 and Q/K rows are in HF's "rotate-half" RoPE order. GGUF files of the llama

@@ -14,11 +14,13 @@ import time
 
 import numpy as np
 
-from ..errors import EdgespecError
-from ..progress import Progress
-from ..sampling import Sampler, SamplingParams
-from ..sysinfo import machine_info
-from .engine import SpecStats, decode
+from ...errors import EdgespecError
+from ...export.manifest import MANIFEST, read_manifest, update_drafters
+from ...progress import Progress
+from ...sampling import Sampler, SamplingParams
+from ...sysinfo import machine_info
+from ..drafters.layerskip import LayerSkipDrafter
+from ..engine import SpecStats, decode
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,11 @@ def candidate_skip_sets(num_layers: int) -> list[list[int]]:
     return sets
 
 
-def measure(model, prompts: list[list[int]], tokens: int, drafter=None, budget: int = 0) -> dict:
+def measure(backend, prompts: list[list[int]], tokens: int, drafter=None, budget: int = 0) -> dict:
     """Greedy decode of every prompt; tokens per second over the decode phase, and acceptance."""
     stats, produced, seconds = SpecStats(), 0, 0.0
     for ids in prompts:
-        events = decode(model.backend, ids, Sampler(SamplingParams()), tokens, drafter, budget, stats)
+        events = decode(backend, ids, Sampler(SamplingParams()), tokens, drafter, budget, stats)
         next(events)  # the prefill is not part of decode speed
         start = time.perf_counter()
         produced += sum(1 for _ in events)
@@ -60,43 +62,48 @@ def measure(model, prompts: list[list[int]], tokens: int, drafter=None, budget: 
     return {"tok_s": round(produced / seconds, 2), "tokens_per_step": round(stats.tokens_per_step, 3)}
 
 
-def tune_layerskip(model, tokens: int = 48) -> dict:
-    from .drafters.layerskip import LayerSkipDrafter
-
-    if not model.backend.supports_plan():
-        raise EdgespecError(f"tuning layer-skip needs layer plans; the {model.backend.name} backend has none")
-    prompts = [model.chat_prompt([{"role": "user", "content": p}]) for p in CALIBRATION_PROMPTS]
-    plain = measure(model, prompts, tokens)
-    candidates = [(s, k) for s in candidate_skip_sets(model.config.num_layers) for k in DRAFT_LENGTHS]
+def tune_layerskip(backend, num_layers: int, prompts: list[list[int]], threads: int, tokens: int = 48) -> dict:
+    """prompts: CALIBRATION_PROMPTS as token ids (chat-templated by the caller, who has the tokenizer)."""
+    if not backend.supports_plan():
+        raise EdgespecError(f"tuning layer-skip needs layer plans; the {backend.name} backend has none")
+    plain = measure(backend, prompts, tokens)
+    candidates = [(s, k) for s in candidate_skip_sets(num_layers) for k in DRAFT_LENGTHS]
     results = []
     with Progress(len(candidates), "tune layer-skip", unit="candidates") as progress:
         for skip, draft_len in candidates:
-            drafter = LayerSkipDrafter(model.backend, model.config.num_layers, skip, draft_len)
-            results.append({"skip": skip, "draft_len": draft_len, **measure(model, prompts, tokens, drafter, draft_len)})
+            drafter = LayerSkipDrafter(backend, num_layers, skip, draft_len)
+            results.append({"skip": skip, "draft_len": draft_len, **measure(backend, prompts, tokens, drafter, draft_len)})
             progress.update(1)
     best = max(results, key=lambda r: r["tok_s"])
     record = {"kind": "layerskip", "skip": best["skip"], "draft_len": best["draft_len"],
               "speedup": round(best["tok_s"] / plain["tok_s"], 3), "pays": best["tok_s"] > plain["tok_s"],
-              "plain_tok_s": plain["tok_s"], "candidates": results, "machine": machine_info(model.threads)["cpu"],
-              "threads": model.threads, "calibration": {"prompts": len(prompts), "tokens": tokens}}
+              "plain_tok_s": plain["tok_s"], "candidates": results, "machine": machine_info(threads)["cpu"],
+              "threads": threads, "calibration": {"prompts": len(prompts), "tokens": tokens}}
     log.info("layer-skip tuned: skip %s, chain %d: %.1f tok/s vs plain %.1f (%.2fx, acceptance %.2f tok/step)",
              best["skip"], best["draft_len"], best["tok_s"], plain["tok_s"], record["speedup"], best["tokens_per_step"])
     return record
 
 
-def tuned_layerskip(model, retune: bool = False) -> dict:
-    """The stored calibration for this model, machine and threads; tuned (and stored) when missing."""
-    from ..export.manifest import read_manifest, update_drafters
+def stored_layerskip(source, threads: int) -> dict | None:
+    """The layer-skip record an export's manifest holds for this machine and thread count, if any."""
+    if source is None or not (source / MANIFEST).is_file():
+        return None
+    machine = machine_info(threads)["cpu"]
+    for entry in read_manifest(source, verify=False).get("drafters", []):
+        if entry.get("kind") == "layerskip" and entry.get("machine") == machine and entry.get("threads") == threads:
+            return entry
+    return None
 
-    machine = machine_info(model.threads)["cpu"]
-    source = model.source
-    if source is not None and (source / "edgespec.json").is_file() and not retune:
-        for entry in read_manifest(source, verify=False).get("drafters", []):
-            if entry.get("kind") == "layerskip" and entry.get("machine") == machine \
-                    and entry.get("threads") == model.threads:
-                return entry
-    log.info("no layer-skip calibration for %s on this machine yet: tuning it now (once)", model.ref.name)
-    record = tune_layerskip(model)
-    if source is not None and (source / "edgespec.json").is_file():
+
+def tuned_layerskip(backend, num_layers: int, prompts: list[list[int]], threads: int, source=None, name: str = "",
+                    retune: bool = False, tokens: int = 48) -> dict:
+    """The stored calibration for this export, machine and threads; tuned (and stored in the export's
+    manifest, when there is one) when missing or with retune."""
+    record = None if retune else stored_layerskip(source, threads)
+    if record is not None:
+        return record
+    log.info("no layer-skip calibration for %s on this machine yet: tuning it now (once)", name)
+    record = tune_layerskip(backend, num_layers, prompts, threads, tokens)
+    if source is not None and (source / MANIFEST).is_file():
         update_drafters(source, record)
     return record

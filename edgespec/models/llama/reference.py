@@ -20,8 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..config import ModelConfig, RopeScaling
-from . import register
+from ...config import ModelConfig, RopeScaling
 
 
 @dataclass
@@ -91,9 +90,8 @@ def causal_mask(past: int, new: int) -> np.ndarray:
     return np.tri(new, past + new, k=past, dtype=bool)
 
 
-@register("llama", "qwen2")
 class LlamaReference:
-    """fp32 reference. weights: canonical name -> float32 array (see formats/names.py)."""
+    """fp32 reference. weights: canonical name -> float32 array (see names.py)."""
 
     def __init__(self, config: ModelConfig, weights: Mapping[str, np.ndarray], materialize: bool = True):
         """materialize=False keeps `weights` as given (e.g. formats.LazyWeights, which dequantizes
@@ -106,12 +104,9 @@ class LlamaReference:
         self.inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
 
     @classmethod
-    def from_source(cls, source, lazy: bool = False) -> "LlamaReference":
-        """source: an opened weights file (formats.open_weights). lazy: dequantize per use."""
-        from ..formats import LazyWeights
-
-        if lazy:
-            return cls(source.config, LazyWeights(source), materialize=False)
+    def from_source(cls, source) -> "LlamaReference":
+        """source: an opened weights file (formats.open_weights), every tensor dequantized now. For a
+        lazy reference pass formats.LazyWeights(source) with materialize=False instead."""
         return cls(source.config, {name: source.tensor(name) for name in source.names()})
 
     def new_cache(self) -> KVCache:

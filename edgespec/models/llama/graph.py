@@ -1,6 +1,7 @@
 """ONNX graph for the Llama/Qwen2/SmolLM2 family, built from canonical weights (no tracing).
 
-One graph serves prefill, decode, tree verification and layer-skip drafting:
+One graph serves prefill, decode, tree verification and layer-skip drafting. Its inputs and
+outputs are the graph contract's (models/contract.py, versioned); in short:
 
   inputs   input_ids [1,T] int64      position_ids [1,T] int64 (tree depth + past for trees)
            attention_bias [1,1,T,S]   0 / -inf, S = past+T: any token tree over the new tokens
@@ -42,115 +43,20 @@ All variants agree to 1e-4 in logits. GQA is the only one whose cost does not gr
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-from ..config import ModelConfig
-from ..errors import UnsupportedArchitectureError
-from .llama import rope_inv_freq
+from ...config import ModelConfig
+from ...errors import UnsupportedArchitectureError
+from ..contract import graph_inputs, graph_outputs
+from ..onnx_builder import MS_DOMAIN, OPSET, ExternalData, GraphBuilder, Linear, gemm_linear, value_info
+from .reference import rope_inv_freq
 
-OPSET = 23
 # Bumped whenever the graph this module builds changes, so exports cached on first use are rebuilt.
 GRAPH_VERSION = 2  # 2: stacked q/k/v and gate/up, SkipSimplifiedLayerNormalization
-MS_DOMAIN = "com.microsoft"
-
-# A Linear strategy: (graph, input name [T, in], canonical weight name, output name) -> None.
-# It adds nodes/initializers to `graph` computing input @ W^T. fp32 uses Gemm(transB=1);
-# int4 (quant/int4.py) swaps in MatMulNBits.
-Linear = Callable[["GraphBuilder", str, str, str], None]
-
-
-class ExternalData:
-    """Streams large initializers into one data file as the graph is built, so the builder
-    never holds the whole model in memory. Offsets are page-aligned (ORT can map them)."""
-
-    ALIGN = 4096
-    MIN_BYTES = 1024
-
-    def __init__(self, path, location: str):
-        self.file = open(path, "wb")
-        self.location = location
-
-    def tensor(self, name: str, value: np.ndarray) -> onnx.TensorProto:
-        value = np.ascontiguousarray(value)
-        offset = self.file.seek(0, 2)
-        pad = -offset % self.ALIGN
-        self.file.write(b"\0" * pad)
-        self.file.write(value.tobytes())
-        proto = helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
-        tensor = onnx.TensorProto(name=name, data_type=proto.type.tensor_type.elem_type, dims=value.shape)
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        for key, val in (("location", self.location), ("offset", str(offset + pad)), ("length", str(value.nbytes))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, val
-        return tensor
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class GraphBuilder:
-    """Collects nodes and initializers; `weights` are the canonical float32 arrays."""
-
-    def __init__(self, weights: Mapping[str, np.ndarray], linear: Linear | None = None, float_type=np.float32,
-                 external: ExternalData | None = None):
-        self.weights = weights
-        self.linear = linear or gemm_linear
-        self.float_type = float_type
-        self.external = external
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._names: set[str] = set()
-        self._counter = 0
-
-    def fresh(self, stem: str) -> str:
-        self._counter += 1
-        return f"{stem}_{self._counter}"
-
-    def node(self, op: str, inputs: list[str], outputs: list[str] | None = None, domain: str = "", **attrs) -> str:
-        outputs = outputs or [self.fresh(op.lower())]
-        self.nodes.append(helper.make_node(op, inputs, outputs, domain=domain or None, **attrs))
-        return outputs[0]
-
-    def constant(self, name: str, value: np.ndarray) -> str:
-        if name not in self._names:
-            self._names.add(name)
-            value = np.asarray(value)
-            if self.external is not None and value.nbytes >= ExternalData.MIN_BYTES:
-                self.initializers.append(self.external.tensor(name, value))
-            else:
-                self.initializers.append(numpy_helper.from_array(value, name))
-        return name
-
-    def project(self, x: str, canonicals: list[str], outs: list[str]) -> None:
-        """outs[j] = x @ W_j^T."""
-        for canonical, out in zip(canonicals, outs):
-            self.linear(self, x, canonical, out)
-
-    def project_stacked(self, x: str, canonicals: list[str], out: str, biases: list[str] | None = None) -> bool:
-        """out = x @ [W_0; W_1; ...]^T (+ the biases) as one wider product, when the Linear strategy can
-        (a `stack` method: one kernel call reading x once). False: nothing was added."""
-        stack = getattr(self.linear, "stack", None)
-        return stack is not None and stack(self, x, canonicals, out, biases)
-
-    def weight(self, canonical: str) -> str:
-        """The canonical weight as an initializer in the graph's float type (once)."""
-        return self.constant(canonical, self.weights[canonical].astype(self.float_type))
-
-
-def gemm_linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
-    g.node("Gemm", [x, g.weight(canonical)], [out], transB=1)
-
-
-def fp16_linear(g: GraphBuilder, x: str, canonical: str, out: str) -> None:
-    """fp16 weights and product (onnxruntime's CPU Gemm has an fp16 kernel); activations stay fp32
-    between layers, so norms, attention and the residual stream keep full precision."""
-    w16 = g.constant(canonical + ".fp16", np.asarray(g.weights[canonical], dtype=np.float16))
-    y16 = g.node("Gemm", [g.node("Cast", [x], to=TensorProto.FLOAT16), w16], transB=1)
-    g.node("Cast", [y16], [out], to=TensorProto.FLOAT)
 
 
 def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len: int,
@@ -177,24 +83,10 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     if c.head_dim % 16:
         raise UnsupportedArchitectureError(f"head_dim {c.head_dim} is not a multiple of 16, which onnxruntime's "
                                            "GroupQueryAttention needs")
-    L, kv, hd = c.num_layers, c.num_kv_heads, c.head_dim
-    inputs = [
-        helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "T"]),
-        helper.make_tensor_value_info("position_ids", TensorProto.INT64, [1, "T"]),
-        helper.make_tensor_value_info("attention_bias", TensorProto.FLOAT, [1, 1, "T", "S"]),
-        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
-        helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
-        helper.make_tensor_value_info("logits_index", TensorProto.INT64, ["N"]),
-    ]
-    if layer_plans:
-        inputs.append(helper.make_tensor_value_info("layer_mask", TensorProto.BOOL, [L]))
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", c.vocab_size])]
-    for i in range(L):
-        for kind in ("key", "value"):
-            # The buffer length is the runtime's choice (<= max_len, which bounds the RoPE tables).
-            inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, [1, kv, "kv_len", hd]))
-            outputs.append(helper.make_tensor_value_info(f"present_{kind}.{i}", TensorProto.FLOAT,
-                                                         [1, kv, "kv_len", hd]))
+    L, hd = c.num_layers, c.head_dim
+    # Inputs and outputs are the graph contract's (models/contract.py), in its order.
+    inputs = [value_info(t) for t in graph_inputs(c, layer_plans, extra_embeds)]
+    outputs = [value_info(t) for t in graph_outputs(c)]
 
     inv_freq = rope_inv_freq(hd, c.rope_theta, c.rope_scaling)
     angles = np.arange(max_len, dtype=np.float64)[:, None] * inv_freq[None, :]
@@ -211,7 +103,6 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
         h = g.node("Cast", [h], to=TensorProto.FLOAT)
     if extra_embeds:
         # A graph input that is also an initializer is overridable: the initializer is its default.
-        inputs.append(helper.make_tensor_value_info("extra_embeds", TensorProto.FLOAT, [1, "E", c.hidden_size]))
         g.constant("extra_embeds", np.zeros((1, 0, c.hidden_size), np.float32))
         h = g.node("Concat", [h, g.node("Squeeze", ["extra_embeds", "axes0"])], axis=0)  # [T_ids + E, d]
     normed = None  # inlined layers: the next norm of the residual stream, fused with the residual add

@@ -1,0 +1,73 @@
+"""Replay the golden traces (tests/golden/) through the onnxruntime backend of the default export.
+
+The same JSON is the oracle for every other runtime of the export (the JS engine, the static NPU
+graphs); its format and tolerance rule are in tests/golden/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgespec
+from edgespec.models.contract import GRAPH_CONTRACT_VERSION
+
+from .golden.make import GOLDEN, MODEL, export_identity
+from .golden.trace import FORMAT, FORMAT_VERSION, REGENERATE, trace
+
+pytestmark = pytest.mark.realmodel
+
+
+@pytest.fixture(scope="module")
+def golden():
+    data = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert data["format"] == FORMAT and data["format_version"] == FORMAT_VERSION
+    return data
+
+
+@pytest.fixture(scope="module")
+def model(smollm2_gguf, golden):
+    model = edgespec.load(MODEL, backend="ort")
+    ours = export_identity(Path(model.source))
+    theirs = golden["export"]
+    for name in ("model.onnx", "model.onnx.data"):
+        if ours["files"][name]["sha256"] != theirs["files"][name]["sha256"]:
+            pytest.fail(f"the default export's {name} has sha256 {ours['files'][name]['sha256']} but the golden "
+                        f"traces were made from {theirs['files'][name]['sha256']} ({GOLDEN.name}): if the graph "
+                        f"change is intended, regenerate them with `{REGENERATE}` and commit the file")
+    assert ours["graph_contract_version"] == theirs["graph_contract_version"] == GRAPH_CONTRACT_VERSION
+    return model
+
+
+def compare(case: dict, tokens: list[int], rows: list[np.ndarray], tolerance: float) -> int:
+    """The golden rule (see the JSON's `tolerance`): returns how many steps were compared."""
+    for i, (step, expected) in enumerate(zip(case["steps"], case["tokens"])):
+        got = rows[i][step["top_ids"]]
+        worst = float(np.abs(got - np.asarray(step["top_logits"])).max())
+        assert worst <= tolerance, f"{case['name']} step {i}: top-5 logits differ by {worst:.4f} > {tolerance}"
+        if tokens[i] != expected:
+            gap = step["top_logits"][0] - step["top_logits"][1]
+            assert gap < 2 * tolerance, f"{case['name']} step {i}: token {tokens[i]} != golden {expected} " \
+                                        f"(golden top-1/top-2 gap {gap:.4f} is no near-tie)"
+            return i + 1
+    return len(case["steps"])
+
+
+def test_golden_traces_replay_on_onnxruntime(model, golden):
+    tolerance = golden["tolerance"]["logit_abs"]
+    for case in golden["cases"]:
+        ids = model.chat_prompt(case["messages"]) if case["chat_template"] else model.tokenizer.encode(case["text"])
+        assert ids == case["prompt_ids"], f"{case['name']}: the tokenizer or chat template changed"
+        tokens, rows = trace(model.backend, ids, golden["protocol"]["tokens"])
+        assert compare(case, tokens, rows, tolerance) == len(case["tokens"]), f"{case['name']}: near-tie flip"
+
+
+def test_the_engine_decodes_the_golden_tokens(model, golden):
+    """Model.generate (the decode loop users run) gives the traced tokens: the trace protocol is the engine's."""
+    for case in golden["cases"]:
+        events = model.generate(case["prompt_ids"], max_tokens=len(case["tokens"]), stop_on_eos=False)
+        assert [e.token for e in events if e.token >= 0] == case["tokens"], case["name"]
+
