@@ -1,6 +1,7 @@
 // The JS engine on onnxruntime-node replays the golden traces of the Python tests (same export):
 // tokenizer and chat template give the same prompt ids; plain greedy gives the same tokens and logits
-// (within the golden's tolerance) with both CPU KV schemes; n-gram and auto speculation give the same tokens.
+// (within the golden's tolerance) with both CPU KV schemes; n-gram and auto speculation give the same tokens
+// up to near-ties of multi-token passes (as tests/test_spec_real.py), and exactly in exact mode.
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import { OrtBackend } from "../engine/backend/ort.js";
@@ -38,6 +39,30 @@ function checkTokens(got, golden, label) {
     }
   }
   return golden.tokens.length;
+}
+
+/**
+ * Speculative greedy vs the golden (plain) tokens, with tests/test_spec_real.py's rule: a T-token pass rounds
+ * differently from a 1-token pass (int8 activations), so a divergence is allowed only where the golden
+ * top-1/top-2 gap is below the measured difference between the 1-token-pass and multi-token-pass logits
+ * for the same input. Returns how many tokens agree.
+ */
+async function checkSpeculative(got, golden, label) {
+  const first = golden.tokens.findIndex((t, i) => got[i] !== t);
+  if (first < 0) return golden.tokens.length;
+  const backend = model.backend;
+  const prefix = [...golden.prompt_ids, ...golden.tokens.slice(0, first)];
+  backend.reset(); // plain's numerics: the prompt, then one token per pass
+  let one = (await backend.forward(golden.prompt_ids, { logitsFor: [golden.prompt_ids.length - 1] })).row(0);
+  for (const token of golden.tokens.slice(0, first)) one = Float32Array.from((await backend.forward([token])).row(0));
+  backend.reset(); // the same input through one multi-token pass
+  const many = (await backend.forward(prefix, { logitsFor: [prefix.length - 1] })).row(0);
+  backend.reset();
+  let rounding = 0;
+  for (let v = 0; v < one.length; v++) rounding = Math.max(rounding, Math.abs(one[v] - many[v]));
+  const gap = golden.steps[first].top_logits[0] - golden.steps[first].top_logits[1];
+  assert.ok(gap < rounding, `${label}: diverged at token ${first} with golden top-1/top-2 gap ${gap} >= pass difference ${rounding}`);
+  return first;
 }
 
 async function greedy(backend, ids, drafter, stats = new SpecStats()) {
@@ -79,7 +104,7 @@ describe("golden traces of smollm2-135m's default export", () => {
     let accepted = 0;
     for (const c of trace.cases) {
       const stats = new SpecStats();
-      const n = checkTokens(await greedy(model.backend, c.prompt_ids, new NgramDrafter(), stats), c, `${c.name} (ngram)`);
+      const n = await checkSpeculative(await greedy(model.backend, c.prompt_ids, new NgramDrafter(), stats), c, `${c.name} (ngram)`);
       t.diagnostic(`${c.name}: ${n} tokens equal, ${stats.accepted} drafts accepted in ${stats.steps} steps`);
       accepted += stats.accepted;
     }
@@ -104,7 +129,7 @@ describe("golden traces of smollm2-135m's default export", () => {
   it("auto (controller over n-gram) speculative greedy equals the golden tokens", async (t) => {
     const drafter = await autoDrafter(model.backend, (t) => model.tokenizer.encode(t), { reps: 1 });
     for (const c of trace.cases) {
-      t.diagnostic(`${c.name}: ${checkTokens(await greedy(model.backend, c.prompt_ids, drafter), c, `${c.name} (auto)`)} tokens equal`);
+      t.diagnostic(`${c.name}: ${await checkSpeculative(await greedy(model.backend, c.prompt_ids, drafter), c, `${c.name} (auto)`)} tokens equal`);
     }
   });
 });
