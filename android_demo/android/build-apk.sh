@@ -83,9 +83,11 @@ apksigner verify --verbose "$APK" | grep -E "^Verifies|v2 scheme"
 zipalign -c -p 4 "$APK" && echo "zipalign -c -p 4: ok"
 badging="$(aapt dump badging "$APK")"
 echo "$badging" | grep -E "^package:|^sdkVersion|^targetSdkVersion|^launchable-activity|^application-label:"
-echo "$badging" | grep -q "launchable-activity: name='org.edgespec.demo.MainActivity'" \
+# here-strings, not pipes: with pipefail, grep -q closing a pipe early fails the writer (SIGPIPE)
+grep -q "launchable-activity: name='org.edgespec.demo.MainActivity'" <<< "$badging" \
     || { echo "build-apk.sh: the APK has no launchable MainActivity" >&2; exit 1; }
-dexdump "$BUILD/classes.dex" | grep -q "Lorg/edgespec/demo/MainActivity;" \
+classes="$(dexdump "$BUILD/classes.dex")"
+grep -q "Class descriptor  : 'Lorg/edgespec/demo/MainActivity;'" <<< "$classes" \
     || { echo "build-apk.sh: classes.dex lacks MainActivity" >&2; exit 1; }
 for asset in assets/web/index.html assets/engine/engine.js assets/vendor/ort/ort.webgpu.bundle.min.mjs; do
     unzip -l "$APK" "$asset" >/dev/null || { echo "build-apk.sh: $asset missing from the APK" >&2; exit 1; }

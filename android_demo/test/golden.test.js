@@ -112,7 +112,7 @@ describe("golden traces of smollm2-135m's default export", () => {
   });
 
   it("exact mode: n-gram speculative greedy equals exact plain greedy token for token", async (t) => {
-    for (const c of trace.cases) {
+    for (const c of trace.cases.slice(0, 2)) { // two cases: every pass has 2+ rows here, so this costs 2x
       const exact = async (drafter, stats) => {
         const out = [];
         for await (const { token } of decode(model.backend, c.prompt_ids, new Sampler(), trace.protocol.tokens,
