@@ -14,6 +14,7 @@ import sys
 from . import hub, manage
 from ._version import __version__
 from .chat import run_chat
+from .export.targets import TARGETS
 from .serve import add_arguments as add_serve_arguments
 from .errors import EdgespecError
 
@@ -87,10 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bytes-budget", default=None,
                    help="bytes per token for balanced/fast instead of the recipe's own (e.g. 350M)")
     p.add_argument("--lm-head", default=None, help="int8 | int4 | fp32 (with --recipe faithful or --requantize)")
-    p.add_argument("--embed", default="fp16", help="fp16 | fp32")
+    p.add_argument("--embed", help="fp16 | fp32 | fp16-widened (fp16 values stored as fp32) (default fp16)")
     p.add_argument("--max-len", type=int, help="context length of the KV buffers (default 4096; 1024 for --target npu)")
-    p.add_argument("--target", default="cpu", choices=["cpu", "npu"],
-                   help="npu: static shapes, one graph per row bucket, KV window on the host (QNN HTP, OpenVINO, CPU)")
+    p.add_argument("--target", default="cpu", choices=sorted(TARGETS),
+                   help="cpu (default): dynamic shapes for onnxruntime; npu: static shapes, one graph per row bucket, "
+                        "KV window on the host (QNN HTP, OpenVINO, CPU); web: the phone/browser demo's preset "
+                        "(android_demo/): fp16 embedding values stored as fp32, which WebGPU without shader-f16 "
+                        "can read; explicit flags override a preset")
     p.add_argument("--buckets", default="1,4,8,16", help="--target npu: rows per graph, comma-separated")
     p.add_argument("--validate-tokens", type=int, default=256)
     p.add_argument("--requantize", action="store_true",
@@ -276,10 +280,12 @@ def cmd_export(args) -> int:
     from .export.pipeline import ExportOptions, export
     from .memory import parse_size
 
+    preset = TARGETS[args.target]  # flags the user gave win over the target's preset
+    chosen = {key: getattr(args, key) for key in ("lm_head", "embed") if getattr(args, key) is not None}
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
-                            lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
+                            **{**preset, **chosen}, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
-                            gguf_type=args.gguf_type, layer_plans=args.layer_plans, target=args.target,
+                            gguf_type=args.gguf_type, layer_plans=args.layer_plans,
                             buckets=_int_list(args.buckets, "--buckets"),
                             **({"recipe": args.recipe} if args.recipe else {}),
                             bytes_budget=None if args.bytes_budget is None else parse_size(args.bytes_budget, 1000))

@@ -41,8 +41,8 @@ GRAPH_FILE = "model.onnx"
 GGUF_FILE = "model.gguf"
 PRECISIONS = ("int4", "fp16", "fp32")
 LM_HEAD_CHOICES = ("int8", "int4", "fp32")
-EMBED_CHOICES = ("fp16", "fp32")
-TARGETS = ("cpu", "npu")
+EMBED_CHOICES = ("fp16", "fp32", "fp16-widened")  # fp16-widened: fp16 values stored as fp32
+GRAPH_TARGETS = ("cpu", "npu")  # dynamic shapes for onnxruntime, or static graphs per row bucket
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ class ExportOptions:
             problems.append("--lm-head / --embed / --requantize apply to --int4 exports only")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             problems.append(f"accuracy level {self.accuracy_level} is not one of 0-4")
-        if self.target not in TARGETS:
-            problems.append(f"--target {self.target} is not one of {', '.join(TARGETS)}")
+        if self.target not in GRAPH_TARGETS:
+            problems.append(f"--target {self.target} is not one of {', '.join(GRAPH_TARGETS)}")
         if self.target == "npu" and (self.format != "onnx" or not self.buckets or min(self.buckets) < 1):
             problems.append(f"--target npu needs --format onnx and buckets >= 1 (got {list(self.buckets)})")
         if problems:
@@ -202,8 +202,9 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
     try:
         graph = family(config.architecture).build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
-                            embed_dtype=np.float32 if options.precision == "fp32" or options.embed == "fp32"
-                            else np.float16, external=external,
+                            embed_dtype=np.float32 if options.precision == "fp32" or options.embed != "fp16"
+                            else np.float16, embed_rounding=np.float16 if options.embed == "fp16-widened" else None,
+                            external=external,
                             layer_plans=options.layer_plans, extra_embeds=options.extra_embeds)
     finally:
         external.close()

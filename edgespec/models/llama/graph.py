@@ -61,12 +61,14 @@ from .reference import rope_inv_freq
 def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len: int,
                 linear: Linear | None = None, lm_head_linear: Linear | None = None,
                 embed_dtype=np.float32, external: ExternalData | None = None,
-                extra_embeds: bool = False, layer_plans: bool = True) -> onnx.ModelProto:
+                extra_embeds: bool = False, layer_plans: bool = True, embed_rounding=None) -> onnx.ModelProto:
     """The decoder graph (see the module docstring for its contract).
 
     weights: canonical name -> float32 array (may be a lazy mapping over a weights file).
     linear / lm_head_linear: how projections are computed (default fp32 Gemm).
     embed_dtype: storage of the embedding table (float16 halves it; rows are cast after Gather).
+    embed_rounding: a dtype the table's values are rounded through before being stored as embed_dtype
+      (float16 into float32: the fp16 table's numbers, readable where a GPU has no fp16 in shaders).
     external: stream initializers into this data file instead of keeping them in the proto.
     extra_embeds: add the input `extra_embeds` [1, E, d], rows appended after the token embeddings
         (S3D mask tokens, PPD prompt tokens); position_ids / attention_bias / logits_index then
@@ -93,8 +95,8 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
 
     ids = g.node("Squeeze", ["input_ids", "axes0"])  # [T]
     # Named like fp16_linear's copy, so a tied fp16 lm_head reuses this table instead of a second one.
-    embed = g.constant("embed.fp16" if np.dtype(embed_dtype) == np.float16 else "embed.table",
-                       np.asarray(weights["embed"], dtype=embed_dtype))
+    table = np.asarray(weights["embed"], dtype=embed_rounding or embed_dtype).astype(embed_dtype, copy=False)
+    embed = g.constant("embed.fp16" if np.dtype(embed_dtype) == np.float16 else "embed.table", table)
     h = g.node("Gather", [embed, ids])  # [T, d]
     if np.dtype(embed_dtype) != np.float32:
         h = g.node("Cast", [h], to=TensorProto.FLOAT)

@@ -1,0 +1,48 @@
+"""The Python side of bench/node-vs-python.js: the same export decoded by edgespec's own engine.
+
+Reads JSON lines {"prompt_ids", "spec": off|ngram|auto, "tokens"} on stdin and answers
+{"tokens", "decode_s"} on stdout. `auto` is built as the JS engine builds it (the controller over
+the n-gram drafter with a freshly measured cost curve), so both sides run the same algorithm.
+Usage (from the repo root): PYTHONPATH=. python android_demo/bench/python_worker.py EXPORT_DIR THREADS
+"""
+
+import json
+import sys
+import time
+
+from edgespec.export.manifest import manifest_config, read_manifest
+from edgespec.runtimes.ort import OrtBackend
+from edgespec.sampling import Sampler, SamplingParams
+from edgespec.speculative.calibration.costs import measure_cost_model
+from edgespec.speculative.controller import ControlledDrafter, Controller
+from edgespec.speculative.drafters.ngram import NgramDrafter
+from edgespec.speculative.engine import decode
+
+
+def main() -> None:
+    directory, threads = sys.argv[1], int(sys.argv[2])
+    manifest = read_manifest(directory)
+    backend = OrtBackend(f"{directory}/{manifest['graph']['file']}", manifest_config(manifest), manifest["max_len"],
+                         threads=threads)
+    drafters = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("calibrate"):  # the JS side sends the calibration prompt's ids (same tokenizer)
+            cost = measure_cost_model(backend, request["calibrate"], reps=3)
+            drafters["auto"] = lambda: ControlledDrafter({"ngram": NgramDrafter(min_ngram=1)},
+                                                         Controller(cost, max_budget=8, free={"ngram"}))
+            drafters["ngram"] = NgramDrafter
+            print(json.dumps({"ok": True}), flush=True)
+            continue
+        drafter = drafters[request["spec"]]() if request["spec"] != "off" else None
+        tokens, first = [], None
+        for event in decode(backend, request["prompt_ids"], Sampler(SamplingParams()), request["tokens"], drafter,
+                            budget=8):
+            first = first or time.perf_counter()
+            tokens.append(event.token)
+        print(json.dumps({"tokens": tokens, "decode_s": time.perf_counter() - first}), flush=True)
+        backend.reset()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+// KV cache schemes, one per runtime (the JS runtimes have no IOBinding). Layout of every layer's K and V:
+// [1, n_kv, rows, head_dim], so a cache row is n_kv separate runs of head_dim floats.
+//
+//   AliasedKv   onnxruntime-node: one Float32Array per tensor fed as past_* AND passed as the pre-allocated
+//               present_* output, so GroupQueryAttention writes the new rows in place. Capacity grows in
+//               chunks: a max-length buffer makes every step slow (GQA walks the whole buffer).
+//   ReturnedKv  onnxruntime-web WASM: it never writes pre-allocated outputs back, so past_* holds exactly
+//               the P cached rows and the returned present_* (P + T rows) becomes the next past.
+//   GpuKv       onnxruntime-web WebGPU: GPU buffers bound as both past_* and present_* (in place on the GPU).
+// All three: rollback(n) is a length change; keep(start, indices) moves rows start+indices[j] to start+j.
+
+export const CHUNK = 256;
+
+/** Copy rows src[j] -> dst[j] of one [n_kv, cap, hd] array (via a copy, so overlapping moves are safe). */
+function moveRows(data, heads, cap, hd, src, dst) {
+  for (let h = 0; h < heads; h++) {
+    const base = h * cap * hd;
+    const moved = src.map((s) => data.slice(base + s * hd, base + (s + 1) * hd));
+    dst.forEach((d, j) => data.set(moved[j], base + d * hd));
+  }
+}
+
+/** The first `rows` rows of one [n_kv, cap, hd] array in a new array of capacity newCap. */
+function resized(data, heads, cap, hd, rows, newCap) {
+  const out = new Float32Array(heads * newCap * hd);
+  for (let h = 0; h < heads; h++) out.set(data.subarray(h * cap * hd, (h * cap + rows) * hd), h * newCap * hd);
+  return out;
+}
+
+const keepMoves = (start, indices) => {
+  const src = [], dst = [];
+  indices.forEach((s, j) => { if (s !== j) { src.push(start + s); dst.push(start + j); } });
+  return { src, dst };
+};
+
+/** The in-place schemes: one buffer per tensor, bound as past and present, grown in chunks. */
+class InPlaceKv {
+  /** {feeds, fetches} for a pass that appends T rows to the `length` valid ones. */
+  bind(T) {
+    const need = this.length + T;
+    if (need > this.cap) {
+      const cap = Math.min(this.maxLen, Math.ceil(need / CHUNK) * CHUNK);
+      this.grow(cap);
+      this.cap = cap;
+    }
+    const feeds = {}, fetches = {};
+    this.names.forEach(([past, present], i) => {
+      const t = this.bound(i);
+      feeds[past] = t;
+      fetches[present] = t;
+    });
+    return { feeds, fetches };
+  }
+
+  accept(_outputs, T) {
+    this.length += T;
+  }
+}
+
+export class AliasedKv extends InPlaceKv {
+  constructor(ort, names, heads, hd, maxLen) {
+    super();
+    Object.assign(this, { ort, names, heads, hd, maxLen, length: 0, cap: 0 });
+    this.data = names.map(() => new Float32Array(0));
+  }
+
+  grow(cap) {
+    this.data = this.data.map((d) => resized(d, this.heads, this.cap, this.hd, this.length, cap));
+  }
+
+  bound(i) {
+    return new this.ort.Tensor("float32", this.data[i], [1, this.heads, this.cap, this.hd]);
+  }
+
+  keep(start, indices) {
+    const { src, dst } = keepMoves(start, indices);
+    if (src.length) for (const d of this.data) moveRows(d, this.heads, this.cap, this.hd, src, dst);
+    this.length = start + indices.length;
+  }
+}
+
+export class ReturnedKv {
+  constructor(ort, names, heads, hd) {
+    Object.assign(this, { ort, names, heads, hd, length: 0 });
+    this.rows = 0; // rows the held arrays have (>= length; trimmed lazily before the next pass)
+    this.data = names.map(() => new Float32Array(0));
+  }
+
+  bind() {
+    if (this.rows !== this.length) {
+      this.data = this.data.map((d) => resized(d, this.heads, this.rows, this.hd, this.length, this.length));
+      this.rows = this.length;
+    }
+    const feeds = {};
+    this.names.forEach(([past], i) => {
+      feeds[past] = new this.ort.Tensor("float32", this.data[i], [1, this.heads, this.rows, this.hd]);
+    });
+    return { feeds, fetches: {} };
+  }
+
+  accept(outputs, T) {
+    this.data = this.names.map(([, present]) => outputs[present].data);
+    this.length += T;
+    this.rows = this.length;
+  }
+
+  keep(start, indices) {
+    const { src, dst } = keepMoves(start, indices);
+    if (src.length) for (const d of this.data) moveRows(d, this.heads, this.rows, this.hd, src, dst);
+    this.length = start + indices.length;
+  }
+}
+
+export class GpuKv extends InPlaceKv {
+  constructor(ort, names, heads, hd, maxLen, device) {
+    super();
+    Object.assign(this, { ort, names, heads, hd, maxLen, device, length: 0, cap: 0, buffers: [], scratch: null });
+  }
+
+  newBuffer(rows) {
+    const GPU = globalThis.GPUBufferUsage;
+    return this.device.createBuffer({ size: Math.max(4, this.heads * rows * this.hd * 4),
+      usage: GPU.STORAGE | GPU.COPY_SRC | GPU.COPY_DST });
+  }
+
+  grow(cap) {
+    const encoder = this.device.createCommandEncoder();
+    const row = this.hd * 4;
+    const fresh = this.names.map((_, i) => {
+      const buffer = this.newBuffer(cap);
+      for (let h = 0; this.length && h < this.heads; h++) {
+        encoder.copyBufferToBuffer(this.buffers[i], h * this.cap * row, buffer, h * cap * row, this.length * row);
+      }
+      return buffer;
+    });
+    this.device.queue.submit([encoder.finish()]);
+    this.buffers.forEach((b) => b.destroy());
+    this.buffers = fresh;
+  }
+
+  bound(i) {
+    return this.ort.Tensor.fromGpuBuffer(this.buffers[i], { dataType: "float32", dims: [1, this.heads, this.cap, this.hd] });
+  }
+
+  /** Row moves on the GPU: a buffer cannot be copied onto itself, so through a scratch buffer. */
+  keep(start, indices) {
+    const { src, dst } = keepMoves(start, indices);
+    if (src.length) {
+      const row = this.hd * 4;
+      const n = src.length;
+      if (!this.scratch || this.scratch.size < this.heads * n * row) {
+        this.scratch?.destroy();
+        this.scratch = this.newBuffer(Math.max(n, 16));
+      }
+      const encoder = this.device.createCommandEncoder();
+      for (const buffer of this.buffers) {
+        for (let h = 0; h < this.heads; h++) {
+          src.forEach((s, j) => encoder.copyBufferToBuffer(buffer, (h * this.cap + s) * row, this.scratch,
+            (h * n + j) * row, row));
+          dst.forEach((d, j) => encoder.copyBufferToBuffer(this.scratch, (h * n + j) * row, buffer,
+            (h * this.cap + d) * row, row));
+        }
+      }
+      this.device.queue.submit([encoder.finish()]);
+    }
+    this.length = start + indices.length;
+  }
+}

@@ -1,0 +1,64 @@
+// A loaded export: backend + tokenizer + the decode loop, platform-neutral (node.js and the web page
+// only differ in how they read files and which onnxruntime they pass in).
+import { autoDrafter } from "./drafters/auto.js";
+import { NgramDrafter } from "./drafters/ngram.js";
+import { commonPrefix, decode, SpecStats } from "./engine.js";
+import { EdgespecError } from "./errors.js";
+import { Sampler, SamplingParams } from "./sampling.js";
+
+export const SPEC_CHOICES = "off | ngram | auto";
+
+/** --spec names -> drafter factories (one registry, as speculative/drafters/select.py). */
+const DRAFTERS = {
+  off: async () => null,
+  ngram: async () => new NgramDrafter(),
+  auto: async (model, budget, calibration) => autoDrafter(model.backend, (t) => model.tokenizer.encode(t),
+    { maxBudget: budget, ...calibration }),
+};
+
+export class Model {
+  constructor(backend, tokenizer, manifest) {
+    Object.assign(this, { backend, tokenizer, manifest, drafter: null, spec: "off", cached: [], busy: false });
+  }
+
+  /** Choose the drafter: off, ngram or auto (auto measures this device's cost curve first). */
+  async setSpec(spec, { budget = 8, calibration = {} } = {}) {
+    const factory = DRAFTERS[spec];
+    if (!factory) throw new EdgespecError(`unknown spec '${spec}'; expected ${SPEC_CHOICES}`);
+    this.drafter = await factory(this, budget, calibration);
+    this.spec = spec;
+    this.budget = budget;
+    this.cached = [];
+  }
+
+  /**
+   * Stream {token, text, fromDraft} continuing `promptIds`; the last event carries {done, stats, tokens}.
+   * Stops at a stop token (not emitted) or after maxTokens. The cache is reused across chat turns.
+   */
+  async* generate(promptIds, { maxTokens = 256, sampling = {}, exact = false } = {}) {
+    if (this.busy) throw new EdgespecError("this model is already generating; one generation at a time");
+    this.busy = true;
+    const sampler = new Sampler(new SamplingParams(sampling));
+    const stats = new SpecStats();
+    const stream = this.tokenizer.streamDecoder();
+    const reuse = Math.min(commonPrefix(this.cached, promptIds), Math.max(promptIds.length - 1, 0));
+    const tokens = [];
+    const started = performance.now();
+    let firstTokenAt = null;
+    try {
+      for await (const { token, fromDraft } of decode(this.backend, promptIds, sampler, maxTokens,
+        { drafter: this.drafter, budget: this.budget ?? 8, stats, reusePrefix: reuse, exact })) {
+        firstTokenAt ??= performance.now();
+        if (this.tokenizer.stopIds.has(token)) break;
+        tokens.push(token);
+        yield { token, text: stream.push(token), fromDraft };
+      }
+    } finally {
+      this.cached = [...promptIds, ...tokens].slice(0, this.backend.cacheLen);
+      this.busy = false;
+    }
+    const decodeS = (performance.now() - (firstTokenAt ?? started)) / 1000;
+    yield { done: true, text: stream.flush(), tokens, stats, prefillS: ((firstTokenAt ?? started) - started) / 1000,
+      decodeTokPerS: tokens.length > 1 ? (tokens.length - 1) / decodeS : 0 };
+  }
+}

@@ -1,0 +1,135 @@
+// The JS engine on onnxruntime-node replays the golden traces of the Python tests (same export):
+// tokenizer and chat template give the same prompt ids; plain greedy gives the same tokens and logits
+// (within the golden's tolerance) with both CPU KV schemes; n-gram and auto speculation give the same tokens
+// up to near-ties of multi-token passes (as tests/test_spec_real.py), and exactly in exact mode.
+import assert from "node:assert/strict";
+import { before, describe, it } from "node:test";
+import { OrtBackend } from "../engine/backend/ort.js";
+import { autoDrafter } from "../engine/drafters/auto.js";
+import { NgramDrafter } from "../engine/drafters/ngram.js";
+import { decode, SpecStats } from "../engine/engine.js";
+import { loadNode } from "../engine/node.js";
+import { Sampler } from "../engine/sampling.js";
+import { exportDir, golden, recording } from "./helpers.js";
+
+let model, trace;
+
+before(async () => {
+  trace = golden();
+  const dir = exportDir();
+  model = await loadNode(dir);
+  const files = trace.export.files;
+  for (const name of Object.keys(files)) {
+    assert.equal(model.manifest.files[name].sha256, files[name].sha256,
+      `${dir}/${name} is not the export the golden traces were made from: regenerate them (${trace.regenerate})`);
+  }
+});
+
+/**
+ * How many leading steps of a replay agree with the golden case. A replay may part from the golden only
+ * at a near-tie (golden top-1 minus top-2 gap under 2 x logit_abs); the comparison ends there.
+ */
+function checkTokens(got, golden, label) {
+  const tie = 2 * trace.tolerance.logit_abs;
+  for (let i = 0; i < golden.tokens.length; i++) {
+    if (got[i] !== golden.tokens[i]) {
+      const gap = golden.steps[i].top_logits[0] - golden.steps[i].top_logits[1];
+      assert.ok(gap < tie, `${label}: token ${i} is ${got[i]}, the golden trace has ${golden.tokens[i]} (top-1/top-2 gap ${gap}, not a near-tie)`);
+      return i;
+    }
+  }
+  return golden.tokens.length;
+}
+
+/**
+ * Speculative greedy vs the golden (plain) tokens, with tests/test_spec_real.py's rule: a T-token pass rounds
+ * differently from a 1-token pass (int8 activations), so a divergence is allowed only where the golden
+ * top-1/top-2 gap is below the measured difference between the 1-token-pass and multi-token-pass logits
+ * for the same input. Returns how many tokens agree.
+ */
+async function checkSpeculative(got, golden, label) {
+  const first = golden.tokens.findIndex((t, i) => got[i] !== t);
+  if (first < 0) return golden.tokens.length;
+  const backend = model.backend;
+  const prefix = [...golden.prompt_ids, ...golden.tokens.slice(0, first)];
+  backend.reset(); // plain's numerics: the prompt, then one token per pass
+  let one = (await backend.forward(golden.prompt_ids, { logitsFor: [golden.prompt_ids.length - 1] })).row(0);
+  for (const token of golden.tokens.slice(0, first)) one = Float32Array.from((await backend.forward([token])).row(0));
+  backend.reset(); // the same input through one multi-token pass
+  const many = (await backend.forward(prefix, { logitsFor: [prefix.length - 1] })).row(0);
+  backend.reset();
+  let rounding = 0;
+  for (let v = 0; v < one.length; v++) rounding = Math.max(rounding, Math.abs(one[v] - many[v]));
+  const gap = golden.steps[first].top_logits[0] - golden.steps[first].top_logits[1];
+  assert.ok(gap < rounding, `${label}: diverged at token ${first} with golden top-1/top-2 gap ${gap} >= pass difference ${rounding}`);
+  return first;
+}
+
+async function greedy(backend, ids, drafter, stats = new SpecStats()) {
+  const out = [];
+  for await (const { token } of decode(backend, ids, new Sampler(), trace.protocol.tokens, { drafter, stats })) out.push(token);
+  return out;
+}
+
+describe("golden traces of smollm2-135m's default export", () => {
+  it("tokenizer and chat template give the golden prompt ids", () => {
+    for (const c of trace.cases) {
+      const ids = c.chat_template ? model.tokenizer.chatIds(c.messages) : model.tokenizer.encode(c.text);
+      assert.deepEqual(ids, c.prompt_ids, c.name);
+      assert.equal(model.tokenizer.decode(c.tokens), c.output_text, `${c.name}: detokenized output`);
+    }
+  });
+
+  for (const kvScheme of ["aliased", "returned"]) {
+    it(`plain greedy equals the golden tokens and logits (KV scheme ${kvScheme})`, async (t) => {
+      const backend = new OrtBackend(model.backend.ort, model.backend.session, model.manifest.config,
+        model.backend.maxLen, { kvScheme });
+      for (const c of trace.cases) {
+        const rec = recording(backend);
+        const tokens = await greedy(rec.backend, c.prompt_ids, null);
+        const n = checkTokens(tokens, c, `${c.name} (${kvScheme})`);
+        t.diagnostic(`${c.name}: ${n} of ${c.steps.length} tokens equal the golden trace`);
+        for (let s = 0; s < Math.min(n + 1, c.steps.length); s++) { // step n chose the token that differed
+          const row = rec.rows[s];
+          c.steps[s].top_ids.forEach((id, j) => {
+            const diff = Math.abs(row[id] - c.steps[s].top_logits[j]);
+            assert.ok(diff <= trace.tolerance.logit_abs, `${c.name} step ${s}: logit of ${id} off by ${diff}`);
+          });
+        }
+      }
+    });
+  }
+
+  it("n-gram speculative greedy equals the golden tokens, with drafts accepted", async (t) => {
+    let accepted = 0;
+    for (const c of trace.cases) {
+      const stats = new SpecStats();
+      const n = await checkSpeculative(await greedy(model.backend, c.prompt_ids, new NgramDrafter(), stats), c, `${c.name} (ngram)`);
+      t.diagnostic(`${c.name}: ${n} tokens equal, ${stats.accepted} drafts accepted in ${stats.steps} steps`);
+      accepted += stats.accepted;
+    }
+    assert.ok(accepted > 0, "the n-gram drafter never had a draft accepted: the speculative path was not exercised");
+  });
+
+  it("exact mode: n-gram speculative greedy equals exact plain greedy token for token", async (t) => {
+    for (const c of trace.cases.slice(0, 2)) { // two cases: every pass has 2+ rows here, so this costs 2x
+      const exact = async (drafter, stats) => {
+        const out = [];
+        for await (const { token } of decode(model.backend, c.prompt_ids, new Sampler(), trace.protocol.tokens,
+          { drafter, stats, exact: true })) out.push(token);
+        return out;
+      };
+      const stats = new SpecStats();
+      const plain = await exact(null, new SpecStats());
+      assert.deepEqual(await exact(new NgramDrafter(), stats), plain, `${c.name}: exact speculative != exact plain`);
+      t.diagnostic(`${c.name}: ${plain.length} tokens equal, ${stats.accepted} drafts accepted`);
+    }
+  });
+
+  it("auto (controller over n-gram) speculative greedy equals the golden tokens", async (t) => {
+    const drafter = await autoDrafter(model.backend, (t) => model.tokenizer.encode(t), { reps: 1 });
+    for (const c of trace.cases) {
+      t.diagnostic(`${c.name}: ${await checkSpeculative(await greedy(model.backend, c.prompt_ids, drafter), c, `${c.name} (auto)`)} tokens equal`);
+    }
+  });
+});

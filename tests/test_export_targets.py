@@ -1,0 +1,55 @@
+"""`edgespec export --target web`: the fp16 embedding values widened to fp32 (what onnxruntime-web's WebGPU
+reads without shader-f16) compute exactly what the default fp16 table computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from edgespec.cli import build_parser
+from edgespec.export.targets import TARGETS
+from edgespec.models.llama.graph import build_graph
+from edgespec.runtimes.ort import OrtBackend
+
+from .tiny import TINY_CONFIGS, random_weights
+
+MAX_LEN = 32
+
+
+def logits(config, weights, **embed) -> np.ndarray:
+    graph = build_graph(config, weights, MAX_LEN, **embed)
+    backend = OrtBackend(graph.SerializeToString(), config, MAX_LEN, threads=1)
+    return backend.forward(np.arange(1, 12) % config.vocab_size)
+
+
+def table(config, weights, **embed) -> np.ndarray:
+    graph = build_graph(config, weights, MAX_LEN, **embed)
+    return next(onnx.numpy_helper.to_array(t) for t in graph.graph.initializer if t.name.startswith("embed."))
+
+
+def test_widened_fp16_embeddings_compute_the_fp16_exports_logits():
+    # untied: the lm_head has its own weights, as in the web target's int4 exports (lm_head int8); a tied fp32
+    # lm_head would multiply by the widened table itself
+    config = TINY_CONFIGS["qwen2"]
+    weights = random_weights(config)
+    fp16 = logits(config, weights, embed_dtype=np.float16)
+    widened = logits(config, weights, embed_dtype=np.float32, embed_rounding=np.float16)
+    plain_fp32 = logits(config, weights, embed_dtype=np.float32)
+    assert table(config, weights, embed_dtype=np.float32, embed_rounding=np.float16).dtype == np.float32
+    assert np.array_equal(widened, fp16)
+    assert not np.array_equal(plain_fp32, fp16)  # the test can tell a plain fp32 table apart
+
+
+def test_target_web_maps_to_widened_embeddings_and_flags_win(monkeypatch):
+    import edgespec.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "export", lambda model, output, options, force: seen.setdefault("options", options))
+    monkeypatch.setattr(cli, "_print_manifest", lambda out: None)
+    parser = build_parser()
+    args = parser.parse_args(["export", "smollm2-135m", "--target", "web", "-o", "x"])
+    args.func(args)
+    assert seen.pop("options").embed == TARGETS["web"]["embed"] == "fp16-widened"
+    args = parser.parse_args(["export", "smollm2-135m", "--target", "web", "--embed", "fp32", "-o", "x"])
+    args.func(args)
+    assert seen.pop("options").embed == "fp32"
