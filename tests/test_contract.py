@@ -54,7 +54,7 @@ def test_the_default_export_matches_its_manifests_contract(default_export):
     graph = onnx.load(str(default_export / "model.onnx"), load_external_data=False).graph
     assert _described(graph.input) == [(s["name"], s["dtype"], tuple(s["shape"])) for s in stated["inputs"]]
     assert _described(graph.output) == [(s["name"], s["dtype"], tuple(s["shape"])) for s in stated["outputs"]]
-    assert [s["name"] for s in stated["inputs"] if s["optional"]] == ["layer_mask"]
+    assert [s["name"] for s in stated["inputs"] if s["optional"]] == ["layer_mask", "extra_embeds"]
 
 
 @pytest.mark.realmodel

@@ -22,8 +22,7 @@ from edgespec.api import load
 from edgespec.bench.runner import load_prompts
 from edgespec.export.trained import load_drafter
 from edgespec.sampling import Sampler, SamplingParams
-from edgespec.speculative.controller import CostModel
-from edgespec.speculative.drafters.combined import CALIBRATION_TEXT
+from edgespec.speculative.calibration.costs import CALIBRATION_TEXT, cached_cost_model
 from edgespec.speculative.drafters.ngram import NgramDrafter
 from edgespec.speculative.drafters.ppd import PPDDrafter
 from edgespec.speculative.drafters.s3d import S3DDrafter
@@ -45,7 +44,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
     args = parser.parse_args()
-    model = load(args.model, threads=args.threads)
+    model = load(args.model, threads=args.threads)  # an export with trained ppd (and s3d) drafters
     rows, record = load_drafter(model.source, "ppd")
     k = len(rows)
     try:
@@ -53,7 +52,8 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001  (a script: measure what exists)
         print(f"no s3d drafter: {exc}", file=sys.stderr)
         s3d_rows = s3d_record = None
-    cost = CostModel.cached(model, model.tokenizer.encode(CALIBRATION_TEXT))
+    cost = cached_cost_model(model.backend, model.tokenizer.encode(CALIBRATION_TEXT), model.source, model.ref.name,
+                             args.threads)
     c1 = cost.pass_seconds(1)
     per_cat = defaultdict(lambda: {"ppd": SpecStats(), "ngram": SpecStats(), "ppd_sized": SpecStats(),
                                    "s3d": SpecStats(), "seconds": defaultdict(float), "prompts": 0, "diverged": 0})

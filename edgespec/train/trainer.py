@@ -127,7 +127,8 @@ class Trainer:
                 "training_data": {"hash": self.data_hash, "sequences": len(sequences),
                                   "tokens": sum(len(s.ids) - s.start for s in sequences),
                                   "source": "edgespec/train/prompts.txt (written for edgespec) answered by the "
-                                            "model itself (greedy + sampled), plus any --text files"},
+                                            f"model itself (greedy + {self.options.samples} sampled per prompt, "
+                                            f"{self.options.answer_tokens} tokens), plus any --text files"},
                 "steps": self.step, "minutes": round(self.seconds / 60, 2),
                 "acceptance_per_depth": self.curve[-1]["acceptance"],
                 "acceptance_measured_on": "held-out greedy answers, top-1 chain, torch fp32",
