@@ -22,6 +22,13 @@ def test_every_architecture_is_tested():
     assert not untested, f"registered architectures without a tiny-model test: {sorted(untested)}"
 
 
+def test_config_reads_exactly_the_registered_architectures():
+    """config.py asks no registry (that was an import cycle): its own list must match the families'."""
+    from edgespec.config import SUPPORTED_ARCHITECTURES
+
+    assert list(SUPPORTED_ARCHITECTURES) == supported_architectures()
+
+
 @pytest.fixture(params=TESTED_ARCHITECTURES)
 def tiny(request):
     config = TINY_CONFIGS[request.param]
