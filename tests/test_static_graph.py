@@ -144,3 +144,16 @@ def test_overflow_and_layer_plans_are_refused(pair):
     with pytest.raises(EdgespecError, match="no layer plans"):
         backend.forward(tokens_for(ref.config, 2), plan=np.array([True, False] + [True] * (ref.config.num_layers - 2)))
     assert not backend.supports_plan()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(target="gpu"), "--target gpu is not one of cpu, npu"),
+    (dict(target="npu", format="gguf"), "--target npu needs --format onnx"),
+    (dict(target="npu", buckets=(0, 4)), "buckets >= 1"),
+])
+def test_bad_static_export_options_are_refused(options, message):
+    from edgespec.export.pipeline import ExportOptions
+
+    with pytest.raises(EdgespecError, match=message):
+        ExportOptions(**options).check()
+    assert ExportOptions(target="npu").context() == 1024 and ExportOptions().context() == 4096
