@@ -18,13 +18,11 @@ from pathlib import Path
 from . import hub, memory
 from .errors import EdgespecError, ModelFormatError
 from .export.manifest import manifest_config, read_manifest
-from .export.pipeline import ExportOptions, export
 from .formats import open_weights
 from .models import family
 from .models.contract import GRAPH_CONTRACT_VERSION, check_manifest
 from .models.static_contract import STATIC_CONTRACT_VERSION
 from .runtimes.llamacpp import LlamaCppBackend, kv_bytes_per_token, llama_cpp_module
-from .runtimes.ort import OrtBackend, providers_for
 from .runtimes.reference import ReferenceBackend
 from .runtimes.static import StaticBackend
 from .runtimes.timing import cost_curve
@@ -59,6 +57,8 @@ def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", c
         if device in STATIC_DEVICES:
             kind = "static"
         else:
+            from .runtimes.ort import providers_for  # onnxruntime: see _open_ort
+
             providers_for(device)  # fail before any export work
             kind = "ort"
     ref = hub.resolve_model(model)
@@ -72,6 +72,8 @@ def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", c
 def cached_export(ref: hub.ModelRef, fmt: str = "onnx") -> Path:
     """The default export of a source, made once: fmt "onnx" (int4, dynamic shapes), "npu" (int4 static
     graphs, `--target npu`) or "gguf" (a Q4_0/Q8_0 GGUF for llama.cpp)."""
+    from .export.pipeline import ExportOptions, export  # it validates on onnxruntime: see _open_ort
+
     if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
         version = family(open_weights(ref.path).config.architecture).graph_version
         key = hub.source_key(ref.path, f"graph{version}", f"contract{GRAPH_CONTRACT_VERSION}")
@@ -118,6 +120,10 @@ def release(opened: Opened) -> None:
 
 
 def _open_ort(ref: hub.ModelRef, threads: int, device: str) -> Opened:
+    # here: onnxruntime takes ~40 MB resident once imported, which llama.cpp and the reference backend
+    # (and their --memory-budget) should not pay
+    from .runtimes.ort import OrtBackend
+
     if ref.kind != "export":
         ref = hub.ModelRef("export", cached_export(ref), ref.name)
     manifest = read_manifest(ref.path)  # checks every file's sha256 first
