@@ -277,7 +277,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export.pipeline import ExportOptions, export
+    from .export.pipeline import ExportOptions, export  # onnxruntime (validation): see loader._open_ort
     from .memory import parse_size
 
     preset = TARGETS[args.target]  # flags the user gave win over the target's preset

@@ -27,7 +27,6 @@ from .models import family
 from .models.contract import GRAPH_CONTRACT_VERSION, check_manifest
 from .models.static_contract import STATIC_CONTRACT_VERSION
 from .runtimes.llamacpp import LlamaCppBackend, kv_bytes_per_token, llama_cpp_module
-from .runtimes.ort import OrtBackend, providers_for
 from .runtimes.reference import ReferenceBackend
 from .runtimes.static import StaticBackend
 from .runtimes.timing import cost_curve
@@ -63,6 +62,8 @@ def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", c
         if device in STATIC_DEVICES:
             kind = "static"
         else:
+            from .runtimes.ort import providers_for  # onnxruntime: see _open_ort
+
             providers_for(device)  # fail before any export work
             kind = "ort"
     if kind == "llamacpp":  # a missing or unusable llama-cpp-python is said before anything loads
@@ -195,6 +196,10 @@ def release(opened: Opened) -> None:
 
 
 def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int = 4096) -> Opened:
+    # here: onnxruntime takes ~40 MB resident once imported, which llama.cpp and the reference backend
+    # (and their --memory-budget) should not pay
+    from .runtimes.ort import OrtBackend
+
     if ref.kind != "export":
         ref = hub.ModelRef("export", cached_export(ref, context=context), ref.name)
     manifest = read_manifest(ref.path)  # checks every file's sha256 first

@@ -102,6 +102,19 @@ def test_rollback_and_keep(pair):
     assert np.abs(next_logits[0] - want).max() <= TOL
 
 
+def test_rows_are_bit_identical_whatever_the_pass_shape(pair):
+    """What exact speculation needs: a row's logits (and K/V) do not depend on which bucket or how many
+    other rows its pass had (attention always reduces over the same W slots)."""
+    backend, ref = pair
+    tokens = tokens_for(ref.config, 30)
+    backend.forward(tokens[:20])
+    whole = backend.forward(tokens[20:27])  # one 7-row pass (8-row graph)
+    backend.rollback(7)
+    parts = np.concatenate([backend.forward(tokens[20:22]), backend.forward(tokens[22:25]),
+                            backend.forward(tokens[25:27])])  # 2 + 3 + 2 rows (4-row graph)
+    assert np.array_equal(whole, parts)
+
+
 def test_int4_fp16_activation_graph_matches_dequantized_reference(tmp_path):
     """MatMulNBits on 3-D fp16 input (the form QNN HTP takes), requantized int4 weights and an int8 lm_head,
     against the reference on the same dequantized weights: the error is fp16 rounding only."""
@@ -131,3 +144,16 @@ def test_overflow_and_layer_plans_are_refused(pair):
     with pytest.raises(EdgespecError, match="no layer plans"):
         backend.forward(tokens_for(ref.config, 2), plan=np.array([True, False] + [True] * (ref.config.num_layers - 2)))
     assert not backend.supports_plan()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(target="gpu"), "--target gpu is not one of cpu, npu"),
+    (dict(target="npu", format="gguf"), "--target npu needs --format onnx"),
+    (dict(target="npu", buckets=(0, 4)), "buckets >= 1"),
+])
+def test_bad_static_export_options_are_refused(options, message):
+    from edgespec.export.pipeline import ExportOptions
+
+    with pytest.raises(EdgespecError, match=message):
+        ExportOptions(**options).check()
+    assert ExportOptions(target="npu").context() == 1024 and ExportOptions().context() == 4096

@@ -161,7 +161,8 @@ def main() -> None:
 
 
 def _version(engine: str) -> str:
-    package = {"edgespec-ort": "onnxruntime", "edgespec-llamacpp": "llama-cpp-python", "llama.cpp": "llama-cpp-python",
+    package = {"edgespec-ort": "onnxruntime", "edgespec-static": "onnxruntime", "edgespec-llamacpp": "llama-cpp-python",
+               "llama.cpp": "llama-cpp-python",
                "onnxruntime-genai": "onnxruntime-genai"}[engine.split("+")[0]]
     return f"{package} {version(package)}"
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..config import ModelConfig
 from .llama.reference import rope_inv_freq
 
-STATIC_CONTRACT_VERSION = 1
+STATIC_CONTRACT_VERSION = 2  # 2: new rows placed into the window (placement), attention over W slots
 # Finite "minus infinity": exp underflows to exactly 0 in fp16 and fp32, and it stays finite when
 # an NPU adds it to fp16 scores (-inf - -inf is NaN in a max-subtracting softmax).
 MASK_VALUE = -1.0e4
@@ -22,12 +22,14 @@ CONTRACT = {
     "inputs": {"input_ids": "[1,T] int32",
                "rope_cos": "[1,1,T,hd] float32: [cos, cos] of the rows' positions",
                "rope_sin": "[1,1,T,hd] float32: [-sin, sin] (rotate-half folded into the sign)",
-               "attention_bias": f"[1,1,T,W+T] float32: 0 visible, {MASK_VALUE} not; columns [0,W) the window "
-                                 "slots (slot s = position s), [W,W+T) the new rows",
-               "past_key.i / past_value.i": "[1,kv,W,hd] float32: the host's KV window, stale slots masked"},
+               "attention_bias": f"[1,1,T,W] float32: 0 visible, {MASK_VALUE} not, over the window slots "
+                                 "(slot s = position s; the pass's own rows are in their slots)",
+               "placement": "[1,1,W,T] float32 one-hot: 1 at (slot, row) where new row goes (none for padding)",
+               "past_key.i / past_value.i": "[1,kv,W,hd] float32: the host's KV window; the pass's slots zero, "
+                                            "stale slots masked"},
     "outputs": {"logits": "[1,T,vocab] float32, every row",
                 "new_key.i / new_value.i": "[1,kv,T,hd] float32: the new rows only (K after RoPE)"},
-    "padding": "rows past the pass attend only to themselves; their outputs are dropped",
+    "padding": "rows past the pass are placed nowhere and see one slot (finite softmax); outputs dropped",
 }
 
 

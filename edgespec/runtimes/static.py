@@ -3,8 +3,10 @@
 The export holds one graph per row bucket (models/static_contract.py) over a fixed KV window of W
 slots. This backend owns the cache: K/V [L, 2, kv, W, hd] on the host, slot s = position s.
   forward(T rows)  split into passes of at most the largest bucket; each runs the smallest bucket
-                   that holds it, padded with rows that attend only to themselves; the new rows'
-                   K/V are copied into their slots, the padding's dropped
+                   that holds it, padded; the graph places the new rows' K/V into their (zeroed)
+                   slots itself (one-hot placement), so every row attends over the same W slots
+                   whatever the pass shape: rows are bit-identical across buckets (exact mode);
+                   the host then copies the new rows into its window, the padding's dropped
   rollback(n)      cache_len -= n (slots past cache_len are masked, then overwritten)
   keep(idx)        the kept rows of the last forward moved to its first slots, O(kept) copies
 Rows of one forward in a later pass see the earlier passes' rows through the tree mask (a tree
@@ -85,17 +87,20 @@ class StaticBackend(BufferCache):
         earlier rows [P, P+start); mask [n, start+n] says which of this forward's rows each may see."""
         n, W = len(tokens), self.max_len
         b = self.bucket_for(n)
-        visible = np.zeros((b, W + b), dtype=bool)
+        slots = P + start + np.arange(n)  # where this pass's rows go; zero there, so placement adds exactly
+        visible = np.zeros((b, W), dtype=bool)
         visible[:n, :P] = True
-        visible[:n, P:P + start] = mask[:, :start]
-        visible[:n, W:W + n] = mask[:, start:]
-        visible[np.arange(n, b), W + np.arange(n, b)] = True  # padding rows: themselves only
+        visible[:n, P:P + start + n] = mask
+        visible[n:, 0] = True  # padding rows: one finite column; their outputs are dropped
+        placement = np.zeros((W, b), np.float32)
+        placement[slots, np.arange(n)] = 1.0
+        self.kv[..., slots, :] = 0.0
         ids = np.zeros(b, np.int32)
         ids[:n] = tokens
         pos = np.zeros(b, np.int64)
         pos[:n] = positions
         cos, sin = rope_tables(self.config, pos)
-        feeds = {"input_ids": ids[None], "rope_cos": cos, "rope_sin": sin,
+        feeds = {"input_ids": ids[None], "rope_cos": cos, "rope_sin": sin, "placement": placement[None, None],
                  "attention_bias": np.where(visible, 0.0, MASK_VALUE).astype(np.float32)[None, None]}
         for i in range(self.config.num_layers):
             feeds[f"past_key.{i}"], feeds[f"past_value.{i}"] = self.kv[i, 0], self.kv[i, 1]

@@ -5,9 +5,9 @@ One graph per row bucket T, every shape fixed, the KV cache owned by the host:
   inputs   input_ids [1,T] int32
            rope_cos / rope_sin [1,1,T,hd] float  host RoPE tables: cos = [cos, cos], sin = [-sin, sin]
                                                  (rotate-half folded into the sign, so RoPE is Mul/Add)
-           attention_bias [1,1,T,W+T] float       0 = may attend, MASK_VALUE (finite) = may not; columns
-                                                  [0, W) are the window slots, [W, W+T) the new rows
-           past_key.i / past_value.i [1,kv,W,hd]  the host's KV window (stale slots are masked)
+           attention_bias [1,1,T,W] float         0 = may attend, MASK_VALUE (finite) = may not, per window slot
+           placement [1,1,W,T] float              one-hot: the slot each new row takes (its position)
+           past_key.i / past_value.i [1,kv,W,hd]  the host's KV window (this pass's slots zero, stale ones masked)
   outputs  logits [1,T,vocab]                     every row (no dynamic gather of rows)
            new_key.i / new_value.i [1,kv,T,hd]    the new rows' K (RoPE applied) and V only
 
@@ -51,7 +51,8 @@ def build_static_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], r
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT32, [1, T]),
               helper.make_tensor_value_info("rope_cos", f32, [1, 1, T, hd]),
               helper.make_tensor_value_info("rope_sin", f32, [1, 1, T, hd]),
-              helper.make_tensor_value_info("attention_bias", f32, [1, 1, T, W + T])]
+              helper.make_tensor_value_info("attention_bias", f32, [1, 1, T, W]),
+              helper.make_tensor_value_info("placement", f32, [1, 1, W, T])]
     outputs = [helper.make_tensor_value_info("logits", f32, [1, T, c.vocab_size])]
     for i in range(L):
         for kind in ("key", "value"):
@@ -65,7 +66,7 @@ def build_static_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], r
         h = g.node("Cast", [h], to=f32)
     shapes = {name: g.constant(f"shape.{name}", np.array(shape, np.int64)) for name, shape in {
         "q": [1, T, c.num_heads, hd], "kv": [1, T, kv, hd], "grouped": [1, kv, (c.num_heads // kv) * T, hd],
-        "scores": [1, c.num_heads, T, W + T], "grouped_scores": [1, kv, (c.num_heads // kv) * T, W + T],
+        "scores": [1, c.num_heads, T, W], "grouped_scores": [1, kv, (c.num_heads // kv) * T, W],
         "heads": [1, c.num_heads, T, hd], "merged": [1, T, c.num_heads * hd]}.items()}
     g.constant("half_split", np.array([hd // 2, hd // 2], np.int64))
     g.constant("q_scale", np.array(1.0 / math.sqrt(hd), np.float32))
@@ -119,8 +120,11 @@ def _layer(g: GraphBuilder, c: ModelConfig, i: int, h: str, shapes: dict[str, st
     q = _rope(g, g.node("Mul", [_heads(g, q, shapes["q"]), "q_scale"]))  # [1, H, T, hd], pre-scaled
     _rope(g, _heads(g, k, shapes["kv"]), f"new_key.{i}")  # [1, kv, T, hd]
     g.node("Transpose", [g.node("Reshape", [v, shapes["kv"]])], [f"new_value.{i}"], perm=[0, 2, 1, 3])
-    keys = g.node("Concat", [f"past_key.{i}", f"new_key.{i}"], axis=2)  # [1, kv, W+T, hd]
-    values = g.node("Concat", [f"past_value.{i}", f"new_value.{i}"], axis=2)
+    # The new rows placed in their window slots (zero in past_*): placement is one-hot, so the MatMul
+    # copies exactly, and attention always reduces over the same W slots whatever the pass shape
+    # (a Concat of W + T columns rounds a row differently in a 4-row and an 8-row graph).
+    keys = g.node("Add", [f"past_key.{i}", g.node("MatMul", ["placement", f"new_key.{i}"])])  # [1, kv, W, hd]
+    values = g.node("Add", [f"past_value.{i}", g.node("MatMul", ["placement", f"new_value.{i}"])])
     # Query heads of one KV group side by side: [1, kv, group*T, hd] against the group's keys.
     scores = g.node("MatMul", [g.node("Reshape", [q, shapes["grouped"]]),
                                g.node("Transpose", [keys], perm=[0, 1, 3, 2])])
