@@ -2,7 +2,7 @@
 // (edgespec/models/contract.py, recorded in the manifest under `graph_contract`) and the inputs it feeds.
 import { ModelFormatError } from "./errors.js";
 
-export const GRAPH_CONTRACT_VERSION = 1;
+export const GRAPH_CONTRACT_VERSION = 2;  // 2: extra_embeds (PPD prompt rows) in default exports, fed [1, 0, d] here
 export const MANIFEST = "edgespec.json";
 const FED = ["input_ids", "position_ids", "attention_bias", "seqlens_k", "total_sequence_length", "logits_index"];
 

@@ -48,7 +48,7 @@ describe("bad inputs", () => {
   it("another graph contract version is refused with both versions named", async () => {
     const out = exportCopy("contract", (m) => { m.graph_contract.version = 99; });
     await assert.rejects(readExport(out), (e) => e instanceof ModelFormatError &&
-      e.message.includes("graph contract version 99") && e.message.includes("runs graph contract version 1"));
+      e.message.includes("graph contract version 99") && e.message.includes("runs graph contract version 2"));
     const none = exportCopy("no-contract", (m) => { delete m.graph_contract; });
     await assert.rejects(readExport(none), /no graph contract/);
   });

@@ -36,6 +36,8 @@ export class OrtBackend {
     }
     this.kv = KV_SCHEMES[kvScheme](ort, names, config, maxLen, device);
     this.hasLayerMask = session.inputNames.includes("layer_mask");
+    // no trained drafter rows in the JS engine yet: an export that has the input gets zero rows
+    this.hasExtraEmbeds = session.inputNames.includes("extra_embeds");
     this.lastStart = 0;
   }
 
@@ -73,6 +75,9 @@ export class OrtBackend {
       total_sequence_length: new Tensor("int32", Int32Array.of(S), []),
       logits_index: new Tensor("int64", int64(rows), [rows.length]),
     };
+    if (this.hasExtraEmbeds) {
+      feeds.extra_embeds = new Tensor("float32", new Float32Array(0), [1, 0, this.config.hidden_size]);
+    }
     if (this.hasLayerMask) {
       const mask = plan ?? new Array(this.config.num_layers).fill(true);
       feeds.layer_mask = new Tensor("bool", Uint8Array.from(mask, (b) => (b ? 1 : 0)), [mask.length]);
