@@ -19,22 +19,22 @@ exports = dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a)
 prompt = list(range(1000, 1064))
 
 
-def ours(backend):
-    backend.reset()
-    backend.forward(prompt)
+def timed(reset, feed):
+    """tok/s of n single-token steps after a 64-token prompt."""
+    reset()
+    feed(prompt)
     t = time.perf_counter()
     for i in range(n):
-        backend.forward([2000 + i])
+        feed([2000 + i])
     return n / (time.perf_counter() - t)
+
+
+def ours(backend):
+    return timed(backend.reset, backend.forward)
 
 
 def theirs(llm):
-    llm.reset()
-    llm.eval(prompt)
-    t = time.perf_counter()
-    for i in range(n):
-        llm.eval([2000 + i])
-    return n / (time.perf_counter() - t)
+    return timed(llm.reset, llm.eval)
 
 
 engines = {label: (ours, OrtBackend(d + "/model.onnx", manifest_config(read_manifest(d, verify=False)), 1024, 2))
