@@ -25,7 +25,7 @@ from ..models.contract import manifest_entry
 from ..models.onnx_builder import ExternalData, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedLinear
-from ..quant.recipe import DEFAULT_RECIPE, RECIPES, get_recipe
+from ..quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE, RECIPES, get_recipe
 from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
 from .gguf_writer import GGUF_TYPES, write_gguf
@@ -39,7 +39,6 @@ GRAPH_FILE = "model.onnx"
 GGUF_FILE = "model.gguf"
 PRECISIONS = ("int4", "fp16", "fp32")
 LM_HEAD_CHOICES = ("int8", "int4", "fp32")
-CALIBRATION_VERSION = 1  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
 EMBED_CHOICES = ("fp16", "fp32")
 
 
