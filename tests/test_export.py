@@ -17,7 +17,7 @@ from .test_cli import assert_clean_error, run_cli
 
 @pytest.fixture(scope="module")
 def int4_export(tmp_path_factory, smollm2_gguf):
-    return export(str(smollm2_gguf), tmp_path_factory.mktemp("exports") / "smol-int4", ExportOptions(validate_tokens=128))
+    return export(str(smollm2_gguf), tmp_path_factory.mktemp("exports") / "smol-int4", ExportOptions(validate_tokens=256))
 
 
 def test_int4_export_is_validated(int4_export):
@@ -33,7 +33,8 @@ def test_int4_export_is_validated(int4_export):
         v = m["validation"][name]
         print(name, v)
         assert v["top1_agreement"] >= 0.85  # int8 activations and an int4 lm_head flip near-ties
-        assert abs(v["perplexity"] / v["llamacpp_perplexity"] - 1) <= 0.05
+        # the bar; measured 1.012 (stdlib) and 1.009 (prose) on 256 tokens (benchmarks/recipes.md)
+        assert v["perplexity"] <= 1.02 * v["llamacpp_perplexity"]
     assert set(m["files"]) == {"model.onnx", "model.onnx.data", "tokenizer.json", "tokenizer_config.json"}
 
 

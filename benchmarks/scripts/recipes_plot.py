@@ -31,6 +31,11 @@ def export_point(directory: Path) -> dict:
             "export_seconds": m["timing"]["total_seconds"]}
 
 
+def recorded_point(text: str) -> dict:
+    mb, stdlib, prose = (float(v) for v in text.split(":"))
+    return {"bytes_per_token": int(mb * 1e6), "ppl": {"stdlib": stdlib, "prose": prose}, "recorded": True}
+
+
 def gguf_bytes(path: str) -> int:
     reader = gguf_lib.GGUFReader(path)
     total = sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
@@ -43,11 +48,12 @@ def main() -> None:
     model, source = sys.argv[1], sys.argv[2]
     out = Path(sys.argv[sys.argv.index("--out") + 1])
     pairs = [a.split("=", 1) for a in sys.argv[3:] if "=" in a and not a.startswith("--")]
-    points = {label: export_point(Path(d)) for label, d in pairs}
-    llama_ppl = next(p["llamacpp_ppl"] for p in points.values())
+    # LABEL=DIR (an export) or LABEL=MB:PPL_STDLIB:PPL_PROSE (a point recorded elsewhere, e.g. exports.md)
+    points = {label: export_point(Path(d)) if Path(d).is_dir() else recorded_point(d) for label, d in pairs}
+    llama_ppl = next(p["llamacpp_ppl"] for p in points.values() if "llamacpp_ppl" in p)
     points["llama.cpp (GGUF)"] = {"bytes_per_token": gguf_bytes(source), "ppl": llama_ppl}
     result = {"model": model, "source": source, "points": points}
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    Path(f"{out}.json").write_text(json.dumps(result, indent=1))
 
     import matplotlib
 
@@ -66,7 +72,7 @@ def main() -> None:
         ax.set_xlabel("weights read per token (MB)")
         ax.set_ylabel("perplexity (256 tokens)")
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=110)
+    fig.savefig(Path(f"{out}.png"), dpi=110)
     for label, p in points.items():
         print(f"| {model} | {label} | {p['bytes_per_token'] / 1e6:.0f} | {p['ppl']['stdlib']:.3f} | "
               f"{p['ppl']['prose']:.3f} |")
