@@ -19,7 +19,6 @@ from .bench.runner import markdown, peer_versions, resolve_backends, run_bench
 from .chat import run_chat
 from .errors import EdgespecError
 from .export.manifest import read_manifest
-from .export.pipeline import ExportOptions, export
 from .formats import open_weights
 from .memory import default_budget
 from .sampling import SamplingParams
@@ -211,6 +210,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .export.pipeline import ExportOptions, export  # onnxruntime (validation): see loader._open_ort
+
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                             lm_head=args.lm_head, embed=args.embed, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
