@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from .errors import ChecksumError, PullError, UnknownModelError
 from .progress import Progress
 
@@ -197,14 +199,19 @@ def _pull_locked(model: KnownModel, path: Path, progress: bool) -> Path:
 
 @contextmanager
 def cache_lock(path: Path, what: str):
-    """Hold the inter-process lock of a cache entry (`path` + ".lock") while making it.
+    """Hold the inter-process lock of a cache entry while making it.
 
     A second process making the same entry waits here, then finds it done. The lock is an OS
     file lock (flock on POSIX, via `filelock`): the kernel drops it when its holder dies, so a
-    killed pull or export never blocks the next one; the empty lock file stays and is harmless."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(path) + ".lock")
+    killed pull or export never blocks the next one. The (empty) lock files stay, apart from the
+    entries, in EDGESPEC_CACHE/locks/, so listing models/ or exports/ never meets them."""
+    try:
+        name = Path(path).relative_to(cache_dir()).as_posix().replace("/", "--")
+    except ValueError:  # outside the cache: a lock beside the entry
+        name = None
+    lock_path = cache_dir() / "locks" / f"{name}.lock" if name else Path(str(path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
     try:
         lock.acquire(timeout=0)
     except Timeout:

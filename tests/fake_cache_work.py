@@ -50,6 +50,7 @@ def pull(work: Path, hold: float) -> Path:
 
 def export(work: Path, hold: float) -> Path:
     from edgespec import loader
+    from edgespec.export import pipeline
 
     source = work / "fake.gguf"
     if not source.exists():
@@ -60,7 +61,7 @@ def export(work: Path, hold: float) -> Path:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "edgespec.json").write_text(f'{{"made_by": {os.getpid()}}}')
 
-    loader.export = fake_export
+    pipeline.export = fake_export  # cached_export imports it from there when it runs
     # the GGUF-format entry: its cache key needs no readable model header (the ONNX one reads the architecture)
     return loader.cached_export(hub.ModelRef("gguf", source, "fake"), fmt="gguf")
 

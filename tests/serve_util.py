@@ -28,7 +28,7 @@ def health(base: str) -> tuple[int, dict]:
 
 
 @contextmanager
-def running_server(*args, model: str = "smollm2-135m", ready_timeout: float = 900, log_path=None):
+def running_server(*args, model: str = "smollm2-135m", ready_timeout: float = 1800, log_path=None):
     """Yields (base_url, process). The first use of a model exports it and calibrates --spec auto (minutes)."""
     port = free_port()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL

@@ -1,12 +1,12 @@
 """The decoding side of the server: one model, one decoding thread, a bounded queue in front of it.
 
 This is the only module of the server that touches the Python API (`edgespec.load`,
-`Model.chat_prompt`, `Model.generate` and the stats of each Generation). One thread decodes one request at a time on
-the model's single KV cache, so requests can never corrupt each other's cache; the
-others wait in a FIFO of at most `max_waiting` entries, and a request arriving when
-it is full is refused (the web layer answers 429 with Retry-After). A request whose
-client went away is dropped from the queue, or, if it is decoding, stopped before
-the next verify pass: closing the generator trims the cache to what was emitted.
+`Model.chat_prompt`, `Model.generate` and each Generation's stats). One thread decodes
+one request at a time on the model's single KV cache, so requests can never corrupt each
+other's cache; the others wait in a FIFO of at most `max_waiting` entries, and a request
+arriving when it is full is refused (the web layer answers 429 with Retry-After). A request
+whose client went away is dropped from the queue, or, if it is decoding, stopped before
+the next verify pass: closing its Generation trims the cache to what was emitted.
 Prefix reuse comes from the Model: a chat that resends its history after its own last
 answer only prefills the new turn.
 """
