@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import hub, memory
@@ -34,6 +34,7 @@ from .tokenizer import tokenizer_for
 log = logging.getLogger(__name__)
 BACKENDS = ("ort", "llamacpp", "reference", "auto")
 AUTO_TIMED_STEPS = 24
+FIRST_USE_VALIDATE_TOKENS = 64
 EXPORT_SECONDS_PER_MB = {"onnx": 0.1, "gguf": 0.05}  # first-run estimate: 2-core EPYC, idle (smollm2 7 s, qwen 0.5b 23 s)
 
 
@@ -112,12 +113,14 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     # imported here: onnx takes 0.5-5 s to import, and every start with a cached export needs none of it
     from .export.pipeline import ExportOptions, export
 
-    options = ExportOptions(format=fmt)
+    # validated against the fp32 reference on FIRST_USE_VALIDATE_TOKENS per text, without the llama.cpp
+    # comparison: on 2 cores the full report (`edgespec export`) took 110 of a first chat's 130 s
+    options = ExportOptions(format=fmt, validate_tokens=FIRST_USE_VALIDATE_TOKENS, compare_llamacpp=False)
     full = context > options.max_len
     if full:
         limit = source_config(ref).max_position_embeddings
         check_context(context, limit, ref.name)
-        options = ExportOptions(format=fmt, max_len=limit)
+        options = replace(options, max_len=limit)
     out = hub.cache_dir() / "exports" / export_key(ref, fmt, full)[0]
     estimate = max(10.0, hub.weights_bytes(ref) / 1e6 * EXPORT_SECONDS_PER_MB[fmt])
     log.info("first use of %s: exporting it to %s in %s (once, about %.0f s)", ref.name,
