@@ -200,6 +200,8 @@ def gguf_source(ref: hub.ModelRef):
 
 
 def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget: int | None = None) -> Opened:
+    if ref.kind == "gguf":  # before the GGUF's vocabulary is read
+        check_context(context, source_config(ref).max_position_embeddings, ref.name)
     path, tokenizer, config = gguf_source(ref)
     n_ctx = check_context(context, config.max_position_embeddings, ref.name)
     n_batch = 512
@@ -218,12 +220,12 @@ def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget:
 def _open_reference(ref: hub.ModelRef, context: int) -> Opened:
     if ref.kind == "export":
         raise EdgespecError("the reference backend needs the source weights, not an export directory")
+    n_ctx = check_context(context, source_config(ref).max_position_embeddings, ref.name)  # before loading
     source = open_weights(ref.path)
     config = source.config
     tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, config.vocab_size)
     log.info("loading %s (%s, %d layers) on the numpy reference backend", ref.name, config.architecture,
              config.num_layers)
-    n_ctx = check_context(context, config.max_position_embeddings, ref.name)
     model = family(config.architecture).reference.from_source(source)
     return Opened(ReferenceBackend(model, n_ctx), tokenizer, config, n_ctx, "numpy reference", Path(ref.path))
 
