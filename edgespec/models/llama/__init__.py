@@ -3,15 +3,12 @@
 from ..registry import Family, register
 from . import names
 from .reference import LlamaReference
-
-# Bumped whenever graph.py's graph changes, so exports cached on first use are rebuilt. Kept here, and
-# the builder imported on first use, because importing onnx takes 0.5-5 s and loading a cached export
-# (every `generate` and `chat` start) needs none of it.
-GRAPH_VERSION = 2  # 2: stacked q/k/v and gate/up, SkipSimplifiedLayerNormalization
+from .version import GRAPH_VERSION
 
 
 def build_graph(*args, **kwargs):
-    """graph.build_graph (see there), imported when a graph is first built."""
+    """graph.build_graph (see there), imported when a graph is first built: importing onnx takes
+    0.5-5 s, and loading a cached export (every `generate` and `chat` start) needs none of it."""
     from .graph import build_graph as build
 
     return build(*args, **kwargs)

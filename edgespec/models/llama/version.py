@@ -1,0 +1,5 @@
+"""The version of the graph graph.py builds, apart from it: finding a cached export reads it without
+importing onnx (0.5-5 s at start-up)."""
+
+# Bumped whenever graph.py's graph changes, so exports cached on first use are rebuilt.
+GRAPH_VERSION = 2  # 2: stacked q/k/v and gate/up, SkipSimplifiedLayerNormalization
