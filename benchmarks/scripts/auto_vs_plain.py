@@ -1,6 +1,7 @@
 """--spec auto (the default) vs plain decoding on the bench suite, greedy, one process, the two Models taking turns
 prompt by prompt (order alternating). Usage: python benchmarks/scripts/auto_vs_plain.py TOKENS EXPORT_DIR"""
-import json, sys, time
+import json
+import sys
 from collections import defaultdict
 import edgespec
 from edgespec.bench.runner import load_prompts
