@@ -25,7 +25,6 @@ from .formats.gguf_header import read_gguf_header
 from .models import family
 from .models.contract import GRAPH_CONTRACT_VERSION, check_manifest
 from .runtimes.llamacpp import LlamaCppBackend, kv_bytes_per_token, llama_cpp_module
-from .runtimes.ort import OrtBackend, providers_for
 from .runtimes.reference import ReferenceBackend
 from .runtimes.timing import cost_curve
 from .sysinfo import machine_info
@@ -57,6 +56,8 @@ def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", c
     if device != "cpu":
         if kind not in ("ort", "auto"):
             raise EdgespecError(f"--device {device} needs the onnxruntime backend, not '{kind}'")
+        from .runtimes.ort import providers_for  # onnxruntime: see _open_ort
+
         providers_for(device)  # fail before any export work
         kind = "ort"
     if kind == "llamacpp":  # a missing or unusable llama-cpp-python is said before anything loads
@@ -110,7 +111,8 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     found = find_export(ref, fmt, context)
     if found is not None:
         return found
-    # imported here: onnx takes 0.5-5 s to import, and every start with a cached export needs none of it
+    # imported here: onnx takes 0.5-5 s to import, and every start with a cached export needs none of it;
+    # it validates on onnxruntime (see _open_ort)
     from .export.pipeline import ExportOptions, export
 
     # validated against the fp32 reference on FIRST_USE_VALIDATE_TOKENS per text, without the llama.cpp
@@ -167,6 +169,10 @@ def release(opened: Opened) -> None:
 
 
 def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int = 4096) -> Opened:
+    # here: onnxruntime takes ~40 MB resident once imported, which llama.cpp and the reference backend
+    # (and their --memory-budget) should not pay
+    from .runtimes.ort import OrtBackend
+
     if ref.kind != "export":
         ref = hub.ModelRef("export", cached_export(ref, context=context), ref.name)
     manifest = read_manifest(ref.path)  # checks every file's sha256 first
