@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import hub, memory
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("ort", "llamacpp", "reference", "auto", "static")
 STATIC_DEVICES = ("qnn", "openvino")  # NPUs run static-shape graphs only (`export --target npu`)
 AUTO_TIMED_STEPS = 24
+FIRST_USE_VALIDATE_TOKENS = 64
 EXPORT_SECONDS_PER_MB = {"onnx": 0.1, "gguf": 0.05}  # first-run estimate: 2-core EPYC, idle (smollm2 7 s, qwen 0.5b 23 s)
 
 
@@ -135,15 +136,19 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     found = find_export(ref, fmt, context)
     if found is not None:
         return found
-    # imported here: onnx takes 0.5-5 s to import, and every start with a cached export needs none of it
+    # imported here: onnx takes 0.5-5 s to import, and every start with a cached export needs none of it;
+    # it validates on onnxruntime (see _open_ort)
     from .export.pipeline import ExportOptions, export
 
-    options = ExportOptions(target="npu") if fmt == "npu" else ExportOptions(format=fmt)
+    # validated against the fp32 reference on FIRST_USE_VALIDATE_TOKENS per text, without the llama.cpp
+    # comparison: on 2 cores the full report (`edgespec export`) took 110 of a first chat's 130 s
+    first_use = dict(validate_tokens=FIRST_USE_VALIDATE_TOKENS, compare_llamacpp=False)
+    options = ExportOptions(target="npu", **first_use) if fmt == "npu" else ExportOptions(format=fmt, **first_use)
     full = fmt == "onnx" and context > options.context()
     if full:
         limit = source_config(ref).max_position_embeddings
         check_context(context, limit, ref.name)
-        options = ExportOptions(format=fmt, max_len=limit)
+        options = replace(options, max_len=limit)
     out = hub.cache_dir() / "exports" / export_key(ref, fmt, full)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     with hub.cache_lock(out, f"exporting {ref.name}"):  # another process exporting it: wait, then use its export
@@ -258,6 +263,8 @@ def gguf_source(ref: hub.ModelRef):
 
 
 def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget: int | None = None) -> Opened:
+    if ref.kind == "gguf":  # before the GGUF's vocabulary is read
+        check_context(context, source_config(ref).max_position_embeddings, ref.name)
     path, tokenizer, config = gguf_source(ref)
     n_ctx = check_context(context, config.max_position_embeddings, ref.name)
     n_batch = 512
@@ -276,12 +283,12 @@ def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget:
 def _open_reference(ref: hub.ModelRef, context: int) -> Opened:
     if ref.kind == "export":
         raise EdgespecError("the reference backend needs the source weights, not an export directory")
+    n_ctx = check_context(context, source_config(ref).max_position_embeddings, ref.name)  # before loading
     source = open_weights(ref.path)
     config = source.config
     tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, config.vocab_size)
     log.info("loading %s (%s, %d layers) on the numpy reference backend", ref.name, config.architecture,
              config.num_layers)
-    n_ctx = check_context(context, config.max_position_embeddings, ref.name)
     model = family(config.architecture).reference.from_source(source)
     return Opened(ReferenceBackend(model, n_ctx), tokenizer, config, n_ctx, "numpy reference", Path(ref.path))
 

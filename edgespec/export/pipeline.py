@@ -54,6 +54,7 @@ class ExportOptions:
     embed: str = "fp16"
     max_len: int | None = None  # KV buffer length (context): 4096, or the static window (1024) for --target npu
     validate_tokens: int = 256
+    compare_llamacpp: bool = True  # validation also runs llama.cpp on a GGUF source (a report; slow on 2 cores)
     format: str = "onnx"
     requantize: bool = False  # True: requantize GGUF blocks to plain int4 too (smaller, faster, lossy)
     layer_plans: bool = True  # one If per layer so layer-skip drafts can run a subset (costs ~5% per step)
@@ -217,7 +218,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     log.info("validating against the numpy reference")
     report = validate(lambda: OrtBackend(str(tmp / GRAPH_FILE), config, options.validate_tokens + 8),
                       _reference(source), tokenizer, options.precision, options.validate_tokens,
-                      ref.path if ref.kind == "gguf" else None)
+                      ref.path if ref.kind == "gguf" and options.compare_llamacpp else None)
     artifact = {"format": "onnx",
                 "quantization": {**asdict(options), "routes": _route_summary(getattr(linear, "report", {})),
                                  "lm_head_route": getattr(lm_head, "report", {}),

@@ -3,17 +3,20 @@
 from ..registry import Family, register
 from . import names
 from .reference import LlamaReference
-from .static_graph import STATIC_GRAPH_VERSION, build_static_graph
-
-# Bumped whenever graph.py's graph changes, so exports cached on first use are rebuilt. Kept here, and
-# the builder imported on first use, because importing onnx takes 0.5-5 s and loading a cached export
-# (every `generate` and `chat` start) needs none of it.
-GRAPH_VERSION = 3  # 2: stacked q/k/v and gate/up, SkipSimplifiedLayerNormalization; 3: extra_embeds by default
+from .version import GRAPH_VERSION, STATIC_GRAPH_VERSION
 
 
 def build_graph(*args, **kwargs):
-    """graph.build_graph (see there), imported when a graph is first built."""
+    """graph.build_graph (see there), imported when a graph is first built: importing onnx takes
+    0.5-5 s, and loading a cached export (every `generate` and `chat` start) needs none of it."""
     from .graph import build_graph as build
+
+    return build(*args, **kwargs)
+
+
+def build_static_graph(*args, **kwargs):
+    """static_graph.build_static_graph (the NPU target), imported on first use like build_graph."""
+    from .static_graph import build_static_graph as build
 
     return build(*args, **kwargs)
 

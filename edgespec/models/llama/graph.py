@@ -54,7 +54,7 @@ from ...config import ModelConfig
 from ...errors import UnsupportedArchitectureError
 from ..contract import graph_inputs, graph_outputs
 from ..onnx_builder import MS_DOMAIN, OPSET, ExternalData, GraphBuilder, Linear, gemm_linear, value_info
-from . import GRAPH_VERSION  # noqa: F401  (the version of what this module builds: defined in __init__, see there)
+from .version import GRAPH_VERSION  # noqa: F401  (the version of what this module builds)
 from .reference import rope_inv_freq
 
 

@@ -34,7 +34,7 @@ from onnx import TensorProto, helper
 from ...config import ModelConfig
 from ..onnx_builder import MS_DOMAIN, OPSET, ExternalData, GraphBuilder, Linear
 
-STATIC_GRAPH_VERSION = 1
+from .version import STATIC_GRAPH_VERSION  # noqa: F401  (kept apart so a start-up imports no onnx)
 
 
 def build_static_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], rows: int, window: int,

@@ -1,0 +1,6 @@
+"""The version of the graph graph.py builds, apart from it: finding a cached export reads it without
+importing onnx (0.5-5 s at start-up)."""
+
+# Bumped whenever graph.py's graph changes, so exports cached on first use are rebuilt.
+GRAPH_VERSION = 3  # 2: stacked q/k/v and gate/up, SkipSimplifiedLayerNormalization; 3: extra_embeds by default
+STATIC_GRAPH_VERSION = 1  # static_graph.py's graphs (`export --target npu`)
