@@ -11,6 +11,7 @@ import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 import { GOLDEN } from "../test/helpers.js";
 import { serve } from "../web/serve.js";
+import { checkGpuKv } from "./gpu-kv.js";
 
 const args = process.argv.slice(2);
 const option = (name, fallback) => { const i = args.indexOf(name); return i < 0 ? fallback : args.splice(i, 2)[1]; };
@@ -93,7 +94,12 @@ try {
     await context.setOffline(false);
     await page.close();
   }
-  if (only !== "wasm") await run(context, base, { backend: "webgpu", spec: "off", tokens: WEBGPU_TOKENS, timeout: 1200000 });
+  if (only !== "wasm") {
+    const page = await run(context, base, { backend: "webgpu", spec: "off", tokens: WEBGPU_TOKENS, timeout: 1200000 });
+    const kv = await checkGpuKv(page);
+    assert.deepEqual(kv.problems, [], "GPU KV moves differ from the CPU scheme's");
+    console.log(`[webgpu] KV buffers: growth past a chunk, keep of a non-first branch, rollback: ${kv.rows} rows equal the CPU scheme's`);
+  }
 } finally {
   await context.close();
   server.close();
