@@ -19,8 +19,7 @@ from .bench.runner import markdown, peer_versions, resolve_backends, run_bench
 from .chat import run_chat
 from .errors import EdgespecError
 from .export.manifest import read_manifest
-from .export.pipeline import ExportOptions, export
-from .export.targets import TARGETS
+from .export.targets import TARGETS  # presets as data: no onnxruntime behind it
 from .formats import open_weights
 from .memory import default_budget
 from .sampling import SamplingParams
@@ -209,6 +208,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .export.pipeline import ExportOptions, export  # onnxruntime (validation): see loader._open_ort
+
     preset = TARGETS[args.target]  # flags the user gave win over the target's preset
     chosen = {key: getattr(args, key) for key in ("lm_head", "embed") if getattr(args, key) is not None}
     options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,

@@ -18,12 +18,10 @@ from pathlib import Path
 from . import hub, memory
 from .errors import EdgespecError
 from .export.manifest import manifest_config, read_manifest
-from .export.pipeline import ExportOptions, export
 from .formats import open_weights
 from .models import family
 from .models.contract import GRAPH_CONTRACT_VERSION, check_manifest
 from .runtimes.llamacpp import LlamaCppBackend, kv_bytes_per_token, llama_cpp_module
-from .runtimes.ort import OrtBackend, providers_for
 from .runtimes.reference import ReferenceBackend
 from .runtimes.timing import cost_curve
 from .sysinfo import machine_info
@@ -53,6 +51,8 @@ def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", c
     if device != "cpu":
         if kind not in ("ort", "auto"):
             raise EdgespecError(f"--device {device} needs the onnxruntime backend, not '{kind}'")
+        from .runtimes.ort import providers_for  # onnxruntime: see _open_ort
+
         providers_for(device)  # fail before any export work
         kind = "ort"
     ref = hub.resolve_model(model)
@@ -65,6 +65,8 @@ def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", c
 
 def cached_export(ref: hub.ModelRef, fmt: str = "onnx") -> Path:
     """The default export of a source (int4 ONNX, or a Q4_0/Q8_0 GGUF for llama.cpp), made once."""
+    from .export.pipeline import ExportOptions, export  # it validates on onnxruntime: see _open_ort
+
     if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
         version = family(open_weights(ref.path).config.architecture).graph_version
         key = hub.source_key(ref.path, f"graph{version}", f"contract{GRAPH_CONTRACT_VERSION}")
@@ -105,6 +107,10 @@ def release(opened: Opened) -> None:
 
 
 def _open_ort(ref: hub.ModelRef, threads: int, device: str) -> Opened:
+    # here: onnxruntime takes ~40 MB resident once imported, which llama.cpp and the reference backend
+    # (and their --memory-budget) should not pay
+    from .runtimes.ort import OrtBackend
+
     if ref.kind != "export":
         ref = hub.ModelRef("export", cached_export(ref), ref.name)
     manifest = read_manifest(ref.path)  # checks every file's sha256 first

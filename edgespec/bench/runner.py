@@ -24,7 +24,6 @@ from pathlib import Path
 
 import gguf as gguf_lib
 import numpy as np
-import onnxruntime
 
 from .. import hub
 from ..api import cached_export
@@ -57,6 +56,8 @@ def load_prompts(path: str | None = None) -> list[dict]:
 
 
 def peer_versions() -> dict:
+    import onnxruntime  # here: ~40 MB resident, which a llama.cpp-only process does not need (see loader)
+
     versions = {"edgespec": __version__, "onnxruntime": onnxruntime.__version__}
     try:
         import llama_cpp  # optional (the [llamacpp] extra)
