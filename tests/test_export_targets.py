@@ -42,9 +42,10 @@ def test_widened_fp16_embeddings_compute_the_fp16_exports_logits():
 
 def test_target_web_maps_to_widened_embeddings_and_flags_win(monkeypatch):
     import edgespec.cli as cli
+    import edgespec.export.pipeline as pipeline
 
     seen = {}
-    monkeypatch.setattr(cli, "export", lambda model, output, options, force: seen.setdefault("options", options))
+    monkeypatch.setattr(pipeline, "export", lambda model, output, options, force: seen.setdefault("options", options))
     monkeypatch.setattr(cli, "_print_manifest", lambda out: None)
     parser = build_parser()
     args = parser.parse_args(["export", "smollm2-135m", "--target", "web", "-o", "x"])
