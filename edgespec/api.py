@@ -307,7 +307,7 @@ def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
 
 
 def load(model: str = hub.DEFAULT_MODEL, *, backend: str = "ort", spec: str = "off", draft_budget: int = 8,
-         exact: bool = False, memory_budget: int | str | None = None, context: int = 4096, threads: int = 0,
+         exact: bool = False, memory_budget: int | str | None = None, context: int | None = None, threads: int = 0,
          device: str = "cpu") -> Model:
     """model: a known model name, a .gguf file, an HF directory or an export directory.
 

@@ -180,8 +180,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                                                    "onnxruntime EPs xnnpack, nnapi, coreml, webgpu, dml, cuda "
                                                    "(if this build has them)")
     p.add_argument("--threads", type=int, default=0, help="compute threads (0 = all physical cores)")
-    p.add_argument("--context", type=_positive, default=4096,
-                   help="context length in tokens: KV cache and memory plan (default 4096; at most the model's own)")
+    p.add_argument("--context", type=_positive, default=None,
+                   help="context length in tokens: KV cache and memory plan (default 4096, or the model's own "
+                        "maximum if smaller; at most the model's own)")
     p.add_argument("--spec", default="auto", help="speculative decoding: auto (default: n-gram and layer-skip drafts "
                                                   "where this machine's measured costs say they pay, else plain; "
                                                   "calibrated once per model and machine), off, ngram (prompt "

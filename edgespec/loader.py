@@ -51,7 +51,7 @@ class Opened:
     source: Path | None = None  # the weights file/dir behind it
 
 
-def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", context: int = 4096,
+def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", context: int | None = None,
                  memory_budget: int | str | None = None) -> tuple[hub.ModelRef, Opened, int | None]:
     """Resolve `model` and open it on backend `kind`: (its reference, the opened backend, the memory budget
     in bytes or None). Bad options fail before any export or loading work."""
@@ -163,7 +163,7 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     return out
 
 
-def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "cpu", context: int = 4096,
+def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "cpu", context: int | None = None,
                  memory_budget: int | None = None) -> Opened:
     """memory_budget: bytes; backends that allocate their KV cache up front (llama.cpp) size the context
     to fit it before allocating (the others are fitted after loading: Model.apply_memory_budget)."""
@@ -183,8 +183,14 @@ def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "
     return _open_ort(ref, threads, device, context)
 
 
-def check_context(context: int, limit: int, what: str) -> int:
-    """`context` if it fits `limit` (the model's or the export's maximum), else a clear error."""
+DEFAULT_CONTEXT = 4096  # tokens when none is asked for (or the model's / export's maximum, if smaller)
+
+
+def check_context(context: int | None, limit: int, what: str) -> int:
+    """`context` if it fits `limit` (the model's or the export's maximum), else a clear error;
+    None: DEFAULT_CONTEXT, or `limit` if that is smaller (a small model is not an error)."""
+    if context is None:
+        return min(DEFAULT_CONTEXT, limit)
     if context < 1:
         raise EdgespecError(f"--context {context}: expected a positive number of tokens")
     if context > limit:
@@ -200,13 +206,13 @@ def release(opened: Opened) -> None:
     gc.collect()
 
 
-def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int = 4096) -> Opened:
+def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int | None = None) -> Opened:
     # here: onnxruntime takes ~40 MB resident once imported, which llama.cpp and the reference backend
     # (and their --memory-budget) should not pay
     from .runtimes.ort import OrtBackend
 
     if ref.kind != "export":
-        ref = hub.ModelRef("export", cached_export(ref, context=context), ref.name)
+        ref = hub.ModelRef("export", cached_export(ref, context=context or 0), ref.name)
     manifest = read_manifest(ref.path)  # checks every file's sha256 first
     if manifest.get("format") == "gguf":
         raise EdgespecError(f"'{ref.path}' holds a GGUF export; run it with --backend llamacpp")
@@ -262,7 +268,7 @@ def gguf_source(ref: hub.ModelRef):
     return ref.path, tokenizer_for("gguf", ref.path, source.metadata, source.config.vocab_size), source.config
 
 
-def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget: int | None = None) -> Opened:
+def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int | None, memory_budget: int | None = None) -> Opened:
     if ref.kind == "gguf":  # before the GGUF's vocabulary is read
         check_context(context, source_config(ref).max_position_embeddings, ref.name)
     path, tokenizer, config = gguf_source(ref)
@@ -280,7 +286,7 @@ def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int, memory_budget:
     return Opened(backend, tokenizer, config, n_ctx, f"llama.cpp ({path.name})", Path(path))
 
 
-def _open_reference(ref: hub.ModelRef, context: int) -> Opened:
+def _open_reference(ref: hub.ModelRef, context: int | None) -> Opened:
     if ref.kind == "export":
         raise EdgespecError("the reference backend needs the source weights, not an export directory")
     n_ctx = check_context(context, source_config(ref).max_position_embeddings, ref.name)  # before loading
@@ -293,7 +299,7 @@ def _open_reference(ref: hub.ModelRef, context: int) -> Opened:
     return Opened(ReferenceBackend(model, n_ctx), tokenizer, config, n_ctx, "numpy reference", Path(ref.path))
 
 
-def choose_backend(ref: hub.ModelRef, threads: int, context: int) -> tuple[str, str]:
+def choose_backend(ref: hub.ModelRef, threads: int, context: int | None) -> tuple[str, str]:
     """`--backend auto`: (backend name, why) — the one that decodes this model faster on this machine,
     measured once (a short prefill, then the median of timed single-token passes, one backend at a time)
     and cached per model file, machine and threads under EDGESPEC_CACHE/auto. "ort" alone when
@@ -317,7 +323,7 @@ def choose_backend(ref: hub.ModelRef, threads: int, context: int) -> tuple[str, 
     return picked, why
 
 
-def measure_decode(ref: hub.ModelRef, kind: str, threads: int, context: int) -> float:
+def measure_decode(ref: hub.ModelRef, kind: str, threads: int, context: int | None) -> float:
     """Decode tok/s: 1 / the median time of a 1-token pass after a short prompt, on a backend opened for
     this alone and released before returning (the next one measured does not share the machine with it)."""
     opened = open_backend(ref, kind, threads=threads, context=context)

@@ -37,7 +37,7 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="ort", choices=["ort", "llamacpp", "auto", "reference"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="compute threads (0 = all physical cores)")
-    p.add_argument("--context", type=int, default=4096)
+    p.add_argument("--context", type=int, default=None, help="tokens (default 4096, or the model's maximum if smaller)")
     p.add_argument("--spec", default="auto", help="speculative decoding (default auto): off, ngram, layerskip, "
                                                   "draft:MODEL, auto")
     p.add_argument("--draft-budget", type=int, default=8)

@@ -38,7 +38,7 @@ class ModelOptions:
     spec: str = "auto"
     draft_budget: int = 8
     exact: bool = False
-    context: int = 4096
+    context: int | None = None
     threads: int = 0
     device: str = "cpu"
     memory_budget: str | None = None
