@@ -156,8 +156,10 @@ def _export(model: str, out_dir: str | Path, options: ExportOptions, force: bool
         if options.format == "gguf":
             artifact, report, build_seconds = _write_gguf_export(ref, source, tokenizer, tmp, options, started, step)
         elif options.target == "npu":
+            planned = _strategies(source, options, tokenizer, ref)[:2] if options.planned else None  # same weights
             artifact, report, build_seconds, routes = write_static_export(ref, source, tokenizer, tmp, options,
-                                                                          max_len, started, _reference(source))
+                                                                          max_len, started, _reference(source),
+                                                                          planned)
             artifact["quantization"] = {**asdict(options), "routes": _route_summary(routes)}
         else:
             artifact, report, build_seconds = _write_onnx_export(ref, source, tokenizer, tmp, options, max_len,

@@ -47,11 +47,20 @@ def static_strategies(source, options):
         return Fp16Activations(QuantizedLinear(source, bits, options.block_size, options.accuracy_level,
                                                keep_gguf_blocks=not options.requantize, float_type=np.float16))
     head = {"int8": lambda: quantized(8), "int4": lambda: quantized(4),
-            "fp32": lambda: matmul_linear(np.float32)}[options.lm_head]()
+            "fp32": lambda: matmul_linear(np.float32)}[options.lm_head or "int8"]()  # recipes are not applied here
     return quantized(4), head
 
 
-def write_static_export(ref, source, tokenizer, tmp: Path, options, window: int, started: float, make_reference):
+def _fp16(*linears):
+    """The recipe's planned QuantizedLinears (the same int4/int8 choices as the dynamic export) on fp16
+    activations; the Q4_1/Q4_K offset term as an fp16 MatMul (its int8 form has fp32 scales)."""
+    for linear in linears:
+        linear.float_type, linear.int8_offsets = np.float16, False
+    return tuple(Fp16Activations(linear) for linear in linears)
+
+
+def write_static_export(ref, source, tokenizer, tmp: Path, options, window: int, started: float, make_reference,
+                        planned=None):
     """model_t{T}.onnx per bucket + weights.onnx.data.
     -> (manifest entries, validation report, build seconds, the Linear strategy's per-weight route report)"""
     config = source.config
@@ -59,7 +68,7 @@ def write_static_export(ref, source, tokenizer, tmp: Path, options, window: int,
     if unit.build_static_graph is None:
         raise UnsupportedArchitectureError(f"architecture '{config.architecture}' has no static (NPU) graph builder")
     buckets = sorted(set(options.buckets))
-    linear, lm_head = static_strategies(source, options)
+    linear, lm_head = static_strategies(source, options) if planned is None else _fp16(*planned)
     embed_dtype = np.float32 if options.precision == "fp32" or options.embed == "fp32" else np.float16
     external = ExternalData(tmp / DATA_FILE, DATA_FILE)
     graphs = {}
