@@ -154,7 +154,7 @@ def test_cli_speculation_on_llamacpp_with_exact_equals_plain(smollm2_gguf):
     out = {}
     for spec in ("off", "ngram"):
         result = run_cli("generate", str(smollm2_gguf), "-p", prompt, "--backend", "llamacpp", "--spec", spec,
-                         "--exact", "--max-tokens", "64", "--json")
+                         "--exact", "--temperature", "0", "--max-tokens", "64", "--json")
         assert result.returncode == 0, result.stderr.decode()
         out[spec] = json.loads(result.stdout)
     assert out["ngram"]["token_ids"] == out["off"]["token_ids"]

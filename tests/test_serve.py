@@ -120,7 +120,8 @@ def test_greedy_through_the_server_equals_edgespec_generate(client):
     served = chat(client, prompt, max_tokens=40).choices[0].message.content
     # plain decoding (no speculation) in another process; --exact on both sides makes them bit-identical
     result = subprocess.run([sys.executable, "-m", "edgespec.cli", "generate", MODEL, "-p", prompt,
-                             "--max-tokens", "40", "--exact", "--json"], capture_output=True, timeout=600)
+                             "--max-tokens", "40", "--exact", "--temperature", "0", "--spec", "off", "--json"],
+                            capture_output=True, timeout=600)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert served == json.loads(result.stdout)["text"]
 
