@@ -46,7 +46,7 @@ def test_target_web_maps_to_widened_embeddings_and_flags_win(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(pipeline, "export", lambda model, output, options, force: seen.setdefault("options", options))
-    monkeypatch.setattr(cli, "_print_manifest", lambda out: None)
+    monkeypatch.setattr(cli.manage, "manifest_lines", lambda out: [])
     parser = build_parser()
     args = parser.parse_args(["export", "smollm2-135m", "--target", "web", "-o", "x"])
     args.func(args)

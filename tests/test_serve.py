@@ -118,9 +118,11 @@ def test_stop_strings_cut_before_the_stop(client, stream):
 def test_greedy_through_the_server_equals_edgespec_generate(client):
     prompt = "Explain in two sentences what a compiler does."
     served = chat(client, prompt, max_tokens=40).choices[0].message.content
-    # plain decoding (no speculation) in another process; --exact on both sides makes them bit-identical
+    # plain decoding (no speculation) in another process; --exact on both sides makes them bit-identical.
+    # The CLI's sampling defaults are ollama's (repeat penalty 1.1 even at temperature 0); the OpenAI API has none
     result = subprocess.run([sys.executable, "-m", "edgespec.cli", "generate", MODEL, "-p", prompt,
-                             "--max-tokens", "40", "--exact", "--temperature", "0", "--spec", "off", "--json"],
+                             "--max-tokens", "40", "--exact", "--temperature", "0", "--repetition-penalty", "1",
+                             "--spec", "off", "--json"],
                             capture_output=True, timeout=600)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert served == json.loads(result.stdout)["text"]
