@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gguf: a GGUF for llama.cpp (Q4_0 for --int4, F32 for --fp32, or --gguf-type)")
     p.add_argument("--gguf-type", help="Q8_0 | Q4_0 | F16 | F32 (with --format gguf)")
     p.add_argument("--block-size", type=int, default=32, help="int4 block for requantized weights (16/32/64/128)")
-    p.add_argument("--accuracy-level", type=int, default=4,
+    p.add_argument("--accuracy-level", type=int, default=None,
                    help="MatMulNBits accuracy level for int4 weights: 4 = int8 activations (fast, like llama.cpp), "
-                        "0 = fp32 activations (exact, 0.6-0.9x speed); int8 weights always use 4")
+                        "0/1 = fp32 activations on every weight (exact; 0.6-0.9x speed on int4, far slower on int8 "
+                        "weights; --target web uses 1: the browser computes fp32)")
     p.add_argument("--recipe", default=None,
                    help="int4: faithful (every GGUF level kept) | balanced (default: GPTQ int4 where the measured "
                         "KL cost per byte is lowest, <= 1.1x the all-int4 bytes per token) | fast (all GPTQ int4)")
@@ -282,8 +283,9 @@ def cmd_export(args) -> int:
     from .memory import parse_size
 
     preset = TARGETS[args.target]  # flags the user gave win over the target's preset
-    chosen = {key: getattr(args, key) for key in ("lm_head", "embed") if getattr(args, key) is not None}
-    options = ExportOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
+    chosen = {key: getattr(args, key) for key in ("lm_head", "embed", "accuracy_level")
+              if getattr(args, key) is not None}
+    options = ExportOptions(precision=args.precision, block_size=args.block_size,
                             **{**preset, **chosen}, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
                             gguf_type=args.gguf_type, layer_plans=args.layer_plans,

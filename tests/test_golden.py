@@ -1,7 +1,8 @@
-"""Replay the golden traces (tests/golden/) through the onnxruntime backend of the default export.
+"""Replay the golden traces (tests/golden/) through the onnxruntime backend of the default export
+and of the `--target web` export (fp32 activations: what the browser computes).
 
 The same JSON is the oracle for every other runtime of the export (the JS engine, the static NPU
-graphs); its format and tolerance rule are in tests/golden/README.md.
+graphs, the browser page for the web one); its format and tolerance rule are in tests/golden/README.md.
 """
 
 from __future__ import annotations
@@ -15,31 +16,36 @@ import pytest
 import edgespec
 from edgespec.models.contract import GRAPH_CONTRACT_VERSION
 
-from .golden.make import GOLDEN, MODEL, export_identity
-from .golden.trace import FORMAT, FORMAT_VERSION, REGENERATE, trace
+from .golden.make import TARGET_GOLDEN, export_identity, target_export
+from .golden.trace import FORMAT, FORMAT_VERSION, trace
 
 pytestmark = pytest.mark.realmodel
 
 
+@pytest.fixture(scope="module", params=sorted(TARGET_GOLDEN))
+def target(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def golden():
-    data = json.loads(GOLDEN.read_text(encoding="utf-8"))
+def golden(target):
+    data = json.loads(TARGET_GOLDEN[target].read_text(encoding="utf-8"))
     assert data["format"] == FORMAT and data["format_version"] == FORMAT_VERSION
     return data
 
 
 @pytest.fixture(scope="module")
-def model(smollm2_gguf, golden):
-    model = edgespec.load(MODEL, backend="ort")
-    ours = export_identity(Path(model.source))
+def model(smollm2_gguf, golden, target):
+    directory = target_export(target)
+    ours = export_identity(directory, target)
     theirs = golden["export"]
     for name in ("model.onnx", "model.onnx.data"):
         if ours["files"][name]["sha256"] != theirs["files"][name]["sha256"]:
-            pytest.fail(f"the default export's {name} has sha256 {ours['files'][name]['sha256']} but the golden "
-                        f"traces were made from {theirs['files'][name]['sha256']} ({GOLDEN.name}): if the graph "
-                        f"change is intended, regenerate them with `{REGENERATE}` and commit the file")
+            pytest.fail(f"the {target} export's {name} has sha256 {ours['files'][name]['sha256']} but the golden "
+                        f"traces were made from {theirs['files'][name]['sha256']} ({TARGET_GOLDEN[target].name}): if "
+                        f"the graph change is intended, regenerate them with `{golden['regenerate']}` and commit it")
     assert ours["graph_contract_version"] == theirs["graph_contract_version"] == GRAPH_CONTRACT_VERSION
-    return model
+    return edgespec.load(str(directory), backend="ort")
 
 
 def compare(case: dict, tokens: list[int], rows: list[np.ndarray], tolerance: float) -> int:

@@ -10,9 +10,11 @@ import { NgramDrafter } from "../engine/drafters/ngram.js";
 import { decode, SpecStats } from "../engine/engine.js";
 import { loadNode } from "../engine/node.js";
 import { Sampler } from "../engine/sampling.js";
+import { checkLogits, checkTokens as checkTokensOf } from "./golden-compare.js";
 import { exportDir, golden, recording } from "./helpers.js";
 
 let model, trace;
+const checkTokens = (got, c, label) => checkTokensOf(trace, got, c, label);
 
 before(async () => {
   trace = golden();
@@ -24,22 +26,6 @@ before(async () => {
       `${dir}/${name} is not the export the golden traces were made from: regenerate them (${trace.regenerate})`);
   }
 });
-
-/**
- * How many leading steps of a replay agree with the golden case. A replay may part from the golden only
- * at a near-tie (golden top-1 minus top-2 gap under 2 x logit_abs); the comparison ends there.
- */
-function checkTokens(got, golden, label) {
-  const tie = 2 * trace.tolerance.logit_abs;
-  for (let i = 0; i < golden.tokens.length; i++) {
-    if (got[i] !== golden.tokens[i]) {
-      const gap = golden.steps[i].top_logits[0] - golden.steps[i].top_logits[1];
-      assert.ok(gap < tie, `${label}: token ${i} is ${got[i]}, the golden trace has ${golden.tokens[i]} (top-1/top-2 gap ${gap}, not a near-tie)`);
-      return i;
-    }
-  }
-  return golden.tokens.length;
-}
 
 /**
  * Speculative greedy vs the golden (plain) tokens, with tests/test_spec_real.py's rule: a T-token pass rounds
@@ -89,13 +75,7 @@ describe("golden traces of smollm2-135m's default export", () => {
         const tokens = await greedy(rec.backend, c.prompt_ids, null);
         const n = checkTokens(tokens, c, `${c.name} (${kvScheme})`);
         t.diagnostic(`${c.name}: ${n} of ${c.steps.length} tokens equal the golden trace`);
-        for (let s = 0; s < Math.min(n + 1, c.steps.length); s++) { // step n chose the token that differed
-          const row = rec.rows[s];
-          c.steps[s].top_ids.forEach((id, j) => {
-            const diff = Math.abs(row[id] - c.steps[s].top_logits[j]);
-            assert.ok(diff <= trace.tolerance.logit_abs, `${c.name} step ${s}: logit of ${id} off by ${diff}`);
-          });
-        }
+        checkLogits(trace, (step, id) => rec.rows[step][id], c, n, c.name);
       }
     });
   }

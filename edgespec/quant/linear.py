@@ -93,17 +93,18 @@ class QuantizedLinear:
                 correction = g.node("MatMulNBits", [sums, g.constant(name + ".block_offset.q", q.blob),
                                                     g.constant(name + ".block_offset.scales", q.scales)],
                                     domain="com.microsoft", K=k_blocks, N=packed.N, bits=8, block_size=q.block,
-                                    accuracy_level=INT8_WEIGHT_ACCURACY_LEVEL)
+                                    accuracy_level=self.level_for(8))
             else:
                 correction = g.node("MatMul", [sums, g.constant(name + ".block_offset",
                                                                 np.ascontiguousarray(offset.T, dtype=f))])
             g.node("Add", [main, correction], [out])
 
     def level_for(self, bits: int) -> int:
-        """The accuracy level asked for applies to int4 weights. int8 weights keep int8 activations (4):
-        onnxruntime's CPU kernel has no fp32-activation path for them and dequantizes the whole weight on
-        every call (smollm2's int8 lm_head at level 0: 152 -> 12 tok/s)."""
-        return self.accuracy_level if bits == 4 else INT8_WEIGHT_ACCURACY_LEVEL
+        """The default level 4 (int8 activations) applies to every weight. A lower level asked for (fp32
+        activations: what onnxruntime-web's kernels compute, see export/targets.py) applies to int8 weights
+        too, at a price on a CPU: onnxruntime's CPU kernel has no fp32-activation path for them and
+        dequantizes the whole weight on every call (smollm2's int8 lm_head at level 0: 152 -> 12 tok/s)."""
+        return self.accuracy_level if bits == 4 or self.accuracy_level < 4 else INT8_WEIGHT_ACCURACY_LEVEL
 
     def pack(self, canonical: str, record: bool = True) -> tuple[PackedInt4, np.ndarray | None]:
         """(packed weight, per-block offset [N, K/block] or None). record=False: leave no report entry."""

@@ -1,14 +1,18 @@
-"""Regenerate the golden traces: `python -m tests.golden.make [--out tests/golden/smollm2-135m.json]`.
+"""Regenerate the golden traces: `python -m tests.golden.make [--target cpu|web] [--out FILE]`.
 
-Exports smollm2-135m with the default options (cached under EDGESPEC_CACHE/exports on first use),
-decodes the prompts below greedily on onnxruntime and writes prompt ids, 32 tokens and per-step
-top-5 logits, with the export's identity (source, graph contract, file hashes, export options).
-Run it when an intended change alters the default export's graph (the replay test says so).
+Exports smollm2-135m with the target's options (cpu: the default export, cached under
+EDGESPEC_CACHE/exports on first use; web: `--target web`, what the browser page runs), decodes the
+prompts below greedily on onnxruntime and writes prompt ids, 32 tokens and per-step top-5 logits,
+with the export's identity (source, graph contract, file hashes, export options).
+Run it when an intended change alters an export's graph (the replay test says so).
+`--print-export` only prints the target's export directory (making it if needed): .ci/run hands the
+web one to the browser test.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 from dataclasses import asdict
@@ -18,7 +22,10 @@ import onnxruntime
 
 import edgespec
 from edgespec.export.manifest import read_manifest
-from edgespec.export.pipeline import ExportOptions
+from edgespec import hub
+from edgespec.export.pipeline import ExportOptions, export
+from edgespec.export.targets import TARGETS
+from edgespec.loader import cached_export
 from edgespec.models.llama import GRAPH_VERSION
 from edgespec.sysinfo import machine_info
 
@@ -36,18 +43,38 @@ CASES = [
     {"name": "raw-prose", "text": "The history of the printing press begins"},
 ]
 GOLDEN = Path(__file__).with_name(f"{MODEL}.json")
+TARGET_GOLDEN = {"cpu": GOLDEN, "web": Path(__file__).with_name(f"{MODEL}-web.json")}
+EXPORT_CODE = ("models", "export", "quant", "formats")  # what a change of re-makes the web export
 
 
-def export_identity(export_dir: Path) -> dict:
+def target_export(target: str) -> Path:
+    """smollm2's export for `target`: the default one from edgespec's cache (cpu), else made once per
+    version of the export code under EDGESPEC_CACHE/exports."""
+    ref = hub.resolve_model(MODEL)
+    if target == "cpu":
+        return cached_export(ref)
+    package = Path(edgespec.__file__).parent
+    code = hashlib.sha256()
+    for path in sorted(p for part in EXPORT_CODE for p in (package / part).rglob("*.py")):
+        code.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    out = hub.cache_dir() / "exports" / f"{MODEL}-{target}-{code.hexdigest()[:12]}"
+    if not (out / "edgespec.json").is_file():
+        # validated on 64 tokens per text without llama.cpp: it feeds tests, and its golden checks it closely
+        export(MODEL, out, ExportOptions(**TARGETS[target], validate_tokens=64, compare_llamacpp=False), force=True)
+    return out
+
+
+def export_identity(export_dir: Path, target: str = "cpu") -> dict:
     manifest = read_manifest(export_dir)  # checks every file's sha256 against the manifest
     return {"source": {"name": manifest["source"]["name"], "sha256": manifest["source"].get("sha256")},
             "graph_contract_version": manifest["graph_contract"]["version"], "graph_version": GRAPH_VERSION,
-            "options": asdict(ExportOptions()), "max_len": manifest["max_len"],
+            "options": asdict(ExportOptions(**TARGETS[target])), "max_len": manifest["max_len"],
             "files": {name: manifest["files"][name] for name in ("model.onnx", "model.onnx.data")}}
 
 
-def make(out: Path = GOLDEN) -> dict:
-    model = edgespec.load(MODEL, backend="ort", threads=THREADS)
+def make(out: Path = GOLDEN, target: str = "cpu") -> dict:
+    directory = target_export(target)
+    model = edgespec.load(str(directory), backend="ort", threads=THREADS)
     cases = []
     for case in CASES:
         if "messages" in case:
@@ -60,9 +87,11 @@ def make(out: Path = GOLDEN) -> dict:
         cases.append({**entry, "prompt_text": model.tokenizer.decode(ids), "prompt_ids": ids, "tokens": tokens,
                       "output_text": model.tokenizer.decode(tokens), "steps": [digest(r) for r in rows]})
     golden = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "model": MODEL, "regenerate": REGENERATE,
-        "export": {"kind": "default int4 ONNX export (edgespec export MODEL, default options)",
-                   **export_identity(Path(model.source))},
+        "format": FORMAT, "format_version": FORMAT_VERSION, "model": MODEL,
+        "regenerate": REGENERATE + ("" if target == "cpu" else f" --target {target}"),
+        "export": {"kind": "default int4 ONNX export (edgespec export MODEL, default options)" if target == "cpu"
+                   else f"int4 ONNX export for --target {target} (edgespec export MODEL --target {target})",
+                   "target": target, **export_identity(directory, target)},
         "produced_by": {"edgespec": edgespec.__version__, "onnxruntime": onnxruntime.__version__,
                         "threads": THREADS, "cpu": machine_info(THREADS)["cpu"], "python": platform.python_version()},
         "protocol": {
@@ -86,8 +115,14 @@ def make(out: Path = GOLDEN) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=GOLDEN)
-    golden = make(parser.parse_args().out)
+    parser.add_argument("--target", choices=sorted(TARGET_GOLDEN), default="cpu")
+    parser.add_argument("--out", type=Path, default=None, help="default: tests/golden/smollm2-135m[-TARGET].json")
+    parser.add_argument("--print-export", action="store_true", help="only print the target's export directory")
+    args = parser.parse_args()
+    if args.print_export:
+        print(target_export(args.target))
+        return
+    golden = make(args.out or TARGET_GOLDEN[args.target], args.target)
     gaps = [s["top_logits"][0] - s["top_logits"][1] for c in golden["cases"] for s in c["steps"]]
     print(f"wrote {len(golden['cases'])} cases x {TOKENS} tokens; smallest top-1/top-2 gap {min(gaps):.4f}")
 

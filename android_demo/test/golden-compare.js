@@ -1,0 +1,33 @@
+// The golden traces' comparison rule (tests/golden/*.json "tolerance"), shared by the node test and the
+// browser test so that both judge a replay the same way as the Python side.
+import assert from "node:assert/strict";
+
+/**
+ * How many leading tokens of a plain greedy replay agree with the golden case. A replay may part from
+ * the golden only at a near-tie (golden top-1 minus top-2 gap under 2 x logit_abs); the comparison ends there.
+ */
+export function checkTokens(trace, got, golden, label) {
+  const tie = 2 * trace.tolerance.logit_abs;
+  for (let i = 0; i < golden.tokens.length; i++) {
+    if (got[i] !== golden.tokens[i]) {
+      const gap = golden.steps[i].top_logits[0] - golden.steps[i].top_logits[1];
+      assert.ok(gap < tie, `${label}: token ${i} is ${got[i]}, the golden trace has ${golden.tokens[i]} ` +
+        `(top-1/top-2 gap ${gap}, not a near-tie)`);
+      return i;
+    }
+  }
+  return golden.tokens.length;
+}
+
+/**
+ * The replay's logits of each golden top id are within logit_abs of the golden's, for the first `n + 1`
+ * steps (step n chose the token that differed). rowLogit(step, id) -> the replay's logit.
+ */
+export function checkLogits(trace, rowLogit, golden, n, label) {
+  for (let s = 0; s < Math.min(n + 1, golden.steps.length); s++) {
+    golden.steps[s].top_ids.forEach((id, j) => {
+      const diff = Math.abs(rowLogit(s, id) - golden.steps[s].top_logits[j]);
+      assert.ok(diff <= trace.tolerance.logit_abs, `${label} step ${s}: logit of ${id} off by ${diff}`);
+    });
+  }
+}
