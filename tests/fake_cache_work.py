@@ -56,7 +56,7 @@ def export(work: Path, hold: float) -> Path:
     if not source.exists():
         source.write_bytes(PAYLOAD)
 
-    def fake_export(name, out, force=False, options=None):
+    def fake_export(name, out, force=False, options=None, **_):  # progress=... and what comes next
         _working(work, hold)
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "edgespec.json").write_text(f'{{"made_by": {os.getpid()}}}')
