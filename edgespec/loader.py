@@ -264,8 +264,11 @@ def gguf_source(ref: hub.ModelRef):
                                 f"`edgespec export {manifest['source']['name']} --format gguf`")
         config = manifest_config(manifest)
         return ref.path / manifest["gguf"]["file"], tokenizer_for("export", ref.path, {}, config.vocab_size), config
-    source = open_weights(ref.path)  # checks the GGUF header, architecture and quant types
-    return ref.path, tokenizer_for("gguf", ref.path, source.metadata, source.config.vocab_size), source.config
+    # the header alone (llama.cpp reads the weights): gguf's reader would decode the vocabulary into
+    # per-string arrays, a transient peak bigger than smollm2's weights, before any --memory-budget check
+    metadata, tensors = read_gguf_header(ref.path, strings=True)
+    config = ModelConfig.from_gguf(metadata, tensors)
+    return ref.path, tokenizer_for("gguf", ref.path, metadata, config.vocab_size), config
 
 
 def _open_llamacpp(ref: hub.ModelRef, threads: int, context: int | None, memory_budget: int | None = None) -> Opened:

@@ -162,3 +162,18 @@ def test_hf_dir_missing_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelFormatError, match=r"lacks tokenizer.json, \*.safetensors"):
         open_weights(tmp_path)
+
+
+@pytest.mark.realmodel
+def test_header_reader_gives_the_full_readers_metadata_with_strings(smollm2_gguf):
+    """llama.cpp's tokenizer is built from read_gguf_header(strings=True) (no gguf reader's peak):
+    every metadata value, the vocabulary and merges included, equals the gguf package's decoding."""
+    from edgespec.formats.gguf_header import read_gguf_header
+
+    metadata, tensors = read_gguf_header(smollm2_gguf, strings=True)
+    full = open_gguf(smollm2_gguf)
+    assert set(metadata) == set(full.metadata)
+    for key in full.metadata:
+        assert metadata[key] == full.metadata[key], key
+    assert len(metadata["tokenizer.ggml.tokens"]) == full.config.vocab_size and metadata["tokenizer.ggml.merges"]
+    assert tensors == frozenset(t.name for t in full._reader.tensors)

@@ -60,11 +60,6 @@ def test_a_budget_just_above_plain_decoding_completes_with_a_smaller_tree(smollm
     assert stats["peak_rss_mb"] * MiB <= budget
 
 
-@pytest.mark.xfail(reason="peak RSS ends 2-3 MiB over the budget (263.6 vs 261 MiB). Found: the process's peak is "
-                          "reached BEFORE llama.cpp loads anything, while gguf-py's GGUFReader parses the GGUF's "
-                          "metadata for the tokenizer (smollm2: RSS 84 -> peak 250 MiB, back to 84 after; qwen 0.5b: "
-                          "peak 679 MiB), which neither the pre-load estimate nor the budget arithmetic models; fix: "
-                          "read the vocabulary without GGUFReader's per-string arrays", strict=False)
 def test_llamacpp_context_is_sized_to_the_budget_before_its_kv_cache_is_allocated(smollm2_gguf):
     """llama.cpp allocates the KV cache for the whole context when the context is created, so the
     budget must choose the context first (in a fresh process: the peak RSS is per process)."""
