@@ -39,8 +39,9 @@ def test_int4_export_is_validated(int4_export):
 
 
 def test_fp32_activations_reach_97_percent_top1(tmp_path, smollm2_gguf):
-    """--accuracy-level 0: the int4 weights see fp32 activations; the int8 lm_head keeps level 4
-    (onnxruntime's CPU kernel has no fast fp32 path for 8-bit weights)."""
+    """--accuracy-level 0: every weight sees fp32 activations, the int8 ones (lm_head, 8-bit GGUF levels)
+    too, though onnxruntime's CPU kernel has no fast fp32 path for them: what the flag says, and what
+    the browser computes (export/targets.py)."""
     out = export(str(smollm2_gguf), tmp_path / "exact", ExportOptions(accuracy_level=0, validate_tokens=256,
                                                                       recipe="faithful"))
     for name in ("stdlib", "prose"):
@@ -58,7 +59,7 @@ def test_fp32_activations_reach_97_percent_top1(tmp_path, smollm2_gguf):
                 if a.type == onnx.AttributeProto.GRAPH:
                     walk(a.g)
     walk(onnx.load(str(out / "model.onnx"), load_external_data=False).graph)
-    assert levels == {(4, 0), (8, 4)}
+    assert levels == {(4, 0), (8, 0)}
 
 
 def test_fp32_export_equals_reference(tmp_path, smollm2_gguf):
