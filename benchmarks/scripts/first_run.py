@@ -4,9 +4,11 @@
 
 1. `chat MODEL` from an empty cache (a fresh EDGESPEC_CACHE whose models/ links the pulled GGUF:
    nothing downloads; the export and the --spec auto calibration are made) to the `> ` prompt;
-2. `generate MODEL --spec auto` with that export cached (the calibration is now cached too: the
-   first auto start is (1)'s calibration) to the first token, N times; the same with `--spec off`;
-3. `info MODEL`, N times.
+2. in a second empty cache: `generate --spec off` (makes the export), then the first
+   `generate --spec auto` (the export cached, its calibration not yet: what the first auto adds),
+   then `--spec off` again;
+3. `generate MODEL --spec auto` and `--spec off` with everything cached, to the first token, N times;
+4. `info MODEL`, N times.
 Each row records wall seconds and the process's CPU seconds (user + sys of the child).
 Run it on an otherwise idle machine: it measures start-up, and start-up is mostly waiting for a core.
 """
@@ -58,6 +60,13 @@ def first_byte(what: str, args: list[str], env: dict) -> dict:
     return {"what": what, "wall_s": round(wall, 2), "cpu_s": round(_cpu() - cpu, 2)}
 
 
+def empty_cache(root: Path, gguf: Path) -> dict:
+    cache = root / "cache"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / gguf.name).symlink_to(gguf)
+    return {**os.environ, "EDGESPEC_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="smollm2-135m")
@@ -66,13 +75,14 @@ def main() -> None:
     args = parser.parse_args()
     gguf = hub.resolve_model(args.model).path
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(tmp) / "cache"
-        (cache / "models").mkdir(parents=True)
-        (cache / "models" / gguf.name).symlink_to(gguf)
-        env = {**os.environ, "EDGESPEC_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    generate = ["generate", args.model, "-p", "Write a haiku about CPUs", "-n", "8", "--temperature", "0"]
+    with tempfile.TemporaryDirectory() as first, tempfile.TemporaryDirectory() as second:
+        env = empty_cache(Path(first), gguf)
         rows.append(chat_to_prompt(args.model, env))
-        generate = ["generate", args.model, "-p", "Name three primary colours.", "-n", "8", "--temperature", "0"]
+        env2 = empty_cache(Path(second), gguf)
+        first_byte("(export made by a --spec off run, not timed)", generate + ["--spec", "off"], env2)
+        rows.append(first_byte("first generate --spec auto (export cached), to the first token", generate, env2))
+        rows.append(first_byte("then generate --spec off, to the first token", generate + ["--spec", "off"], env2))
         for _ in range(args.reps):
             rows.append(first_byte("generate --spec auto, cached, to the first token", generate, env))
             rows.append(first_byte("generate --spec off, cached, to the first token", generate + ["--spec", "off"],
