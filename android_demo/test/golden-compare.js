@@ -31,3 +31,16 @@ export function checkLogits(trace, rowLogit, golden, n, label) {
     });
   }
 }
+
+/**
+ * The export is the one the traces were made from: the same graph (model.onnx: the same on every
+ * machine). Its weights may differ in bytes when it was made on another CPU (GPTQ's float arithmetic
+ * rounds a few int4 levels the other way): then the logit tolerance decides, and `note` says so.
+ */
+export function checkExportIdentity(trace, manifest, dir, note = console.log) {
+  assert.equal(manifest.files["model.onnx"]?.sha256, trace.export.files["model.onnx"].sha256,
+    `${dir}/model.onnx is not the graph the golden traces were made from: regenerate them (${trace.regenerate})`);
+  if (manifest.files["model.onnx.data"]?.sha256 !== trace.export.files["model.onnx.data"].sha256) {
+    note(`${dir}: the weights differ in bytes from the golden's (made on ${trace.produced_by.cpu}): comparing under the tolerance`);
+  }
+}

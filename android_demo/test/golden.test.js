@@ -10,7 +10,7 @@ import { NgramDrafter } from "../engine/drafters/ngram.js";
 import { decode, SpecStats } from "../engine/engine.js";
 import { loadNode } from "../engine/node.js";
 import { Sampler } from "../engine/sampling.js";
-import { checkLogits, checkTokens as checkTokensOf } from "./golden-compare.js";
+import { checkExportIdentity, checkLogits, checkTokens as checkTokensOf } from "./golden-compare.js";
 import { exportDir, golden, recording } from "./helpers.js";
 
 let model, trace;
@@ -20,11 +20,7 @@ before(async () => {
   trace = golden();
   const dir = exportDir();
   model = await loadNode(dir);
-  const files = trace.export.files;
-  for (const name of Object.keys(files)) {
-    assert.equal(model.manifest.files[name].sha256, files[name].sha256,
-      `${dir}/${name} is not the export the golden traces were made from: regenerate them (${trace.regenerate})`);
-  }
+  checkExportIdentity(trace, model.manifest, dir);
 });
 
 /**

@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
-import { checkLogits, checkTokens } from "../test/golden-compare.js";
+import { checkExportIdentity, checkLogits, checkTokens } from "../test/golden-compare.js";
 import { REPO } from "../test/helpers.js";
 import { serve } from "../web/serve.js";
 import { checkGpuKv } from "./gpu-kv.js";
@@ -23,11 +23,7 @@ const outDir = resolve(option("--out", "web-test/out"));
 const only = option("--only", null);
 const exportDir = args[0];
 if (!exportDir) throw new Error("usage: node web-test/run.js WEB_EXPORT_DIR [--golden FILE] [--out DIR] [--only wasm|webgpu]");
-const manifest = JSON.parse(readFileSync(join(exportDir, "edgespec.json"), "utf-8"));
-for (const [name, file] of Object.entries(golden.export.files)) {
-  assert.equal(manifest.files[name]?.sha256, file.sha256, `${exportDir}/${name} is not the export the golden ` +
-    `traces were made from: pass \`python -m tests.golden.make --target web --print-export\`'s, or regenerate them (${golden.regenerate})`);
-}
+checkExportIdentity(golden, JSON.parse(readFileSync(join(exportDir, "edgespec.json"), "utf-8")), exportDir);
 const WEBGPU_TOKENS = 3; // prefill + 2 steps on SwiftShader: ~1-2 minutes
 const CASE = golden.cases.find((c) => c.name === "chat-capital");
 const PHONE = { viewport: { width: 412, height: 915 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
