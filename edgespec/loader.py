@@ -38,7 +38,9 @@ BACKENDS = ("ort", "llamacpp", "reference", "auto", "static")
 STATIC_DEVICES = ("qnn", "openvino")  # NPUs run static-shape graphs only (`export --target npu`)
 AUTO_TIMED_STEPS = 24
 FIRST_USE_VALIDATE_TOKENS = 64
-EXPORT_SECONDS_PER_MB = {"onnx": 0.1, "gguf": 0.05}  # first-run estimate: 2-core EPYC, idle (smollm2 7 s, qwen 0.5b 23 s)
+# first-run estimate per MB of source, measured on an idle 2-core EPYC with the balanced recipe's GPTQ
+# calibration (benchmarks/first-run.md): smollm2 ~31 s (0.33 s/MB), qwen 0.5b ~85 s, 1.5b 180 s (0.16-0.18)
+EXPORT_SECONDS_PER_MB = {"onnx": 0.25, "gguf": 0.05}
 
 
 @dataclass
