@@ -10,6 +10,7 @@ directory's manifest, file hashes and graph contract are checked before anything
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import logging
@@ -94,10 +95,17 @@ def load_need(ref: hub.ModelRef, kind: str) -> tuple[int, str]:
 
 
 def source_config(ref: hub.ModelRef) -> ModelConfig:
-    """A source's config without loading it: a GGUF's header only (not its vocabulary), or config.json."""
-    if ref.kind == "gguf":
-        return ModelConfig.from_gguf(*read_gguf_header(ref.path))
-    return open_weights(ref.path).config
+    """A source's config without loading it: a GGUF's header only (not its vocabulary), or config.json.
+    Read once per file version: a start asks for it several times (export keys, context checks)."""
+    stat = Path(ref.path).stat()
+    return _source_config(ref.kind, str(ref.path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _source_config(kind: str, path: str, _size: int, _mtime_ns: int) -> ModelConfig:
+    if kind == "gguf":
+        return ModelConfig.from_gguf(*read_gguf_header(path))
+    return open_weights(path).config
 
 
 def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False) -> tuple[str, str]:
