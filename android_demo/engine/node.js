@@ -37,7 +37,7 @@ export async function readExport(dir, { verify = true } = {}) {
 }
 
 /** Open an export directory: {threads, context (KV length, default the manifest's max_len), kvScheme}. */
-export async function loadNode(dir, { threads = 2, context = null, kvScheme = "aliased", verify = true } = {}) {
+export async function loadNode(dir, { threads = 2, context = null, kvScheme = "hybrid", verify = true } = {}) {
   const manifest = await readExport(dir, { verify });
   const session = await ort.InferenceSession.create(join(dir, manifest.graph.file), {
     intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: "all" });

@@ -62,16 +62,30 @@ describe("golden traces of smollm2-135m's default export", () => {
     }
   });
 
-  for (const kvScheme of ["aliased", "returned"]) {
+  // hybrid (node's default) switching at 40 rows: the 37-token case switches to aliased mid-trace, the
+  // 18-token one switches back after the reset and again mid-trace, the 7-token one stays returned
+  for (const kvScheme of ["aliased", "returned", "hybrid"]) {
     it(`plain greedy equals the golden tokens and logits (KV scheme ${kvScheme})`, async (t) => {
       const backend = new OrtBackend(model.backend.ort, model.backend.session, model.manifest.config,
         model.backend.maxLen, { kvScheme });
+      const switches = { toAliased: 0, toReturned: 0 };
+      if (kvScheme === "hybrid") {
+        backend.kv.switchAt = 40;
+        for (const move of Object.keys(switches)) {
+          const original = backend.kv[move].bind(backend.kv);
+          backend.kv[move] = () => { switches[move] += 1; original(); };
+        }
+      }
       for (const c of trace.cases) {
         const rec = recording(backend);
         const tokens = await greedy(rec.backend, c.prompt_ids, null);
         const n = checkTokens(tokens, c, `${c.name} (${kvScheme})`);
         t.diagnostic(`${c.name}: ${n} of ${c.steps.length} tokens equal the golden trace`);
         checkLogits(trace, (step, id) => rec.rows[step][id], c, n, c.name);
+      }
+      if (kvScheme === "hybrid") {
+        t.diagnostic(`switches: ${JSON.stringify(switches)}`);
+        assert.ok(switches.toAliased >= 2 && switches.toReturned >= 1, JSON.stringify(switches));
       }
     });
   }

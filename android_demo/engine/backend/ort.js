@@ -2,7 +2,7 @@
 // module is passed in). It feeds the graph exactly as edgespec/runtimes/ort.py does (the graph contract
 // in the manifest names every input) and keeps the KV cache with the runtime's scheme (kv.js).
 import { ContextOverflowError, EdgespecError } from "../errors.js";
-import { AliasedKv, GpuKv, ReturnedKv } from "./kv.js";
+import { AliasedKv, GpuKv, HybridKv, ReturnedKv } from "./kv.js";
 
 /** Logits of the requested rows: row(i) is a Float32Array view of the vocabulary. */
 export class Logits {
@@ -19,13 +19,15 @@ export class Logits {
 const KV_SCHEMES = {
   aliased: (ort, names, c, maxLen) => new AliasedKv(ort, names, c.num_kv_heads, c.head_dim, maxLen),
   returned: (ort, names, c) => new ReturnedKv(ort, names, c.num_kv_heads, c.head_dim),
+  hybrid: (ort, names, c, maxLen) => new HybridKv(ort, names, c.num_kv_heads, c.head_dim, maxLen),
   gpu: (ort, names, c, maxLen, device) => new GpuKv(ort, names, c.num_kv_heads, c.head_dim, maxLen, device),
 };
 
 export class OrtBackend {
   /**
    * session: an InferenceSession of the export's model.onnx; config: the manifest's config;
-   * kvScheme: "aliased" (node), "returned" (web WASM) or "gpu" (web WebGPU, needs `device`).
+   * kvScheme: "hybrid" (node: returned while short, then aliased), "aliased", "returned" (web WASM) or
+   * "gpu" (web WebGPU, needs `device`).
    */
   constructor(ort, session, config, maxLen, { kvScheme = "aliased", device = null, name = "ort-node" } = {}) {
     if (!KV_SCHEMES[kvScheme]) throw new EdgespecError(`unknown KV scheme '${kvScheme}'; expected ${Object.keys(KV_SCHEMES).join(", ")}`);
