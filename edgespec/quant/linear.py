@@ -23,8 +23,6 @@ from .int4 import PackedInt4, error_report, quantize, quantize_int8
 
 log = logging.getLogger(__name__)
 
-INT8_WEIGHT_ACCURACY_LEVEL = 4
-
 
 @dataclass
 class QuantizedLinear:
@@ -33,6 +31,10 @@ class QuantizedLinear:
     source: object  # a weights source (formats.open_weights)
     bits: int = 4
     block: int = 32
+    # MatMulNBits' accuracy level for every weight, int4 and int8 alike: 4 = int8 activations (fast); 0/1 = fp32,
+    # what onnxruntime-web's kernels compute (export/targets.py), slow for int8 weights on a CPU: its kernel
+    # has no fp32-activation path for them and dequantizes the whole weight per call (smollm2's lm_head
+    # 152 -> 12 tok/s)
     accuracy_level: int = 4
     symmetric: bool = False
     keep_gguf_blocks: bool = True  # False: dequantize and requantize even GGUF block weights
@@ -82,7 +84,7 @@ class QuantizedLinear:
             inputs.pop()
         main = out if offset is None else g.fresh("matmulnbits")
         g.node("MatMulNBits", inputs, [main], domain="com.microsoft", K=packed.K, N=packed.N, bits=packed.bits,
-               block_size=packed.block, accuracy_level=self.level_for(packed.bits))
+               block_size=packed.block, accuracy_level=self.accuracy_level)
         if offset is not None:  # + (block sums of x) @ offset^T
             k_blocks = packed.K // packed.block
             shape = g.constant(f"block_shape.{k_blocks}.{packed.block}", np.array([-1, k_blocks, packed.block]))
@@ -93,18 +95,11 @@ class QuantizedLinear:
                 correction = g.node("MatMulNBits", [sums, g.constant(name + ".block_offset.q", q.blob),
                                                     g.constant(name + ".block_offset.scales", q.scales)],
                                     domain="com.microsoft", K=k_blocks, N=packed.N, bits=8, block_size=q.block,
-                                    accuracy_level=self.level_for(8))
+                                    accuracy_level=self.accuracy_level)
             else:
                 correction = g.node("MatMul", [sums, g.constant(name + ".block_offset",
                                                                 np.ascontiguousarray(offset.T, dtype=f))])
             g.node("Add", [main, correction], [out])
-
-    def level_for(self, bits: int) -> int:
-        """The default level 4 (int8 activations) applies to every weight. A lower level asked for (fp32
-        activations: what onnxruntime-web's kernels compute, see export/targets.py) applies to int8 weights
-        too, at a price on a CPU: onnxruntime's CPU kernel has no fp32-activation path for them and
-        dequantizes the whole weight on every call (smollm2's int8 lm_head at level 0: 152 -> 12 tok/s)."""
-        return self.accuracy_level if bits == 4 or self.accuracy_level < 4 else INT8_WEIGHT_ACCURACY_LEVEL
 
     def pack(self, canonical: str, record: bool = True) -> tuple[PackedInt4, np.ndarray | None]:
         """(packed weight, per-block offset [N, K/block] or None). record=False: leave no report entry."""
