@@ -61,20 +61,24 @@ function replayPlain(page, steps) {
   }, { ids: CASE.prompt_ids, topIds: CASE.steps.map((st) => st.top_ids), steps });
 }
 
-/** The page's row for `prefix` computed in one multi-token pass: its max |difference| from `oneByOne`'s row. */
-function passDifference(page, prefix) {
-  return page.evaluate(async ({ prefix }) => {
+/**
+ * Max |difference| between the page's row after `prompt + tokens` computed as plain greedy does (the prompt
+ * in one pass, then one token per pass) and in one multi-token pass (as node's checkSpeculative).
+ */
+function passDifference(page, prompt, tokens) {
+  return page.evaluate(async ({ prompt, tokens }) => {
     const backend = globalThis.edgespecDemo.model.backend;
     backend.reset();
-    const many = Float32Array.from((await backend.forward(prefix, { logitsFor: [prefix.length - 1] })).row(0));
+    let one = Float32Array.from((await backend.forward(prompt, { logitsFor: [prompt.length - 1] })).row(0));
+    for (const token of tokens) one = Float32Array.from((await backend.forward([token])).row(0));
     backend.reset();
-    let one = null;
-    for (let i = 0; i < prefix.length; i++) one = (await backend.forward([prefix[i]])).row(0);
+    const prefix = [...prompt, ...tokens];
+    const many = (await backend.forward(prefix, { logitsFor: [prefix.length - 1] })).row(0);
     backend.reset();
     let most = 0;
     for (let v = 0; v < many.length; v++) most = Math.max(most, Math.abs(many[v] - one[v]));
     return most;
-  }, { prefix });
+  }, { prompt, tokens });
 }
 
 /**
@@ -100,7 +104,7 @@ async function checkAgainstGolden(page, backend, reply, maxTokens) {
   const want = upto < 0 ? plain.tokens.slice(0, reply.length) : plain.tokens.slice(0, upto);
   const first = want.findIndex((t, i) => reply[i] !== t);
   if (first >= 0) {
-    const difference = await passDifference(page, [...CASE.prompt_ids, ...want.slice(0, first)]);
+    const difference = await passDifference(page, CASE.prompt_ids, want.slice(0, first));
     assert.ok(plain.gaps[first] < difference, `[${backend}] the chat reply ${JSON.stringify(reply)} parts from ` +
       `plain greedy ${JSON.stringify(want)} at token ${first}, where plain's top-1/top-2 gap ` +
       `${plain.gaps[first]} is not below the one-pass/multi-token-pass difference ${difference}`);
