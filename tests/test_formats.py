@@ -66,8 +66,10 @@ def test_unsupported_quant_type_names_tensor_and_type():
     assert "Q4_K" in SUPPORTED_TYPES
 
 
-def write_tiny_gguf(path, config, weights, arch=None, extra_tensor=None):
-    """A llama-family GGUF as convert_hf_to_gguf writes it (Q/K permuted for llama)."""
+def write_tiny_gguf(path, config, weights, arch=None, extra_tensor=None, quantized=None):
+    """A llama-family GGUF as convert_hf_to_gguf writes it (Q/K permuted for llama); quantized: canonical
+    name -> GGMLQuantizationType for weights stored in that format (gguf.quants makes the blocks)."""
+    quantized = quantized or {}
     arch = arch or config.architecture
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(config.num_layers)
@@ -83,7 +85,11 @@ def write_tiny_gguf(path, config, weights, arch=None, extra_tensor=None):
         kind = name.rsplit(".", 1)[-1]
         if arch == "llama" and kind in ("q", "k"):
             value = names.permute_qk(value, config.num_heads if kind == "q" else config.num_kv_heads)
-        w.add_tensor(names.from_canonical(name, names.GGUF), value)
+        if name in quantized:
+            w.add_tensor(names.from_canonical(name, names.GGUF), gguf.quants.quantize(value, quantized[name]),
+                         raw_dtype=quantized[name])
+        else:
+            w.add_tensor(names.from_canonical(name, names.GGUF), value)
     if extra_tensor:
         w.add_tensor(*extra_tensor[:2], raw_dtype=extra_tensor[2])
     w.write_header_to_file()

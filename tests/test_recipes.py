@@ -7,7 +7,7 @@ import pytest
 
 from edgespec.errors import EdgespecError
 from edgespec.export.pipeline import ExportOptions
-from edgespec.export.precision import plan_precision
+from edgespec.export.precision import PROJECTIONS, group_of, plan_precision
 from edgespec.formats import open_weights
 from edgespec.quant import int4
 from edgespec.quant.gptq import gptq_int4, hessian, inverse_factor, output_error
@@ -89,7 +89,7 @@ def test_plan_keeps_high_precision_by_measured_kl_within_the_budget(tiny_source)
     c = tiny_source.config
     everything = plan(tiny_source, bytes_budget=10**9)
     summary = everything.summary
-    groups = [f"layer {i}" for i in range(c.num_layers)] + ["lm_head"]
+    groups = [group_of(i, p) for i in range(c.num_layers) for p in set(PROJECTIONS.values())] + ["lm_head"]
     assert sorted(summary["groups_kept_high"]) == sorted(groups) and not everything.int4
     assert all(summary["group_int4_kl"][g] > 0 for g in groups)  # measured, not assumed
     nothing = plan(tiny_source, bytes_budget=summary["all_int4_bytes"])
@@ -115,3 +115,25 @@ def test_recipe_options_are_checked():
     with pytest.raises(EdgespecError, match="--bytes-budget"):
         ExportOptions(recipe="faithful", bytes_budget=10**8).check()
     ExportOptions(recipe="faithful", lm_head="int4").check()
+
+
+def test_four_bit_gguf_levels_are_kept_exact_and_wider_ones_requantized(tmp_path):
+    """Q4_0 / Q4_1 weights go over exactly, never requantized whatever the budget; Q5_0 and Q8_0 weights are
+    GPTQ int4 candidates. (Q4_K too is kept: gguf.quants cannot write it, the real qwen GGUFs test it.)"""
+    import gguf
+
+    from .test_formats import write_tiny_gguf
+
+    Q = gguf.GGMLQuantizationType
+    config = TINY_CONFIGS["llama"]
+    qtypes = {"layers.0.q": Q.Q4_1, "layers.0.k": Q.Q4_0, "layers.0.gate": Q.Q5_0, "layers.1.up": Q.Q8_0}
+    write_tiny_gguf(tmp_path / "m.gguf", config, random_weights(config), quantized=qtypes)
+    source = open_weights(tmp_path / "m.gguf")
+    assert {n: source.raw(n).qtype.name for n in qtypes} == {n: t.name for n, t in qtypes.items()}
+    for budget in (1, 10**9):  # nothing raised / everything raised
+        p = plan(source, bytes_budget=budget)
+        for name in ("layers.0.q", "layers.0.k"):
+            assert name not in p.int4 and p.tensors[name]["choice"] == "high"
+            assert "group_int4_kl" not in p.tensors[name]  # not a candidate: never measured
+    low = plan(source, bytes_budget=1)
+    assert {"layers.0.gate", "layers.1.up"} <= set(low.int4)

@@ -7,7 +7,8 @@ One pass over the layers of the fp32 reference (the dequantized source) on calib
      with fewer tokens than inputs H is singular and GPTQ fits the calibration text, not the
      model (measured on held-out text: smollm2's ffn_down, 1536 inputs, 512-1024 tokens: output
      error 0.085-0.115 with GPTQ vs 0.077-0.080 round-to-nearest; q, 576 inputs: 0.035 vs 0.077);
-  2. group g = one layer's requantizable weights (or the lm_head): a copy of the first
+  2. group g = the requantizable weights of one layer that read one input (q/k/v, o, gate/up, down;
+     finer than a whole layer, so a budget buys the sensitive projections of many layers), or the lm_head: a copy of the first
      kl_tokens hidden states (held out of the Hessians, so GPTQ's fit to them is not measured) goes through layer g with its int4 weights and through every
      later layer in fp32; at the end, KL(reference || that copy) is group g's int4 cost;
   3. every group starts at int4; groups are raised to their GGUF levels (or int8 for float
@@ -91,9 +92,9 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
             name = f"layers.{i}.{kind}"
             all_int4 += int4_bytes(*_shape(source, name))
             if _requantizable(source, name):
-                groups.setdefault(f"layer {i}", []).append(name)
+                groups.setdefault(group_of(i, PROJECTIONS[kind]), []).append(name)
             else:
-                fixed_bytes += _record_high(records, high_linear, name, f"layer {i}")
+                fixed_bytes += _record_high(records, high_linear, name, group_of(i, PROJECTIONS[kind]))
     all_int4 += int4_bytes(*_shape(source, lm_name))
     if _requantizable(source, lm_name):
         groups["lm_head"] = [lm_name]
@@ -159,7 +160,7 @@ def _calibrate(source, tokens, recipe: Recipe, groups: dict, block: int, lm_name
     reference = model_cls(config, lazy, materialize=False)
     h = reference._rows("embed", tokens)
     variants: dict[str, np.ndarray] = {}
-    with Progress(config.num_layers + 1, f"calibrating {recipe.name} precision (GPTQ, KL per layer)",
+    with Progress(config.num_layers + 1, f"calibrating {recipe.name} precision (GPTQ, KL per weight group)",
                   unit="layers") as progress:
         for i in range(config.num_layers):
             layer_w = {n: source.tensor(n) for n in lazy if n.startswith(f"layers.{i}.")}
@@ -170,18 +171,18 @@ def _calibrate(source, tokens, recipe: Recipe, groups: dict, block: int, lm_name
             fp32.observe = None
             for g in variants:  # copies that left the reference at an earlier layer go on in fp32
                 variants[g] = _layer(fp32, i, variants[g])
-            names = groups.get(f"layer {i}", [])
             hessians: dict[str, np.ndarray] = {}
-            quantized = {}
-            for name in names:
-                point = PROJECTIONS[name.rsplit(".", 1)[1]]
-                int4[name], method = _int4(layer_w[name], seen[point][t_kl:], hessians, point, block)
-                quantized[name] = dequantize(int4[name])
-                measured[name] = {"group": f"layer {i}", "int4_method": method, "int4_output_error":
-                                 round(output_error(seen[point][:t_kl], layer_w[name], quantized[name]), 5)}
-            if names:
-                variants[f"layer {i}"] = _layer(model_cls(config, ChainMap(quantized, layer_w, lazy),
-                                                          materialize=False), i, h[:t_kl])
+            for point in dict.fromkeys(PROJECTIONS.values()):
+                names = groups.get(group_of(i, point), [])
+                quantized = {}
+                for name in names:
+                    int4[name], method = _int4(layer_w[name], seen[point][t_kl:], hessians, point, block)
+                    quantized[name] = dequantize(int4[name])
+                    measured[name] = {"group": group_of(i, point), "int4_method": method, "int4_output_error":
+                                     round(output_error(seen[point][:t_kl], layer_w[name], quantized[name]), 5)}
+                if names:
+                    variants[group_of(i, point)] = _layer(model_cls(config, ChainMap(quantized, layer_w, lazy),
+                                                                    materialize=False), i, h[:t_kl])
             h = h_next
             progress.update(1)
         normed = rms_norm(h, source.tensor("final_norm"), config.rms_norm_eps)
@@ -272,10 +273,20 @@ def _shape(source, name: str) -> tuple[int, int]:
     return tuple(raw.shape) if raw is not None else tuple(source.tensor(name).shape)
 
 
+EXACT_INT4 = ("Q4_0", "Q4_1", "Q4_K")  # GGUF levels MatMulNBits holds exactly at about int4's bytes
+
+
 def _requantizable(source, name: str) -> bool:
-    """Everything but Q4_0 (its levels are exact and already smaller than asymmetric int4)."""
+    """Everything but the 4-bit GGUF formats: their levels go over exactly (Q4_0 in fewer bytes than
+    asymmetric int4, Q4_1 / Q4_K with an int8 offset term in 1.03x), and requantizing them only adds error
+    (qwen2.5-coder-0.5b's 12 Q4_K ffn_down kept: perplexity 9.226 -> 9.162 / 10.522 -> 10.424 for +1.1 MB)."""
     raw = source.raw(name) if hasattr(source, "raw") else None
-    return raw is None or not is_block_format(raw.qtype) or raw.qtype.name != "Q4_0"
+    return raw is None or not is_block_format(raw.qtype) or raw.qtype.name not in EXACT_INT4
+
+
+def group_of(layer: int, point: str) -> str:
+    """The planner's unit: the weights of one layer that read one input (q/k/v, o, gate/up, down)."""
+    return f"layer {layer} {point}"
 
 
 def _record_high(records: dict, linear, name: str, group: str) -> int:

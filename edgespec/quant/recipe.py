@@ -44,7 +44,7 @@ RECIPES = {r.name: r for r in (
     Recipe("fast", "every weight GPTQ int4 but Q4_0 (kept): the all-int4 bytes per token", 1.0),
 )}
 DEFAULT_RECIPE = "balanced"
-CALIBRATION_VERSION = 1  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
+CALIBRATION_VERSION = 2  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
 
 
 def get_recipe(name: str) -> Recipe:
