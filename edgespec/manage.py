@@ -153,7 +153,7 @@ def manifest_lines(directory) -> list[str]:
 
 
 def _plan_lines(plan: dict, tensors: dict) -> list[str]:
-    """Per group its choice and the int4 KL that decided it, a layer to a line (the manifest has each tensor)."""
+    """One line per group: its choice and the int4 KL that decided it (the manifest has each tensor)."""
     lines = [f"bytes/token:  {plan['bytes_per_token'] / 1e6:.0f} MB = {plan['bytes_vs_all_int4']:.3f}x all-int4 "
              f"({plan['all_int4_bytes'] / 1e6:.0f} MB); budget {plan['budget_bytes'] / 1e6:.0f} MB; calibration "
              f"{plan['calibration_tokens']} tokens, KL on {plan['kl_tokens']}; {plan['seconds']} s"]
@@ -161,11 +161,7 @@ def _plan_lines(plan: dict, tensors: dict) -> list[str]:
     for entry in tensors.values():
         if "int4_output_error" in entry:
             errors.setdefault(entry["group"], []).append(entry["int4_output_error"])
-    rows: dict[str, list[str]] = {}  # one line per layer: its groups (the weights reading one input) side by side
     for group, kl in plan["group_int4_kl"].items():
-        choice = "GGUF" if group in plan["groups_kept_high"] else "int4"
-        head, _, point = group.rpartition(" ") if group.startswith("layer ") else (group, "", "")
-        rows.setdefault(head, []).append(f"{(point + ' ') if point else ''}{choice} (KL {kl:.1e}, "
-                                         f"err {max(errors.get(group, [0])):.3f})")
-    lines += [f"  {head:<9} " + "; ".join(parts) for head, parts in rows.items()]
+        choice = "GGUF levels" if group in plan["groups_kept_high"] else "int4"
+        lines.append(f"  {group:<9} {choice:<11} int4 KL {kl:.2e}  max output error {max(errors.get(group, [0])):.3f}")
     return lines

@@ -89,7 +89,7 @@ def test_plan_keeps_high_precision_by_measured_kl_within_the_budget(tiny_source)
     c = tiny_source.config
     everything = plan(tiny_source, bytes_budget=10**9)
     summary = everything.summary
-    groups = [group_of(i, p) for i in range(c.num_layers) for p in set(PROJECTIONS.values())] + ["lm_head"]
+    groups = sorted({group_of(i, p) for i in range(c.num_layers) for p in PROJECTIONS.values()}) + ["lm_head"]
     assert sorted(summary["groups_kept_high"]) == sorted(groups) and not everything.int4
     assert all(summary["group_int4_kl"][g] > 0 for g in groups)  # measured, not assumed
     nothing = plan(tiny_source, bytes_budget=summary["all_int4_bytes"])
