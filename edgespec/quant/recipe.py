@@ -5,12 +5,12 @@ A recipe names a bytes-per-token budget relative to the all-int4 equivalent of t
 builder makes with `-p int4`). The planner (export/precision.py) starts from every
 requantizable weight at GPTQ int4 and keeps the GGUF's own levels (int8 for 5..8-bit
 formats, int4 + offset term for Q4_1/Q4_K) for the groups whose measured KL to the fp32
-reference per extra byte is largest, while the budget holds. Q4_0 weights always keep
-their levels (exact, and smaller than asymmetric int4).
+reference per extra byte is largest, while the budget holds. Q4_0, Q4_1 and Q4_K weights always
+keep their levels (exact; Q4_0 smaller than asymmetric int4, Q4_1/Q4_K 1.03x it with the offset term).
 
     faithful  every GGUF level kept, lm_head int8 (no requantization; 1.4-1.7x the bytes)
     balanced  <= 1.1x the all-int4 bytes (the default)
-    fast      all-int4 bytes (only Q4_0 levels kept)
+    fast      all-int4 bytes (plus the offset terms of kept Q4_1/Q4_K levels)
 
 Other recipes (a web preset, a phone preset) are more entries in RECIPES.
 """
@@ -41,7 +41,8 @@ RECIPES = {r.name: r for r in (
                        "perplexity, 1.4-1.7x the bytes per token of all-int4", None),
     Recipe("balanced", "GPTQ int4 where the measured KL cost per byte is lowest, GGUF levels kept elsewhere, "
                        "within 1.1x the all-int4 bytes per token", 1.1),
-    Recipe("fast", "every weight GPTQ int4 but Q4_0 (kept): the all-int4 bytes per token", 1.0),
+    Recipe("fast", "every weight GPTQ int4 but the 4-bit GGUF levels (kept exact): about the all-int4 bytes per "
+                   "token", 1.0),
 )}
 DEFAULT_RECIPE = "balanced"
 CALIBRATION_VERSION = 2  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
