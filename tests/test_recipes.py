@@ -78,11 +78,11 @@ def tiny_source(tmp_path_factory):
     return open_weights(directory)
 
 
-def plan(source, budget_factor=None, bytes_budget=None):
+def plan(source, budget_factor=None, bytes_budget=None, cache_file=None):
     recipe = Recipe("test", "tiny", budget_factor or 1.1, calib_tokens=160, kl_tokens=32, top_k=8)
     tokens = np.random.default_rng(3).integers(0, source.config.vocab_size, 160)
     linear = QuantizedLinear(source, 8, 32, 4, int8_offsets=True)
-    return plan_precision(source, tokens, recipe, linear, linear, bytes_budget)
+    return plan_precision(source, tokens, recipe, linear, linear, bytes_budget, cache_file=cache_file)
 
 
 def test_plan_keeps_high_precision_by_measured_kl_within_the_budget(tiny_source):
@@ -137,3 +137,17 @@ def test_four_bit_gguf_levels_are_kept_exact_and_wider_ones_requantized(tmp_path
             assert "group_int4_kl" not in p.tensors[name]  # not a candidate: never measured
     low = plan(source, bytes_budget=1)
     assert {"layers.0.gate", "layers.1.up"} <= set(low.int4)
+
+
+def test_a_cached_calibration_of_other_groups_is_made_again_not_trusted(tiny_source, tmp_path):
+    """A calibration cached by a version that grouped weights otherwise (same cache key) must not crash the
+    export or be used: it is redone."""
+    from edgespec.export import precision
+
+    cache = tmp_path / "calibration.npz"
+    first = plan(tiny_source, cache_file=cache)
+    int4, kl, measured, vocab = precision._load(cache)
+    precision._save(cache, int4, {f"{g} attn_in": v for g, v in kl.items()}, measured, vocab)
+    again = plan(tiny_source, cache_file=cache)
+    assert again.summary["group_int4_kl"] == first.summary["group_int4_kl"]
+    assert set(precision._load(cache)[1]) == set(kl)  # rewritten with this version's groups

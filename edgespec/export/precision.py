@@ -100,8 +100,13 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
     else:
         fixed_bytes += _record_high(records, lm_head_linear, lm_name, "lm_head")
 
-    if cache_file is not None and cache_file.is_file():
-        int4, kl, measured, kl_vocab = _load(cache_file)
+    cached = _load(cache_file) if cache_file is not None and cache_file.is_file() else None
+    if cached is not None and not _covers(cached, groups):
+        log.warning("precision: the cached calibration %s holds other groups than this plan needs (made by "
+                    "another version); calibrating again", cache_file)
+        cached = None
+    if cached is not None:
+        int4, kl, measured, kl_vocab = cached
         log.info("precision: calibration reused from %s", cache_file)
     else:
         with threadpool_limits(1):  # 2 BLAS threads spin when the other core is busy: one is faster here
@@ -228,6 +233,12 @@ def _load(path: Path):
                 int4[name] = PackedInt4(n, k, block, f[f"{name}|blob"], f[f"{name}|scales"],
                                         f[f"{name}|zero_points"], bits)
     return int4, meta["kl"], meta["measured"], meta["kl_vocab"]
+
+
+def _covers(cached, groups: dict) -> bool:
+    """Whether a loaded calibration has a KL for every group and an int4 form for every weight planned."""
+    int4, kl = cached[0], cached[1]
+    return set(groups) <= set(kl) and all(n in int4 for names in groups.values() for n in names)
 
 
 def _int4(w: np.ndarray, x: np.ndarray, hessians: dict, point: str, block: int):

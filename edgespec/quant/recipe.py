@@ -45,7 +45,7 @@ RECIPES = {r.name: r for r in (
                    "token", 1.0),
 )}
 DEFAULT_RECIPE = "balanced"
-CALIBRATION_VERSION = 2  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
+CALIBRATION_VERSION = 3  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
 
 
 def get_recipe(name: str) -> Recipe:
