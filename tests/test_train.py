@@ -102,3 +102,27 @@ def test_s3d_draft_rows_in_torch_equal_the_onnx_layer_plan():
     backend.forward(ids[:t])
     got = backend.forward([ids[t]], extra_embeds=mask_rows, plan=np.array([True, False]))
     np.testing.assert_allclose(got, model.logits(h).detach().numpy(), atol=1e-4)
+
+
+def test_training_progress_reaches_a_log_every_30_seconds_with_an_estimate(monkeypatch, caplog):
+    """Without a terminal the progress line goes to the log by time, not by step count: a 4-second step
+    (qwen 0.5b on one core) must not leave the log silent for 50 steps."""
+    import logging
+    import types
+
+    from edgespec.train import run as train_run
+    from edgespec.train.trainer import TrainOptions
+
+    clock = [1000.0]
+    monkeypatch.setattr(train_run.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(train_run.sys.stderr, "isatty", lambda: False, raising=False)
+    report = train_run._reporter("ppd", TrainOptions(minutes=10.0))
+    trainer = types.SimpleNamespace(step=0, seconds=0.0)
+    with caplog.at_level(logging.INFO, logger=train_run.log.name):
+        for step in range(1, 31):  # 30 steps of 4 s: two minutes
+            clock[0] += 4.0
+            trainer.step, trainer.seconds = step, 4.0 * step
+            report(trainer, 2.0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train ppd:")]
+    assert 4 <= len(lines) <= 5, lines  # one per 30 s, not one per 50 steps (which would be none here)
+    assert "step 25," in lines[-1] and "ETA 8.3 min" in lines[-1] and "4.00 s/step" in lines[-1]
