@@ -118,6 +118,32 @@ def test_ppd_drafts_get_accepted_when_the_prompt_rows_know_the_answer():
     assert best > 0
 
 
+def test_a_ppd_guess_goes_stale_when_another_drafter_ran_the_passes():
+    """Under --spec auto the controller may run n-gram or plain passes between PPD's: the guess PPD read
+    on its last pass is for a root the context has moved past, and drafting it would waste the pass (the
+    suite bench kept 1 of 18 such drafts, and the controller learned to avoid PPD)."""
+    vocab, d = 50, 4
+    ppd = PPDDrafter(np.zeros((2, d), np.float32))
+    logits = np.zeros((8, vocab), np.float32)
+    logits[:, 7] = 1.0  # every prompt row's top token: 7
+
+    def ppd_pass(context):  # a PPD pass: it proposes, its rows ride on the pass, it reads them
+        tree = ppd.propose(context, 4)
+        extra = ppd.verify_rows(tree)
+        ppd.read_rows(logits[:len(extra.parents)], 0)  # acceptance stopped at the root
+        ppd.observe([3])  # the pass added only the bonus token
+        return tree
+
+    context = list(range(10))
+    assert len(ppd_pass(context)) == 0  # first pass: nothing read yet
+    context.append(3)
+    assert ppd.propose(context, 4).tokens[:1] == [7]  # the next pass: the guess is fresh
+    ppd.reset()
+    ppd_pass(context)
+    context += [3, 11, 12]  # PPD's pass added 3, then another drafter's pass added 11, 12
+    assert len(ppd.propose(context, 4)) == 0  # stale: no draft from it
+
+
 def test_ppd_keeps_the_sampling_distribution():
     config = TINY_CONFIGS["llama"]
     weights = random_weights(config)

@@ -61,6 +61,8 @@ class PPDDrafter:
     def reset(self) -> None:
         self._guess: list[np.ndarray] | None = None  # top tokens per depth for after the next root
         self._fresh = False  # the guess was read on the last pass (else it is for another root)
+        self._proposed_at = 0  # len(context) when this drafter last proposed
+        self._fresh_at = -1  # len(context) the guess is for: the pass that read it added its tokens
         self._attached: list[int] = []  # tree rows that carry prompt rows in the pending pass
         self._m = 0  # prompt rows per attached tree row in the pending pass
         self._drafted = 0
@@ -78,7 +80,10 @@ class PPDDrafter:
         self._m = n
         tree = DraftTree()
         self._drafted = 0
-        fresh, self._fresh = self._fresh, False
+        # Under --spec auto another drafter (or a plain step) may have run the passes since the guess was
+        # read: the context then moved past the root the guess is for, and the guess is stale.
+        fresh, self._fresh = self._fresh and len(context) == self._fresh_at, False
+        self._proposed_at = len(context)
         if not fresh:  # first step, or the last pass carried no prompt rows: this pass's rows will predict
             return tree
         parent = -1
@@ -118,5 +123,7 @@ class PPDDrafter:
         return "ppd"
 
     def observe(self, accepted: Sequence[int]) -> None:
+        """accepted: the drafts kept and the bonus token, i.e. what this pass added to the context."""
+        self._fresh_at = self._proposed_at + len(accepted)
         if self._drafted:
             self.acceptance.observe(self._drafted, len(accepted) - 1)
