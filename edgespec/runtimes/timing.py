@@ -21,16 +21,17 @@ def cost_curve(backend, prompt_ids: list[int], sizes=SIZES, reps: int = 7, stat=
     other jobs on a shared machine can only raise (the median is what a report shows)."""
     backend.reset()
     backend.forward(prompt_ids, logits_for=[len(prompt_ids) - 1])
-    seconds = {}
-    for T in sizes:
-        tokens = (prompt_ids * (T // len(prompt_ids) + 1))[:T]
-        times = []
-        for _ in range(reps + 1):  # the first is a warm-up
+    # The sizes take turns rep by rep: a burst of other work then slows every size alike instead of one
+    # size's whole window (a CI run beside another job once measured c(64) = 0.099: t(1) caught a burst).
+    times: dict[int, list[float]] = {T: [] for T in sizes}
+    for _ in range(reps + 1):  # the first round is a warm-up
+        for T in sizes:
+            tokens = (prompt_ids * (T // len(prompt_ids) + 1))[:T]
             start = time.perf_counter()
             backend.forward(tokens)
-            times.append(time.perf_counter() - start)
+            times[T].append(time.perf_counter() - start)
             backend.rollback(T)
-        seconds[T] = float(stat(times[1:]))
+    seconds = {T: float(stat(times[T][1:])) for T in sizes}
     curve = {"seconds": {T: round(s, 6) for T, s in seconds.items()},
              "c": {T: round(s / seconds[sizes[0]], 3) for T, s in seconds.items()}}
     if getattr(backend, "simulated", False):  # an NPU simulator's clock says nothing about the chip
