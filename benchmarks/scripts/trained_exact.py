@@ -36,10 +36,8 @@ def main() -> int:
         same, drafted, accepted, prompts = 0, 0, 0, 0
         for row in load_prompts("suite"):
             ids = model.chat_prompt([{"role": "user", "content": row["turns"][0]}])
-            model.backend.reset()
+            # decode() rolls the cache back to empty and resets the drafter itself
             plain = [e.token for e in decode(model.backend, ids, Sampler(SamplingParams()), args.tokens, exact=True)]
-            model.backend.reset()
-            drafter.reset()
             stats = SpecStats()
             spec_out = [e.token for e in decode(model.backend, ids, Sampler(SamplingParams()), args.tokens, drafter, 8,
                                                 stats, exact=True)]

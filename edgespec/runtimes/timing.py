@@ -23,12 +23,12 @@ def cost_curve(backend, prompt_ids: list[int], sizes=SIZES, reps: int = 7, stat=
     backend.forward(prompt_ids, logits_for=[len(prompt_ids) - 1])
     # The sizes take turns rep by rep: a burst of other work then slows every size alike instead of one
     # size's whole window (a CI run beside another job once measured c(64) = 0.099: t(1) caught a burst).
+    inputs = {T: (prompt_ids * (T // len(prompt_ids) + 1))[:T] for T in sizes}
     times: dict[int, list[float]] = {T: [] for T in sizes}
     for _ in range(reps + 1):  # the first round is a warm-up
         for T in sizes:
-            tokens = (prompt_ids * (T // len(prompt_ids) + 1))[:T]
             start = time.perf_counter()
-            backend.forward(tokens)
+            backend.forward(inputs[T])
             times[T].append(time.perf_counter() - start)
             backend.rollback(T)
     seconds = {T: float(stat(times[T][1:])) for T in sizes}
