@@ -1,6 +1,6 @@
-"""`edgespec export --target web`: the fp16 embedding values widened to fp32 (what onnxruntime-web's WebGPU
-reads without shader-f16) compute exactly what the default fp16 table computes."""
-
+"""`edgespec export --target web`: the embedding readable by onnxruntime-web's WebGPU without shader-f16, either
+quantized (the preset, tests/test_quant.py checks its rows) or as fp16 values widened to fp32, which compute
+exactly what the default fp16 table computes."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +40,7 @@ def test_widened_fp16_embeddings_compute_the_fp16_exports_logits():
     assert not np.array_equal(plain_fp32, fp16)  # the test can tell a plain fp32 table apart
 
 
-def test_target_web_maps_to_widened_embeddings_and_flags_win(monkeypatch):
+def test_target_web_maps_to_a_quantized_embedding_and_flags_win(monkeypatch):
     import edgespec.cli as cli
     import edgespec.export.pipeline as pipeline
 
@@ -50,7 +50,7 @@ def test_target_web_maps_to_widened_embeddings_and_flags_win(monkeypatch):
     parser = build_parser()
     args = parser.parse_args(["export", "smollm2-135m", "--target", "web", "-o", "x"])
     args.func(args)
-    assert seen.pop("options").embed == TARGETS["web"]["embed"] == "fp16-widened"
+    assert seen.pop("options").embed == TARGETS["web"]["embed"] == "quantized"
     args = parser.parse_args(["export", "smollm2-135m", "--target", "web", "--embed", "fp32", "-o", "x"])
     args.func(args)
     assert seen.pop("options").embed == "fp32"

@@ -98,3 +98,71 @@ def test_k_quants_convert_on_real_tensors(qwen05_gguf):
         expected = gguf.quants.dequantize(t.data, qtype).reshape(shape)
         assert np.abs(deq - expected).max() <= 1e-6 * np.abs(expected).max(), qtype.name
         assert packed.bits == (4 if qtype == Q.Q4_K else 8)
+
+
+class _OneTable:
+    """A weights source holding only 'embed' (a GGUF block table, or float)."""
+
+    def __init__(self, raw=None, table=None):
+        self._raw, self._table = raw, table
+
+    def raw(self, canonical):
+        return self._raw
+
+    def tensor(self, canonical):
+        return self._table
+
+
+def run_embedding(source, ids: np.ndarray) -> tuple[np.ndarray, dict]:
+    from edgespec.models.onnx_builder import GraphBuilder
+    from edgespec.quant.linear import QuantizedEmbedding
+
+    g = GraphBuilder({})
+    embedding = QuantizedEmbedding(source)
+    g.node("Identity", [embedding(g, "ids")], ["rows"])
+    graph = helper.make_graph(g.nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["T"])],
+                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["T", None])], g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    return ort.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})[0], embedding.report
+
+
+@pytest.mark.parametrize("qtype", EXACT + AFFINE, ids=lambda t: t.name)
+def test_a_quantized_embedding_reads_the_gguf_rows_it_stores(qtype):
+    """--embed quantized (the web target): the GGUF's own levels, dequantized per row in the graph, give the
+    GGUF's rows, bit for bit where the format has no offset term; nothing is requantized."""
+    from edgespec.formats.gguf import RawTensor
+
+    w = np.random.default_rng(3).standard_normal((40, 128)).astype(np.float32)
+    raw = gguf.quants.quantize(w, qtype)
+    expected = gguf.quants.dequantize(raw, qtype)
+    ids = np.array([5, 0, 39, 5, 17])
+    rows, report = run_embedding(_OneTable(RawTensor(qtype, w.shape, raw)), ids)
+    assert report["route"] == f"{qtype.name} levels kept" and report["offset_term"] == (qtype in AFFINE)
+    if qtype in EXACT:
+        np.testing.assert_array_equal(rows, expected[ids])
+    else:
+        np.testing.assert_allclose(rows, expected[ids], rtol=0, atol=1e-6 * np.abs(expected).max())
+
+
+def test_a_quantized_embedding_of_real_k_quant_tables(qwen05_gguf):
+    from edgespec.formats.gguf import RawTensor
+
+    reader = gguf.GGUFReader(qwen05_gguf)
+    tables = {t.tensor_type: t for t in reader.tensors if t.tensor_type in (Q.Q4_K, Q.Q6_K)}
+    for qtype, t in tables.items():
+        shape = tuple(int(d) for d in reversed(t.shape))
+        expected = gguf.quants.dequantize(t.data, qtype).reshape(shape)
+        ids = np.array([0, shape[0] - 1, 7])
+        rows, report = run_embedding(_OneTable(RawTensor(qtype, shape, np.asarray(t.data))), ids)
+        assert report["levels_from_bits"] == (4 if qtype == Q.Q4_K else 8)
+        assert np.abs(rows - expected[ids]).max() <= 1e-6 * np.abs(expected).max(), qtype.name
+
+
+def test_a_float_embedding_is_quantized_to_int8_blocks():
+    w = np.random.default_rng(4).standard_normal((16, 64)).astype(np.float32)
+    ids = np.arange(16)
+    rows, report = run_embedding(_OneTable(table=w), ids)
+    assert report["levels_from_bits"] == 8 and "int8" in report["route"]
+    step = np.abs(w.reshape(16, 2, 32)).max(-1, keepdims=True) / 127  # half a level at most
+    assert np.all(np.abs(rows - w).reshape(16, 2, 32) <= step / 2 + 1e-7)

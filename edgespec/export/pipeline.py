@@ -24,7 +24,7 @@ from ..models import family
 from ..models.contract import manifest_entry
 from ..models.onnx_builder import ExternalData, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
-from ..quant.linear import QuantizedLinear
+from ..quant.linear import QuantizedEmbedding, QuantizedLinear
 from ..quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE, RECIPES, get_recipe
 from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
@@ -41,7 +41,9 @@ GRAPH_FILE = "model.onnx"
 GGUF_FILE = "model.gguf"
 PRECISIONS = ("int4", "fp16", "fp32")
 LM_HEAD_CHOICES = ("int8", "int4", "fp32")
-EMBED_CHOICES = ("fp16", "fp32", "fp16-widened")  # fp16-widened: fp16 values stored as fp32
+# fp16-widened: fp16 values stored as fp32; quantized: the GGUF's own levels as int8 + fp32 block scales (a float
+# table: int8 round-to-nearest), dequantized per row in the graph (quant.linear.QuantizedEmbedding)
+EMBED_CHOICES = ("fp16", "fp32", "fp16-widened", "quantized")
 GRAPH_TARGETS = ("cpu", "npu")  # dynamic shapes for onnxruntime, or static graphs per row bucket
 
 
@@ -106,6 +108,9 @@ class ExportOptions:
             problems.append(f"--target {self.target} is not one of {', '.join(GRAPH_TARGETS)}")
         if self.target == "npu" and (self.format != "onnx" or not self.buckets or min(self.buckets) < 1):
             problems.append(f"--target npu needs --format onnx and buckets >= 1 (got {list(self.buckets)})")
+        if self.embed == "quantized" and (self.target == "npu" or self.format != "onnx"):
+            problems.append("--embed quantized is built for the dynamic onnx graph, "
+                            f"not --target {self.target} --format {self.format}")
         if problems:
             raise EdgespecError("; ".join(problems))
 
@@ -202,12 +207,13 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     config = source.config
     log.info("building the %s graph for %s (%d layers)", options.precision, ref.name, config.num_layers)
     linear, lm_head, plan = _strategies(source, options, tokenizer, ref)
+    embedding = QuantizedEmbedding(source) if options.embed == "quantized" else None
     external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
     try:
         graph = family(config.architecture).build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,
                             embed_dtype=np.float32 if options.precision == "fp32" or options.embed != "fp16"
                             else np.float16, embed_rounding=np.float16 if options.embed == "fp16-widened" else None,
-                            external=external,
+                            external=external, embedding=embedding,
                             layer_plans=options.layer_plans, extra_embeds=options.extra_embeds)
     finally:
         external.close()
@@ -224,6 +230,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     artifact = {"format": "onnx",
                 "quantization": {**asdict(options), "routes": _route_summary(getattr(linear, "report", {})),
                                  "lm_head_route": getattr(lm_head, "report", {}),
+                                 **({} if embedding is None else {"embed_route": embedding.report}),
                                  **({} if plan is None else {"plan": plan.summary, "tensors": plan.tensors})},
                 "graph": {"file": GRAPH_FILE, "inputs": inputs},
                 "graph_contract": manifest_entry(config, layer_plans=options.layer_plans,

@@ -65,7 +65,7 @@ class GraphBuilder:
         self.external = external
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
-        self._names: set[str] = set()
+        self._names: dict[str, tuple] = {}  # name -> (shape, dtype)
         self._counter = 0
 
     def fresh(self, stem: str) -> str:
@@ -78,9 +78,15 @@ class GraphBuilder:
         return outputs[0]
 
     def constant(self, name: str, value: np.ndarray) -> str:
-        if name not in self._names:
-            self._names.add(name)
-            value = np.asarray(value)
+        """An initializer, added once per name: a second call with the same name reuses the first (shared
+        tables, shape constants); one with another shape or dtype is a naming bug and raises."""
+        value = np.asarray(value)
+        form = (value.shape, value.dtype)
+        if name in self._names:
+            if self._names[name] != form:
+                raise ValueError(f"initializer '{name}' is already {self._names[name]}, not {form}")
+        else:
+            self._names[name] = form
             if self.external is not None and value.nbytes >= ExternalData.MIN_BYTES:
                 self.initializers.append(self.external.tensor(name, value))
             else:

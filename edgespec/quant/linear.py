@@ -19,7 +19,7 @@ import numpy as np
 from ..models import family
 from ..formats.quants import is_block_format
 from .ggml_blocks import to_matmulnbits
-from .int4 import PackedInt4, error_report, quantize, quantize_int8
+from .int4 import PackedInt4, error_report, quantize, quantize_int8, unpack_nibbles
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,44 @@ class QuantizedLinear:
         report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} requantized", "bits": packed.bits,
                                   **error_report(weight, packed)}
         return packed, None
+
+
+@dataclass
+class QuantizedEmbedding:
+    """The embedding table stored as int8 levels with a scale per block, dequantized row by row in the graph
+    (the graph's `embedding` strategy: (builder, ids [T]) -> rows [T, d] float32). A GGUF block table keeps its
+    own levels (Q8_0/Q5_0/Q6_K/Q4_0 bit-exact; Q4_1/Q4_K plus a per-block offset gathered beside them); a float
+    table is quantized to int8 in blocks of 32 (round-to-nearest). Standard ops only (Gather, Cast, Mul), fp32
+    scales: onnxruntime-web's WASM build for WebGPU has no CPU kernel for GatherBlockQuantized, and a GPU without
+    shader-f16 reads fp32. Half the fp16 table's bytes (4-bit levels too take a byte each)."""
+
+    source: object
+    report: dict = field(default_factory=dict)
+
+    def __call__(self, g, ids: str) -> str:
+        raw = self.source.raw("embed") if hasattr(self.source, "raw") else None
+        if raw is not None and is_block_format(raw.qtype):
+            packed, offset = to_matmulnbits(raw.data, raw.qtype, raw.shape, "embed")
+            route = f"{raw.qtype.name} levels kept"
+        else:
+            packed, offset = quantize_int8(self.source.tensor("embed"), 32), None
+            route = f"{raw.qtype.name if raw else 'float'} -> int8 (round-to-nearest)"
+        n, k_blocks, block = packed.N, packed.K // packed.block, packed.block
+        # MatMulNBits' levels with their implied zero point (8 or 128) taken off: x = scale * level (+ offset)
+        unpacked = unpack_nibbles(packed.blob) if packed.bits == 4 else packed.blob
+        levels = (unpacked.astype(np.int16) - (8 if packed.bits == 4 else 128)).astype(np.int8).reshape(n, -1)
+        per_row = g.node("Gather", [g.constant("embed_rows.levels", levels), ids])  # [T, d]
+        blocks = g.node("Reshape", [g.node("Cast", [per_row], to=1),  # to float
+                                    g.constant("embed_rows.block_shape", np.array([-1, k_blocks, block]))])
+        last = g.constant("axis_last", np.array([-1]))
+        scales = g.constant("embed_rows.scales", packed.scales.reshape(n, k_blocks).astype(np.float32))
+        x = g.node("Mul", [blocks, g.node("Unsqueeze", [g.node("Gather", [scales, ids]), last])])
+        if offset is not None:  # + the block's offset [T, K/b, 1]
+            offset_rows = g.node("Gather", [g.constant("embed_rows.offset", offset.astype(np.float32)), ids])
+            x = g.node("Add", [x, g.node("Unsqueeze", [offset_rows, last])])
+        self.report.update(route=route, levels_from_bits=packed.bits, block=block, offset_term=offset is not None,
+                           bytes=int(levels.nbytes + packed.scales.nbytes + (0 if offset is None else offset.nbytes)))
+        return g.node("Reshape", [x, g.constant("embed_rows.row_shape", np.array([-1, packed.K]))])
 
 
 def offset_int8(offset: np.ndarray) -> PackedInt4:

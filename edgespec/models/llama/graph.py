@@ -61,7 +61,8 @@ from .reference import rope_inv_freq
 def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len: int,
                 linear: Linear | None = None, lm_head_linear: Linear | None = None,
                 embed_dtype=np.float32, external: ExternalData | None = None,
-                extra_embeds: bool = False, layer_plans: bool = True, embed_rounding=None) -> onnx.ModelProto:
+                extra_embeds: bool = False, layer_plans: bool = True, embed_rounding=None,
+                embedding=None) -> onnx.ModelProto:
     """The decoder graph (see the module docstring for its contract).
 
     weights: canonical name -> float32 array (may be a lazy mapping over a weights file).
@@ -69,6 +70,8 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     embed_dtype: storage of the embedding table (float16 halves it; rows are cast after Gather).
     embed_rounding: a dtype the table's values are rounded through before being stored as embed_dtype
       (float16 into float32: the fp16 table's numbers, readable where a GPU has no fp16 in shaders).
+    embedding: (builder, ids) -> rows [T, d] float32, instead of a float table (quant.linear.QuantizedEmbedding);
+      a tied lm_head then goes through lm_head_linear, which must not be the fp32 Gemm.
     external: stream initializers into this data file instead of keeping them in the proto.
     extra_embeds: add the input `extra_embeds` [1, E, d], rows appended after the token embeddings
         (S3D mask tokens, PPD prompt tokens); position_ids / attention_bias / logits_index then
@@ -94,12 +97,15 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     g.constant("axes0", np.array([0], np.int64))
 
     ids = g.node("Squeeze", ["input_ids", "axes0"])  # [T]
-    # Named like fp16_linear's copy, so a tied fp16 lm_head reuses this table instead of a second one.
-    table = np.asarray(weights["embed"], dtype=embed_rounding or embed_dtype).astype(embed_dtype, copy=False)
-    embed = g.constant("embed.fp16" if np.dtype(embed_dtype) == np.float16 else "embed.table", table)
-    h = g.node("Gather", [embed, ids])  # [T, d]
-    if np.dtype(embed_dtype) != np.float32:
-        h = g.node("Cast", [h], to=TensorProto.FLOAT)
+    if embedding is not None:
+        h, embed = embedding(g, ids), None
+    else:
+        # Named like fp16_linear's copy, so a tied fp16 lm_head reuses this table instead of a second one.
+        table = np.asarray(weights["embed"], dtype=embed_rounding or embed_dtype).astype(embed_dtype, copy=False)
+        embed = g.constant("embed.fp16" if np.dtype(embed_dtype) == np.float16 else "embed.table", table)
+        h = g.node("Gather", [embed, ids])  # [T, d]
+        if np.dtype(embed_dtype) != np.float32:
+            h = g.node("Cast", [h], to=TensorProto.FLOAT)
     if extra_embeds:
         # A required input (declared by the contract), fed [1, 0, d] when there are no extra rows:
         # onnxruntime's IOBinding cannot bind an overridable initializer (an input with a default).
@@ -121,7 +127,7 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
         normed = g.node("RMSNormalization", [rows, g.weight("final_norm")], epsilon=c.rms_norm_eps, axis=-1)
     if "lm_head" in weights or lm_head_linear is not gemm_linear:
         lm_head_linear(g, normed, "lm_head" if "lm_head" in weights else "embed", "logits")
-    elif np.dtype(embed_dtype) == np.float32:  # tied fp32: multiply by the embedding table itself, no copy
+    elif embed is not None and np.dtype(embed_dtype) == np.float32:  # tied fp32: multiply by the embedding table itself, no copy
         g.node("Gemm", [normed, embed], ["logits"], transB=1)
     else:
         gemm_linear(g, normed, "embed", "logits")
@@ -143,8 +149,11 @@ def _layer_as_branch(outer: GraphBuilder, c: ModelConfig, i: int, h: str) -> Non
     # Initializers the branch created (e.g. int4 blobs) move to the outer graph: one copy, prepacked once.
     for init in g.initializers:
         if init.name not in outer._names:
-            outer._names.add(init.name)
+            outer._names[init.name] = g._names[init.name]
             outer.initializers.append(init)
+        elif outer._names[init.name] != g._names[init.name]:
+            raise ValueError(f"initializer '{init.name}' is {outer._names[init.name]} outside layer {i}, "
+                             f"{g._names[init.name]} inside")
     outer._counter = g._counter
     then_graph = helper.make_graph(g.nodes, f"layer_{i}", [], [
         helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outs])
