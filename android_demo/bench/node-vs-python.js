@@ -1,12 +1,13 @@
 // Speed of the JS engine on onnxruntime-node beside edgespec's Python engine on onnxruntime, same
-// export, same prompts, greedy: plain, n-gram and auto (controller over n-gram, built alike on both
-// sides, budget 8). One interleaved run: for each repetition and prompt, each mode runs on both sides
+// export, same prompts, greedy: plain, n-gram, auto (controller over n-gram, built alike on both
+// sides, budget 8) and, with --modes ...,ppd, the export's trained PPD drafter sized by each side's c(T). One interleaved run: for each repetition and prompt, each mode runs on both sides
 // back to back in alternating order; the JS/Python ratio is the median of those pairs' tok/s ratios.
 // Usage (from android_demo/): node bench/node-vs-python.js EXPORT_DIR [--reps 2] [--tokens 128]
-//   [--threads 2] [--json FILE] [--markdown FILE]; PYTHON (default python) runs the Python side.
+//   [--threads 2] [--modes off,ngram,auto] [--json FILE] [--markdown FILE]; PYTHON (default python) runs
+//   the Python side.
 import { spawn } from "node:child_process";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -14,7 +15,8 @@ import * as ort from "onnxruntime-node";
 import { CALIBRATION_TEXT } from "../engine/controller.js";
 import { autoDrafter } from "../engine/drafters/auto.js";
 import { NgramDrafter } from "../engine/drafters/ngram.js";
-import { decode } from "../engine/engine.js";
+import { loadDrafterRows, PPDDrafter } from "../engine/drafters/ppd.js";
+import { decode, SpecStats } from "../engine/engine.js";
 import { loadNode } from "../engine/node.js";
 import { Sampler } from "../engine/sampling.js";
 
@@ -24,9 +26,10 @@ const option = (name, fallback) => { const i = args.indexOf(name); return i < 0 
 const reps = Number(option("--reps", 2)), maxTokens = Number(option("--tokens", 128)), threads = Number(option("--threads", 2));
 const jsonOut = option("--json", null), markdownOut = option("--markdown", null);
 const dir = resolve(args[0]);
-const MODES = ["off", "ngram", "auto"];
+const MODES = option("--modes", "off,ngram,auto").split(",");
 const median = (v) => { const s = [...v].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
+const loadAtStart = loadavg(); // what else ran: timings mean little on a loaded machine
 const prompts = readFileSync(join(REPO, "edgespec/bench/prompts/default.jsonl"), "utf-8").trim().split("\n").map((l) => JSON.parse(l));
 const model = await loadNode(dir, { threads });
 const python = spawn(process.env.PYTHON ?? "python", [join(REPO, "android_demo/bench/python_worker.py"), dir, String(threads)],
@@ -38,16 +41,21 @@ const calibration = model.tokenizer.encode(CALIBRATION_TEXT);
 await ask({ calibrate: calibration });
 const jsAuto = await autoDrafter(model.backend, (t) => model.tokenizer.encode(t), { maxBudget: 8 });
 const jsDrafters = { off: null, ngram: new NgramDrafter(), auto: jsAuto };
+if (MODES.includes("ppd")) {
+  const { rows } = await loadDrafterRows(model.manifest, model.readFile, "ppd");
+  jsDrafters.ppd = new PPDDrafter(rows, model.manifest.config.hidden_size, { cost: jsAuto.controller.cost });
+}
 
 async function runJs(ids, spec) {
   const tokens = [];
+  const stats = new SpecStats();
   let first = null;
-  for await (const { token } of decode(model.backend, ids, new Sampler(), maxTokens, { drafter: jsDrafters[spec], budget: 8 })) {
+  for await (const { token } of decode(model.backend, ids, new Sampler(), maxTokens, { drafter: jsDrafters[spec], budget: 8, stats })) {
     first ??= performance.now();
     tokens.push(token);
   }
   model.backend.reset();
-  return { tokens, decode_s: (performance.now() - first) / 1000 };
+  return { tokens, decode_s: (performance.now() - first) / 1000, drafted: stats.drafted, accepted: stats.accepted };
 }
 
 const rows = [];
@@ -62,7 +70,9 @@ for (let rep = 0; rep < reps; rep++) {
       const tps = (r) => (r.tokens.length - 1) / r.decode_s;
       const same = result.js.tokens.every((t, i) => t === result.python.tokens[i]);
       rows.push({ rep, prompt: prompt.question_id, category: prompt.category, spec, js_tps: tps(result.js),
-        python_tps: tps(result.python), ratio: tps(result.js) / tps(result.python), same_tokens: same });
+        python_tps: tps(result.python), ratio: tps(result.js) / tps(result.python), same_tokens: same,
+        drafted: { js: result.js.drafted, python: result.python.drafted },
+        accepted: { js: result.js.accepted, python: result.python.accepted } });
       console.log(`rep ${rep} prompt ${prompt.question_id} ${spec}: js ${tps(result.js).toFixed(1)} tok/s, python ${tps(result.python).toFixed(1)} tok/s, same tokens: ${same}`);
     }
   }
@@ -72,13 +82,15 @@ python.stdin.end();
 const summary = Object.fromEntries(MODES.map((spec) => {
   const r = rows.filter((x) => x.spec === spec);
   return [spec, { js_tps: median(r.map((x) => x.js_tps)), python_tps: median(r.map((x) => x.python_tps)),
-    ratio: median(r.map((x) => x.ratio)), same_tokens: r.filter((x) => x.same_tokens).length, runs: r.length }];
+    ratio: median(r.map((x) => x.ratio)), same_tokens: r.filter((x) => x.same_tokens).length, runs: r.length,
+    accepted_of_drafted: Object.fromEntries(["js", "python"].map((side) => [side,
+      `${r.reduce((a, x) => a + x.accepted[side], 0)} / ${r.reduce((a, x) => a + x.drafted[side], 0)}`])) }];
 }));
 const machine = { cpu: cpus()[0].model, logical_cpus: cpus().length,
   avx512: /avx512f/.test(readFileSync("/proc/cpuinfo", "utf-8")), vnni: /avx512_vnni/.test(readFileSync("/proc/cpuinfo", "utf-8")),
-  threads, shared: "the machine was shared with other jobs while this ran" };
+  threads, load_average_at_start: loadAtStart, load_average_at_end: loadavg() };
 const manifest = model.manifest;
-const report = { command: `node bench/node-vs-python.js ${args[0]} --reps ${reps} --tokens ${maxTokens} --threads ${threads}`,
+const report = { command: `node bench/node-vs-python.js ${args[0]} --reps ${reps} --tokens ${maxTokens} --threads ${threads} --modes ${MODES}`,
   model: manifest.source.name, export: { quantization: manifest.quantization?.precision, embed: manifest.quantization?.embed,
     lm_head: manifest.quantization?.lm_head }, versions: { node: process.version, "onnxruntime-node": ort.env.versions.node },
   machine, prompts: "edgespec/bench/prompts/default.jsonl (chat template, first turn)", summary, rows };

@@ -1,7 +1,7 @@
 """The Python side of bench/node-vs-python.js: the same export decoded by edgespec's own engine.
 
-Reads JSON lines {"prompt_ids", "spec": off|ngram|auto, "tokens"} on stdin and answers
-{"tokens", "decode_s"} on stdout. `auto` is built as the JS engine builds it (the controller over
+Reads JSON lines {"prompt_ids", "spec": off|ngram|auto|ppd, "tokens"} on stdin and answers
+{"tokens", "decode_s", "drafted", "accepted"} on stdout. `auto` is built as the JS engine builds it (the controller over
 the n-gram drafter with a freshly measured cost curve), so both sides run the same algorithm.
 Usage (from the repo root): PYTHONPATH=. python android_demo/bench/python_worker.py EXPORT_DIR THREADS
 """
@@ -16,7 +16,8 @@ from edgespec.sampling import Sampler, SamplingParams
 from edgespec.speculative.calibration.costs import measure_cost_model
 from edgespec.speculative.controller import ControlledDrafter, Controller
 from edgespec.speculative.drafters.ngram import NgramDrafter
-from edgespec.speculative.engine import decode
+from edgespec.speculative.drafters.ppd import PPDDrafter
+from edgespec.speculative.engine import SpecStats, decode
 
 
 def main() -> None:
@@ -32,15 +33,21 @@ def main() -> None:
             drafters["auto"] = lambda: ControlledDrafter({"ngram": NgramDrafter(min_ngram=1)},
                                                          Controller(cost, max_budget=8, free={"ngram"}))
             drafters["ngram"] = NgramDrafter
+            if any(d.get("kind") == "ppd" for d in manifest.get("drafters", [])):
+                from edgespec.export.trained import load_drafter  # noqa: PLC0415
+
+                rows, _ = load_drafter(directory, "ppd")
+                drafters["ppd"] = lambda: PPDDrafter(rows, cost=cost)
             print(json.dumps({"ok": True}), flush=True)
             continue
         drafter = drafters[request["spec"]]() if request["spec"] != "off" else None
-        tokens, first = [], None
+        tokens, first, stats = [], None, SpecStats()
         for event in decode(backend, request["prompt_ids"], Sampler(SamplingParams()), request["tokens"], drafter,
-                            budget=8):
+                            budget=8, stats=stats):
             first = first or time.perf_counter()
             tokens.append(event.token)
-        print(json.dumps({"tokens": tokens, "decode_s": time.perf_counter() - first}), flush=True)
+        print(json.dumps({"tokens": tokens, "decode_s": time.perf_counter() - first, "drafted": stats.drafted,
+                          "accepted": stats.accepted}), flush=True)
         backend.reset()
 
 

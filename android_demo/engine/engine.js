@@ -8,7 +8,7 @@
 //   backend.keep([root] + path); emit path tokens, then next (the new root)
 import { ContextOverflowError } from "./errors.js";
 import { penalize, probabilities } from "./sampling.js";
-import { DraftTree } from "./tree.js";
+import { DraftTree, treeLayout } from "./tree.js";
 import { verifyGreedy, verifySampling } from "./verify.js";
 
 const now = () => performance.now() / 1000;
@@ -76,9 +76,16 @@ export async function decodeStep(backend, history, sampler, drafter, budget, sta
   if (exact && !tree.isChain()) tree = tree.firstChain(); // a tree node sits at another cache row: other rounding
   if (exact && !tree.length) tree = DraftTree.chain(history.slice(-1)); // a 2-row pass; the guess is verified
   const treeS = now();
-  const { tokens, depths, mask } = tree.flatten(history[history.length - 1]);
+  const tokens = [history[history.length - 1], ...tree.tokens];
+  let parents = [-1, ...tree.parents.map((p) => p + 1)];
+  // A drafter may append input rows of its own (PPD prompt tokens) after the tree rows; no tree row
+  // attends to them, so the rows verified below are unchanged, and keep() below drops their KV.
+  const extra = drafter?.verifyRows ? drafter.verifyRows(tree) : null;
+  if (extra !== null) parents = [...parents, ...extra.parents];
+  const { depths, mask } = treeLayout(parents);
+  const chain = parents.every((p, i) => p === i - 1);
   const logits = await backend.forward(tokens, { positions: depths.map((d) => backend.cacheLen + d),
-    treeMask: tree.isChain() ? null : mask });
+    treeMask: chain ? null : mask, extraEmbeds: extra?.embeds ?? null });
   const params = sampler.params;
   // the history a row predicts after: for the repetition penalty (no penalty: no copy per row)
   const context = (row) => (!row || params.repetitionPenalty === 1 ? history
@@ -88,6 +95,9 @@ export async function decodeStep(backend, history, sampler, drafter, budget, sta
     : verifySampling(tree, (row) => probabilities(penalize(logits.row(row), context(row), params.repetitionPenalty),
       params), sampler.rng);
   backend.keep([0, ...path.map((i) => i + 1)]);
+  if (extra !== null) { // the drafter reads its rows' logits: the prompt rows of the accepted path's end
+    drafter.readRows(logits.from(tokens.length), path.length ? path[path.length - 1] + 1 : 0);
+  }
   stats.steps += 1;
   stats.drafted += tree.length;
   stats.accepted += path.length;

@@ -2,11 +2,13 @@
 // only differ in how they read files and which onnxruntime they pass in).
 import { autoDrafter } from "./drafters/auto.js";
 import { NgramDrafter } from "./drafters/ngram.js";
+import { loadDrafterRows, PPDDrafter } from "./drafters/ppd.js";
+import { CALIBRATION_TEXT, CostModel } from "./controller.js";
 import { commonPrefix, decode, SpecStats } from "./engine.js";
 import { EdgespecError } from "./errors.js";
 import { Sampler, SamplingParams } from "./sampling.js";
 
-export const SPEC_CHOICES = "off | ngram | auto";
+export const SPEC_CHOICES = "off | ngram | ppd | auto";
 
 /** --spec names -> drafter factories (one registry, as speculative/drafters/select.py). */
 const DRAFTERS = {
@@ -14,14 +16,22 @@ const DRAFTERS = {
   ngram: async () => new NgramDrafter(),
   auto: async (model, budget, calibration) => autoDrafter(model.backend, (t) => model.tokenizer.encode(t),
     { maxBudget: budget, ...calibration }),
+  // the export's trained prompt tokens, the chain sized from this device's measured cost curve
+  ppd: async (model, budget, { sizes, reps = 3 } = {}) => {
+    if (!model.readFile) throw new EdgespecError("this loader cannot read the export's drafter files");
+    const { rows } = await loadDrafterRows(model.manifest, model.readFile, "ppd");
+    const cost = await CostModel.measure(model.backend, model.tokenizer.encode(CALIBRATION_TEXT), sizes, reps);
+    return new PPDDrafter(rows, model.manifest.config.hidden_size, { cost });
+  },
 };
 
 export class Model {
-  constructor(backend, tokenizer, manifest) {
-    Object.assign(this, { backend, tokenizer, manifest, drafter: null, spec: "off", cached: [], busy: false });
+  /** readFile(name) -> Promise<Uint8Array>: a file of the export (trained drafters), where the loader can. */
+  constructor(backend, tokenizer, manifest, { readFile = null } = {}) {
+    Object.assign(this, { backend, tokenizer, manifest, readFile, drafter: null, spec: "off", cached: [], busy: false });
   }
 
-  /** Choose the drafter: off, ngram or auto (auto measures this device's cost curve first). */
+  /** Choose the drafter: off, ngram, ppd or auto (ppd and auto measure this device's cost curve first). */
   async setSpec(spec, { budget = 8, calibration = {} } = {}) {
     const factory = DRAFTERS[spec];
     if (!factory) throw new EdgespecError(`unknown spec '${spec}'; expected ${SPEC_CHOICES}`);

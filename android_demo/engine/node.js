@@ -47,5 +47,5 @@ export async function loadNode(dir, { threads = 2, context = null, kvScheme = "h
   const read = (name) => JSON.parse(readFileSync(join(dir, name), "utf-8"));
   const tokenizer = new ChatTokenizer(read("tokenizer.json"), read("tokenizer_config.json"), manifest.tokenizer,
     manifest.chat_template);
-  return new Model(backend, tokenizer, manifest);
+  return new Model(backend, tokenizer, manifest, { readFile: async (name) => new Uint8Array(readFileSync(join(dir, name))) });
 }

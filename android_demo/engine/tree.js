@@ -68,11 +68,6 @@ export class DraftTree {
       this.draftProbs === null ? null : this.draftProbs.slice(0, maxNodes));
   }
 
-  /** {tokens [1+N], depths [1+N], mask [1+N][1+N]} with the root at row 0. */
-  flatten(rootToken) {
-    return { tokens: [rootToken, ...this.tokens], ...treeLayout([-1, ...this.parents.map((p) => p + 1)]) };
-  }
-
   /** The path that follows each node's first child (the drafter's favourite branch). */
   firstChain() {
     const nodes = [];

@@ -111,7 +111,9 @@ export async function loadWeb(base, { backend = "auto", onProgress = () => {}, c
   const json = (name) => JSON.parse(new TextDecoder().decode(files[name]));
   const tokenizer = new ChatTokenizer(json("tokenizer.json"), json("tokenizer_config.json"), manifest.tokenizer,
     manifest.chat_template);
-  const model = new Model(engine, tokenizer, manifest);
+  // trained drafter files (listed under the manifest's drafters, not its files) download on first use
+  const readFile = async (name) => files[name] ?? cachedBytes(new URL(name, base).href, () => {});
+  const model = new Model(engine, tokenizer, manifest, { readFile });
   model.backendWhy = choice.why;
   return model;
 }

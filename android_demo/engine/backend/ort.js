@@ -14,6 +14,11 @@ export class Logits {
     if (i < 0 || i >= this.rows) throw new RangeError(`logits row ${i} of ${this.rows}`);
     return this.data.subarray(i * this.vocab, (i + 1) * this.vocab);
   }
+
+  /** Rows first.. as Logits of their own (a view). */
+  from(first) {
+    return new Logits(this.data.subarray(first * this.vocab), this.rows - first, this.vocab);
+  }
 }
 
 const KV_SCHEMES = {
@@ -38,7 +43,7 @@ export class OrtBackend {
     }
     this.kv = KV_SCHEMES[kvScheme](ort, names, config, maxLen, device);
     this.hasLayerMask = session.inputNames.includes("layer_mask");
-    // no trained drafter rows in the JS engine yet: an export that has the input gets zero rows
+    // rows a drafter appends after the tokens (PPD prompt tokens); zero rows on other passes
     this.hasExtraEmbeds = session.inputNames.includes("extra_embeds");
     this.lastStart = 0;
   }
@@ -55,9 +60,14 @@ export class OrtBackend {
    * Logits for rows `logitsFor` (default all T) of T new tokens appended to the cache.
    * treeMask: [T][T] booleans over the new tokens (true = may attend; the past is always visible).
    * positions: [T] (default cacheLen + 0..T-1). plan: a layer mask [L] (default all layers).
+   * extraEmbeds: Float32Array [E * hidden] of input rows after the tokens (T = tokens + E rows; positions,
+   * treeMask and logitsFor then cover them too).
    */
-  async forward(tokens, { positions = null, treeMask = null, logitsFor = null, plan = null } = {}) {
-    const T = tokens.length, P = this.cacheLen, S = P + T;
+  async forward(tokens, { positions = null, treeMask = null, logitsFor = null, plan = null, extraEmbeds = null } = {}) {
+    const d = this.config.hidden_size;
+    const E = extraEmbeds === null ? 0 : extraEmbeds.length / d;
+    if (E && !this.hasExtraEmbeds) throw new EdgespecError("this export has no extra_embeds input: trained drafter rows need a graph version 3 export");
+    const T = tokens.length + E, P = this.cacheLen, S = P + T;
     if (S > this.maxLen) throw new ContextOverflowError(`${P} cached + ${T} new tokens exceed the context of ${this.maxLen} tokens`);
     const { Tensor } = this.ort;
     const bias = new Float32Array(T * S);
@@ -70,15 +80,15 @@ export class OrtBackend {
     const rows = logitsFor ?? Array.from({ length: T }, (_, i) => i);
     const int64 = (values) => BigInt64Array.from(values, (v) => BigInt(v));
     const feeds = {
-      input_ids: new Tensor("int64", int64(tokens), [1, T]),
-      position_ids: new Tensor("int64", int64(positions ?? tokens.map((_, i) => P + i)), [1, T]),
+      input_ids: new Tensor("int64", int64(tokens), [1, tokens.length]),
+      position_ids: new Tensor("int64", int64(positions ?? Array.from({ length: T }, (_, i) => P + i)), [1, T]),
       attention_bias: new Tensor("float32", bias, [1, 1, T, S]),
       seqlens_k: new Tensor("int32", Int32Array.of(S - 1), [1]),
       total_sequence_length: new Tensor("int32", Int32Array.of(S), []),
       logits_index: new Tensor("int64", int64(rows), [rows.length]),
     };
     if (this.hasExtraEmbeds) {
-      feeds.extra_embeds = new Tensor("float32", new Float32Array(0), [1, 0, this.config.hidden_size]);
+      feeds.extra_embeds = new Tensor("float32", extraEmbeds ?? new Float32Array(0), [1, E, d]);
     }
     if (this.hasLayerMask) {
       const mask = plan ?? new Array(this.config.num_layers).fill(true);
