@@ -122,6 +122,9 @@ export class PPDDrafter {
   }
 }
 
+const sha256Hex = async (bytes) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))]
+  .map((b) => b.toString(16).padStart(2, "0")).join("");
+
 /** 16 hex digits naming an export's graph and weights (export/trained.py's export_hash). */
 export async function exportHash(manifest) {
   const files = manifest.files ?? {};
@@ -129,8 +132,7 @@ export async function exportHash(manifest) {
   const parts = Object.keys(files).sort().filter((name) => name.startsWith(graph))
     .map((name) => `${name}:${files[name].sha256}`);
   if (!parts.length) throw new ModelFormatError("this export's manifest lists no graph files: it cannot carry a trained drafter");
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(parts.join("\n")));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 16);
+  return (await sha256Hex(new TextEncoder().encode(parts.join("\n")))).slice(0, 16);
 }
 
 /**
@@ -142,9 +144,7 @@ export async function loadDrafterRows(manifest, readFile, kind = "ppd") {
   const entry = (manifest.drafters ?? []).find((d) => d.kind === kind && d.file);
   if (!entry) throw new ModelFormatError(`this export has no trained ${kind} drafter; train one with \`edgespec train ${kind} EXPORT\``);
   const bytes = await readFile(entry.file);
-  const digest = await crypto.subtle.digest("SHA-256", bytes);
-  const sha = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-  if (sha !== entry.sha256) throw new ModelFormatError(`the ${kind} drafter file ${entry.file} does not match the manifest's sha256 ${entry.sha256.slice(0, 16)}...; train it again`);
+  if (await sha256Hex(bytes) !== entry.sha256) throw new ModelFormatError(`the ${kind} drafter file ${entry.file} does not match the manifest's sha256 ${entry.sha256.slice(0, 16)}...; train it again`);
   const arrays = readNpz(bytes, entry.file);
   const record = JSON.parse(arrays.record?.data ?? "null");
   if (record?.kind !== kind) throw new ModelFormatError(`${entry.file} holds a ${record?.kind} drafter, not ${kind}`);
