@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 
 from edgespec.cli import build_parser
 from edgespec.export.targets import TARGETS
@@ -54,3 +55,14 @@ def test_target_web_maps_to_a_quantized_embedding_and_flags_win(monkeypatch):
     args = parser.parse_args(["export", "smollm2-135m", "--target", "web", "--embed", "fp32", "-o", "x"])
     args.func(args)
     assert seen.pop("options").embed == "fp32"
+
+
+def test_a_quantized_embedding_is_refused_where_the_graph_cannot_take_it():
+    from edgespec.errors import EdgespecError
+    from edgespec.export.pipeline import ExportOptions
+
+    ExportOptions(embed="quantized").check()
+    with pytest.raises(EdgespecError, match="--embed quantized is built for the dynamic onnx graph, not --target npu"):
+        ExportOptions(target="npu", embed="quantized").check()
+    with pytest.raises(EdgespecError, match="--int4 exports only"):
+        ExportOptions(precision="fp16", embed="quantized").check()

@@ -72,7 +72,9 @@ def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None, st
     """Bytes of weights one decode step reads: all of them but the embedding table (only one row is read)."""
     manifest = read_manifest(export_dir, verify=False)
     c = manifest["config"]
-    embed_bytes = c["vocab_size"] * c["hidden_size"] * (2 if manifest["quantization"].get("embed") == "fp16" else 4)
+    q = manifest["quantization"]
+    embed_bytes = q["embed_route"]["bytes"] if "embed_route" in q else \
+        c["vocab_size"] * c["hidden_size"] * (2 if q.get("embed") == "fp16" else 4)
     ours = manifest["files"]["model.onnx.data"]["size"] - embed_bytes
     reader = gguf_lib.GGUFReader(gguf)
     theirs = sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
