@@ -113,8 +113,9 @@ export class Acceptance {
 }
 
 export class Controller {
-  constructor(cost, { maxBudget = 16, probeEvery = 16, free = [] } = {}) {
-    Object.assign(this, { cost, maxBudget, probeEvery });
+  /** passRows: drafter -> (k -> rows of its verify pass for k drafts), default k + 1 (PPD's prompt rows add more). */
+  constructor(cost, { maxBudget = 16, probeEvery = 16, free = [], passRows = {} } = {}) {
+    Object.assign(this, { cost, maxBudget, probeEvery, passRows });
     this.acceptance = new Map();
     this.draftSeconds = new Map(); // per drafted token, decayed
     this.plainSteps = 0;
@@ -134,8 +135,9 @@ export class Controller {
       const acceptance = this.acceptanceOf(buckets.get(name) ?? name);
       const perToken = this.free.has(name) ? 0 : (this.draftSeconds.get(name) ?? 0.5 * this.cost.passSeconds(1));
       const expected = acceptance.expectedTokensUpto(this.maxBudget);
+      const rows = this.passRows[name] ?? ((k) => k + 1);
       for (let k = 1; k <= this.maxBudget; k++) {
-        const rate = expected[k] / (k * perToken + this.cost.passSeconds(k + 1));
+        const rate = expected[k] / (k * perToken + this.cost.passSeconds(rows(k)));
         if (rate > bestRate) { best = { name, k }; bestRate = rate; }
       }
     }
@@ -186,8 +188,20 @@ export class ControlledDrafter {
     }
     const started = now();
     const tree = this.drafters.get(name).propose(context, Math.min(k, budget));
-    this.last = { name, bucket: buckets.get(name), tree, draftS: now() - started, verifyStarted: now() };
+    this.last = { name, bucket: buckets.get(name), tree, draftS: now() - started, verifyStarted: now(), extra: 0 };
     return tree;
+  }
+
+  /** The chosen drafter's own rows for this pass (PPD prompt tokens), or null. */
+  verifyRows(tree) {
+    const drafter = this.last === null ? null : this.drafters.get(this.last.name);
+    const extra = drafter?.verifyRows ? drafter.verifyRows(tree) : null;
+    if (this.last !== null) this.last.extra = extra === null ? 0 : extra.parents.length;
+    return extra;
+  }
+
+  readRows(logits, endRow) {
+    this.drafters.get(this.last.name).readRows(logits, endRow);
   }
 
   /** Which drafter the last step used (null: a plain step), for the UI's "which drafter pays". */
@@ -197,8 +211,8 @@ export class ControlledDrafter {
 
   observe(accepted) {
     if (this.last === null) return;
-    const { name, bucket, tree, draftS, verifyStarted } = this.last;
-    this.controller.observe(name, tree.depth(), accepted.length - 1, draftS, tree.length + 1,
+    const { name, bucket, tree, draftS, verifyStarted, extra } = this.last;
+    this.controller.observe(name, tree.depth(), accepted.length - 1, draftS, tree.length + 1 + extra,
       now() - verifyStarted, bucket);
     this.drafters.get(name).observe(accepted);
   }

@@ -14,8 +14,9 @@ export const SPEC_CHOICES = "off | ngram | ppd | auto";
 const DRAFTERS = {
   off: async () => null,
   ngram: async () => new NgramDrafter(),
+  // with the export's trained PPD drafter among the candidates when it has one
   auto: async (model, budget, calibration) => autoDrafter(model.backend, (t) => model.tokenizer.encode(t),
-    { maxBudget: budget, ...calibration }),
+    { maxBudget: budget, ...calibration, ppd: await trainedRows(model, "ppd") }),
   // the export's trained prompt tokens, the chain sized from this device's measured cost curve
   ppd: async (model, budget, { sizes, reps = 3 } = {}) => {
     if (!model.readFile) throw new EdgespecError("this loader cannot read the export's drafter files");
@@ -24,6 +25,13 @@ const DRAFTERS = {
     return new PPDDrafter(rows, model.manifest.config.hidden_size, { cost });
   },
 };
+
+/** {rows, hidden} of the export's trained `kind` drafter, or null when its manifest lists none. */
+async function trainedRows(model, kind) {
+  if (!(model.manifest.drafters ?? []).some((d) => d.kind === kind && d.file) || !model.readFile) return null;
+  const { rows } = await loadDrafterRows(model.manifest, model.readFile, kind);
+  return { rows, hidden: model.manifest.config.hidden_size };
+}
 
 export class Model {
   /** readFile(name) -> Promise<Uint8Array>: a file of the export (trained drafters), where the loader can. */

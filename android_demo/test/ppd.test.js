@@ -8,6 +8,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { CostModel } from "../engine/controller.js";
+import { autoDrafter } from "../engine/drafters/auto.js";
 import { exportHash, loadDrafterRows, PPDDrafter } from "../engine/drafters/ppd.js";
 import { decode, SpecStats } from "../engine/engine.js";
 import { ModelFormatError } from "../engine/errors.js";
@@ -117,4 +119,20 @@ describe("PPD in the JS engine", () => {
       assert.deepEqual(spec, plain, `${c.name}: PPD speculative != plain`);
     });
   }
+
+  it("auto with PPD among its candidates equals plain output bit for bit (exact mode), PPD's drafts kept", async (t) => {
+    const c = trace.cases[1];
+    const plain = await run(c.prompt_ids, null, true);
+    const rows = embeddings([...new Set(plain.flatMap((id) => [id, (id + 1) % 1000]).concat([0, 1]))]);
+    const oracle = new OraclePPD(plain, c.prompt_ids.length, (id) => rows.get(id), model.manifest.config.hidden_size);
+    // a fixed, GPU-like cost curve (a measured one moves with the machine's load): the choices are the
+    // controller's, not the timer's (its drift rescales every pass size alike)
+    const cost = new CostModel([1, 2, 4, 8, 16], [1, 1.05, 1.1, 1.2, 1.4]);
+    const drafter = await autoDrafter(model.backend, (text) => model.tokenizer.encode(text), { ppd: oracle, cost });
+    const stats = new SpecStats();
+    const spec = await run(c.prompt_ids, drafter, true, stats);
+    t.diagnostic(`${c.name}: accepted by drafter ${JSON.stringify(stats.byDrafter)} in ${stats.steps} passes`);
+    assert.ok((stats.byDrafter.ppd ?? 0) > 0, JSON.stringify(stats.byDrafter)); // chosen, and its drafts kept
+    assert.deepEqual(spec, plain, `${c.name}: auto (n-gram + PPD) speculative != plain`);
+  });
 });

@@ -1,12 +1,26 @@
 // `auto` (port of drafters/combined.py): the controller chooses, step by step, between free n-gram
-// drafts and plain decoding from this device's measured cost curve and the acceptance it observes.
-// The layer-skip drafter is not ported yet: in JS, auto = the controller over n-gram.
+// drafts, the export's trained PPD drafter (when it has one; priced by its pass of (1 + k)^2 rows) and
+// plain decoding, from this device's measured cost curve and the acceptance it observes. The layer-skip
+// and S3D drafters are not ported yet.
 import { CALIBRATION_SIZES, CALIBRATION_TEXT, ControlledDrafter, Controller, CostModel } from "../controller.js";
 import { NgramDrafter } from "./ngram.js";
+import { PPDDrafter } from "./ppd.js";
 
-export async function autoDrafter(backend, encode, { maxBudget = 16, sizes = CALIBRATION_SIZES, reps = 3 } = {}) {
+/**
+ * ppd: {rows Float32Array [k * d], hidden} of the trained prompt tokens, or a PPDDrafter, or null.
+ * cost: a CostModel to plan with instead of measuring this device's (tests, or one measured before).
+ */
+export async function autoDrafter(backend, encode, { maxBudget = 16, sizes = CALIBRATION_SIZES, reps = 3, ppd = null,
+  cost = null } = {}) {
+  cost ??= await CostModel.measure(backend, encode(CALIBRATION_TEXT), sizes, reps);
   // matches of every length are candidates: acceptance is kept per match length
-  const cost = await CostModel.measure(backend, encode(CALIBRATION_TEXT), sizes, reps);
-  return new ControlledDrafter(new Map([["ngram", new NgramDrafter({ minNgram: 1 })]]),
-    new Controller(cost, { maxBudget, free: ["ngram"] }));
+  const drafters = new Map([["ngram", new NgramDrafter({ minNgram: 1 })]]);
+  const passRows = {};
+  if (ppd !== null) {
+    const drafter = ppd instanceof PPDDrafter ? ppd : new PPDDrafter(ppd.rows, ppd.hidden);
+    drafter.cost = cost;
+    drafters.set("ppd", drafter);
+    passRows.ppd = (k) => (1 + k) * (1 + k);
+  }
+  return new ControlledDrafter(drafters, new Controller(cost, { maxBudget, free: ["ngram", "ppd"], passRows }));
 }
