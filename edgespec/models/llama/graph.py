@@ -71,7 +71,7 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     embed_rounding: a dtype the table's values are rounded through before being stored as embed_dtype
       (float16 into float32: the fp16 table's numbers, readable where a GPU has no fp16 in shaders).
     embedding: (builder, ids) -> rows [T, d] float32, instead of a float table (quant.linear.QuantizedEmbedding);
-      a tied lm_head then goes through lm_head_linear, which must not be the fp32 Gemm.
+      a tied fp32 lm_head then gets an fp32 table of its own.
     external: stream initializers into this data file instead of keeping them in the proto.
     extra_embeds: add the input `extra_embeds` [1, E, d], rows appended after the token embeddings
         (S3D mask tokens, PPD prompt tokens); position_ids / attention_bias / logits_index then
