@@ -6,6 +6,12 @@ export const GRAPH_CONTRACT_VERSION = 2;  // 2: extra_embeds (PPD prompt rows) i
 export const MANIFEST = "edgespec.json";
 const FED = ["input_ids", "position_ids", "attention_bias", "seqlens_k", "total_sequence_length", "logits_index"];
 
+/** The sha256 of bytes as hex, as the manifest records every file's (Web Crypto: node and browsers). */
+export async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** Refuse an export written under another graph contract (naming both versions). */
 export function checkManifest(manifest, where) {
   if (manifest?.schema_version !== 1) {

@@ -3,7 +3,7 @@
 // onnxruntime-web on WebGPU (KV in GPU buffers) or WASM (KV returned by each pass).
 import * as ort from "onnxruntime-web/webgpu";
 import { OrtBackend } from "../engine/backend/ort.js";
-import { checkManifest, checkSession, MANIFEST } from "../engine/contract.js";
+import { checkManifest, checkSession, MANIFEST, sha256Hex } from "../engine/contract.js";
 import { EdgespecError, ModelFormatError } from "../engine/errors.js";
 import { Model } from "../engine/model.js";
 import { ChatTokenizer } from "../engine/tokenizer.js";
@@ -40,11 +40,6 @@ async function cachedBytes(url, onBytes) {
   for (const chunk of chunks) { bytes.set(chunk, offset); offset += chunk.byteLength; }
   await cache.put(url, new Response(bytes));
   return bytes;
-}
-
-async function sha256(bytes) {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** The models a server lists (cached, so the choice works offline too). */
@@ -88,7 +83,7 @@ export async function loadWeb(base, { backend = "auto", onProgress = () => {}, c
   for (const [name, expected] of Object.entries(manifest.files)) {
     const bytes = await cachedBytes(new URL(name, base).href, (n) => onProgress((loaded += n), total, `downloading ${name}`));
     onProgress(loaded, total, `checking ${name}`);
-    if (bytes.byteLength !== expected.size || await sha256(bytes) !== expected.sha256) {
+    if (bytes.byteLength !== expected.size || await sha256Hex(bytes) !== expected.sha256) {
       await (await caches.open(MODEL_CACHE)).delete(new URL(name, base).href);
       throw new ModelFormatError(`${name} of ${base} does not match its manifest (sha256 ${expected.sha256.slice(0, 16)}...); removed from the cache — load again`);
     }

@@ -4,6 +4,7 @@
 // their own earlier prompt rows; no tree row sees them, so verification is unchanged. When acceptance
 // stops at row r, r's prompt rows predict the tokens after the next root: the next draft, with no
 // draft pass. Their KV is dropped by keep(accepted path).
+import { sha256Hex } from "../contract.js";
 import { Acceptance } from "../controller.js";
 import { ModelFormatError } from "../errors.js";
 import { readNpz } from "../npz.js";
@@ -58,11 +59,9 @@ export class PPDDrafter {
     const limit = Math.min(this.maxDepth, budget);
     if (this.cost === null || limit <= 1) return Math.max(limit, 1);
     const expected = this.acceptance.expectedTokensUpto(limit);
+    const rate = (n) => expected[n] / this.cost.passSeconds((1 + n) * (1 + n));
     let best = 1;
-    for (let n = 2; n <= limit; n++) {
-      const rate = (m) => expected[m] / this.cost.passSeconds((1 + m) * (1 + m));
-      if (rate(n) > rate(best)) best = n;
-    }
+    for (let n = 2; n <= limit; n++) if (rate(n) > rate(best)) best = n;
     return best;
   }
 
@@ -121,9 +120,6 @@ export class PPDDrafter {
     if (this.drafted) this.acceptance.observe(this.drafted, accepted.length - 1);
   }
 }
-
-const sha256Hex = async (bytes) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))]
-  .map((b) => b.toString(16).padStart(2, "0")).join("");
 
 /** 16 hex digits naming an export's graph and weights (export/trained.py's export_hash). */
 export async function exportHash(manifest) {
