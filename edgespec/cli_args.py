@@ -67,13 +67,14 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
                    help="bytes per token for balanced/fast instead of the recipe's own (e.g. 350M)")
     p.add_argument("--lm-head", default=None, help="int8 | int4 | fp32 (with --recipe faithful or --requantize)")
     p.add_argument("--embed", help="fp16 | fp32 | fp16-widened (fp16 values stored as fp32) | quantized (the GGUF's "
-                                   "own levels as int8 + fp32 scales) (default fp16; --target web: quantized)")
+                                   "own levels as int8 + fp32 scales) | tied (rows read from the lm_head's quantized "
+                                   "weight: one table, the smallest file) (default fp16; --target web: tied)")
     p.add_argument("--max-len", type=int, help="context length of the KV buffers (default 4096; 1024 for --target npu)")
     p.add_argument("--target", default="cpu", choices=sorted(TARGETS),
                    help="cpu (default): dynamic shapes for onnxruntime; npu: static shapes, one graph per row bucket, "
                         "KV window on the host (QNN HTP, OpenVINO, CPU); web: the phone/browser demo's preset "
-                        "(android_demo/): a quantized embedding table with fp32 scales, which WebGPU without "
-                        "shader-f16 can read, and fp32 activations; explicit flags override a preset")
+                        "(android_demo/): the embedding tied to the int4 lm_head (one quantized table, dequantized in "
+                        "fp32, which WebGPU without shader-f16 can read) and fp32 activations; explicit flags override a preset")
     p.add_argument("--buckets", default="1,4,8,16", help="--target npu: rows per graph, comma-separated")
     p.add_argument("--validate-tokens", type=int, default=256)
     p.add_argument("--requantize", action="store_true",

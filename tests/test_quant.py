@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gguf
 import numpy as np
 import onnxruntime as ort
@@ -103,6 +105,8 @@ def test_k_quants_convert_on_real_tensors(qwen05_gguf):
 class _OneTable:
     """A weights source holding only 'embed' (a GGUF block table, or float)."""
 
+    config = SimpleNamespace(architecture="qwen2")  # no llama Q/K row permutation
+
     def __init__(self, raw=None, table=None):
         self._raw, self._table = raw, table
 
@@ -113,18 +117,25 @@ class _OneTable:
         return self._table
 
 
-def run_embedding(source, ids: np.ndarray) -> tuple[np.ndarray, dict]:
+def run_embedding(source, ids: np.ndarray, embedding=None, lm_head=None) -> tuple[np.ndarray, dict]:
+    """The embedding strategy's rows for ids (QuantizedEmbedding by default); with lm_head (a Linear strategy)
+    the graph also computes logits = rows @ table^T as the export does -> (rows, report, logits or None)."""
     from edgespec.models.onnx_builder import GraphBuilder
     from edgespec.quant.linear import QuantizedEmbedding
 
     g = GraphBuilder({})
-    embedding = QuantizedEmbedding(source)
+    embedding = embedding or QuantizedEmbedding(source)
     g.node("Identity", [embedding(g, "ids")], ["rows"])
+    outputs = [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["T", None])]
+    if lm_head is not None:
+        lm_head(g, "rows", "embed", "logits")
+        outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["T", None]))
     graph = helper.make_graph(g.nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["T"])],
-                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["T", None])], g.initializers)
+                              outputs, g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 10
-    return ort.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})[0], embedding.report
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})
+    return got[0], embedding.report, (got[1] if lm_head is not None else None), model
 
 
 @pytest.mark.parametrize("qtype", EXACT + AFFINE, ids=lambda t: t.name)
@@ -137,12 +148,48 @@ def test_a_quantized_embedding_reads_the_gguf_rows_it_stores(qtype):
     raw = gguf.quants.quantize(w, qtype)
     expected = gguf.quants.dequantize(raw, qtype)
     ids = np.array([5, 0, 39, 5, 17])
-    rows, report = run_embedding(_OneTable(RawTensor(qtype, w.shape, raw)), ids)
+    rows, report, *_ = run_embedding(_OneTable(RawTensor(qtype, w.shape, raw)), ids)
     assert report["route"] == f"{qtype.name} levels kept" and report["offset_term"] == (qtype in AFFINE)
     if qtype in EXACT:
         np.testing.assert_array_equal(rows, expected[ids])
     else:
         np.testing.assert_allclose(rows, expected[ids], rtol=0, atol=1e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("form", ["int4 asymmetric", "int4 odd blocks", "int4 symmetric", "int8"])
+def test_a_tied_embedding_reads_its_rows_from_the_lm_heads_weight(form):
+    """--embed tied: the rows are the lm_head's quantized weight dequantized ((level - zero point) * scale, the
+    4-bit levels and zero points unpacked in the graph), and the table is stored once for both uses."""
+    from edgespec.quant.linear import QuantizedLinear, TiedEmbedding
+
+    k = 96 if form == "int4 odd blocks" else 128  # 3 blocks: packed zero points padded to whole bytes
+    w = np.random.default_rng(4).standard_normal((40, k)).astype(np.float32)
+    table = _OneTable(table=w)
+    lm_head = QuantizedLinear(table, 8 if form == "int8" else 4, 32, accuracy_level=0,
+                              symmetric=form == "int4 symmetric")
+    packed, _ = lm_head.pack("embed", record=False)
+    assert (packed.zero_points is None) == (form in ("int4 symmetric", "int8"))
+    ids = np.array([5, 0, 39, 5, 17])
+    rows, report, logits, model = run_embedding(table, ids, TiedEmbedding(lm_head), lm_head)
+    np.testing.assert_array_equal(rows, int4.dequantize(packed)[ids])
+    assert report["bytes"] == 0 and report["levels_from_bits"] == packed.bits
+    names = [t.name for t in model.graph.initializer]
+    assert names.count("embed.qweight") == 1 and len(names) == len(set(names))
+    ref = rows @ int4.dequantize(packed).T
+    assert np.abs(logits - ref).max() <= 1e-4 * np.abs(ref).max()  # the lm_head read the same table
+
+
+def test_a_tied_embedding_is_refused_for_an_untied_model_or_an_offset_table():
+    from edgespec.models.onnx_builder import GraphBuilder
+    from edgespec.formats.gguf import RawTensor
+    from edgespec.quant.linear import QuantizedLinear, TiedEmbedding
+
+    w = np.random.default_rng(5).standard_normal((8, 64)).astype(np.float32)
+    with pytest.raises(EdgespecError, match="has its own lm_head"):
+        TiedEmbedding(QuantizedLinear(_OneTable(table=w)))(GraphBuilder({"lm_head": w, "embed": w}), "ids")
+    q4k = _OneTable(RawTensor(Q.Q4_1, w.shape, gguf.quants.quantize(w, Q.Q4_1)))
+    with pytest.raises(EdgespecError, match="per-block offset.*Q4_1/Q4_K"):
+        TiedEmbedding(QuantizedLinear(q4k))(GraphBuilder({}), "ids")
 
 
 def test_a_quantized_embedding_of_real_k_quant_tables(qwen05_gguf):
@@ -154,7 +201,7 @@ def test_a_quantized_embedding_of_real_k_quant_tables(qwen05_gguf):
         shape = tuple(int(d) for d in reversed(t.shape))
         expected = gguf.quants.dequantize(t.data, qtype).reshape(shape)
         ids = np.array([0, shape[0] - 1, 7])
-        rows, report = run_embedding(_OneTable(RawTensor(qtype, shape, np.asarray(t.data))), ids)
+        rows, report, *_ = run_embedding(_OneTable(RawTensor(qtype, shape, np.asarray(t.data))), ids)
         assert report["levels_from_bits"] == (4 if qtype == Q.Q4_K else 8)
         assert np.abs(rows - expected[ids]).max() <= 1e-6 * np.abs(expected).max(), qtype.name
 
@@ -162,7 +209,7 @@ def test_a_quantized_embedding_of_real_k_quant_tables(qwen05_gguf):
 def test_a_float_embedding_is_quantized_to_int8_blocks():
     w = np.random.default_rng(4).standard_normal((16, 64)).astype(np.float32)
     ids = np.arange(16)
-    rows, report = run_embedding(_OneTable(table=w), ids)
+    rows, report, *_ = run_embedding(_OneTable(table=w), ids)
     assert report["levels_from_bits"] == 8 and "int8" in report["route"]
     step = np.abs(w.reshape(16, 2, 32)).max(-1, keepdims=True) / 127  # half a level at most
     assert np.all(np.abs(rows - w).reshape(16, 2, 32) <= step / 2 + 1e-7)

@@ -24,7 +24,7 @@ from ..models import family
 from ..models.contract import manifest_entry
 from ..models.onnx_builder import ExternalData, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
-from ..quant.linear import QuantizedEmbedding, QuantizedLinear
+from ..quant.linear import QuantizedEmbedding, TiedEmbedding, QuantizedLinear
 from ..quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE, RECIPES, get_recipe
 from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
@@ -42,8 +42,9 @@ GGUF_FILE = "model.gguf"
 PRECISIONS = ("int4", "fp16", "fp32")
 LM_HEAD_CHOICES = ("int8", "int4", "fp32")
 # fp16-widened: fp16 values stored as fp32; quantized: the GGUF's own levels as int8 + fp32 block scales (a float
-# table: int8 round-to-nearest), dequantized per row in the graph (quant.linear.QuantizedEmbedding)
-EMBED_CHOICES = ("fp16", "fp32", "fp16-widened", "quantized")
+# table: int8 round-to-nearest), dequantized per row in the graph (quant.linear.QuantizedEmbedding); tied: the rows
+# read from the lm_head's own quantized weight, one table for both (quant.linear.TiedEmbedding)
+EMBED_CHOICES = ("fp16", "fp32", "fp16-widened", "quantized", "tied")
 GRAPH_TARGETS = ("cpu", "npu")  # dynamic shapes for onnxruntime, or static graphs per row bucket
 
 
@@ -108,9 +109,11 @@ class ExportOptions:
             problems.append(f"--target {self.target} is not one of {', '.join(GRAPH_TARGETS)}")
         if self.target == "npu" and (self.format != "onnx" or not self.buckets or min(self.buckets) < 1):
             problems.append(f"--target npu needs --format onnx and buckets >= 1 (got {list(self.buckets)})")
-        if self.embed == "quantized" and (self.target == "npu" or self.format != "onnx"):
-            problems.append("--embed quantized is built for the dynamic onnx graph, "
+        if self.embed in ("quantized", "tied") and (self.target == "npu" or self.format != "onnx"):
+            problems.append(f"--embed {self.embed} is built for the dynamic onnx graph, "
                             f"not --target {self.target} --format {self.format}")
+        if self.embed == "tied" and self.lm_head == "fp32":
+            problems.append("--embed tied reads the rows from a quantized lm_head, not --lm-head fp32")
         if problems:
             raise EdgespecError("; ".join(problems))
 
@@ -207,7 +210,8 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
     config = source.config
     log.info("building the %s graph for %s (%d layers)", options.precision, ref.name, config.num_layers)
     linear, lm_head, plan = _strategies(source, options, tokenizer, ref)
-    embedding = QuantizedEmbedding(source) if options.embed == "quantized" else None
+    embedding = {"quantized": lambda: QuantizedEmbedding(source),
+                 "tied": lambda: TiedEmbedding(lm_head)}.get(options.embed, lambda: None)()
     external = ExternalData(tmp / (GRAPH_FILE + ".data"), GRAPH_FILE + ".data")
     try:
         graph = family(config.architecture).build_graph(config, LazyWeights(source), max_len, linear=linear, lm_head_linear=lm_head,

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+from ..errors import EdgespecError
 from ..models import family
 from ..formats.quants import is_block_format
 from .ggml_blocks import to_matmulnbits
@@ -161,6 +162,113 @@ class QuantizedEmbedding:
         self.report.update(route=route, levels_from_bits=packed.bits, block=block, offset_term=offset is not None,
                            bytes=int(levels.nbytes + packed.scales.nbytes + (0 if offset is None else offset.nbytes)))
         return g.node("Reshape", [x, g.constant("embed_rows.row_shape", np.array([-1, packed.K]))])
+
+
+@dataclass
+class TiedEmbedding:
+    """The embedding rows read from the lm_head's own MatMulNBits weight (`--embed tied`): a tied model
+    (lm_head = embedding table) stores the table once; where the GGUF holds both quantized two ways, the
+    lm_head's is kept (same_table_check makes sure they are one table). Gather takes a token's packed
+    bytes, scales and zero points from the same initializers the lm_head multiplies with; the bytes are
+    unpacked in float (_nibbles) and dequantized,
+    (level - zero point) * scale, as MatMulNBits does. The rows carry the lm_head's precision (int4 with the
+    balanced recipe: its levels were chosen for the lm_head's output, the rows' error is measured by the
+    export's validation)."""
+
+    lm_head: QuantizedLinear
+    report: dict = field(default_factory=dict)
+
+    def __call__(self, g, ids: str) -> str:
+        head = "lm_head" if "lm_head" in g.weights else "embed"
+        if head == "lm_head":
+            self.report["table_rel_rms_diff"] = same_table_check(g.weights)
+        packed, offset = self.lm_head.pack(head, record=False)
+        if offset is not None:
+            raise EdgespecError("--embed tied needs an lm_head without a per-block offset term; this GGUF's table "
+                                "is Q4_1/Q4_K: use --embed quantized (or fp16)")
+        f, k_blocks = self.lm_head.float_type, packed.K // packed.block
+        # The names QuantizedLinear._emit gives the same arrays, so the lm_head reuses these initializers.
+        blob = g.constant(f"{head}.qweight", packed.blob)  # [N, K/b, bytes per block]
+        scales = g.constant(f"{head}.scales", packed.scales.astype(f))  # [N * K/b]
+        last = g.constant("axis_last", np.array([-1]))
+        stored = g.node("Cast", [g.node("Gather", [blob, ids])], to=1)  # [T, K/b, bytes]: float
+        levels = g.node("Reshape", [_nibbles(g, stored), g.constant(f"block_shape.{k_blocks}.{packed.block}",
+                                                                 np.array([-1, k_blocks, packed.block]))]) \
+            if packed.bits == 4 else stored
+        zero = _zero_point_rows(g, packed, head, ids, k_blocks, f)
+        scale_rows = g.node("Gather", [scales, _block_indices(g, ids, k_blocks, "embed_rows.block_range")])
+        if f != np.float32:
+            scale_rows = g.node("Cast", [scale_rows], to=1)
+        x = g.node("Mul", [g.node("Sub", [levels, zero]), g.node("Unsqueeze", [scale_rows, last])])
+        self.report.update(route=f"tied: the lm_head's int{packed.bits} weight", levels_from_bits=packed.bits,
+                           block=packed.block, offset_term=False, bytes=0,
+                           shared_bytes=int(packed.blob.nbytes + packed.scales.nbytes + (
+                               0 if packed.zero_points is None else packed.zero_points.nbytes)))
+        return g.node("Reshape", [x, g.constant("embed_rows.row_shape", np.array([-1, packed.K]))])
+
+
+TIED_TABLE_TOLERANCE = 0.2  # relative RMS; two quantizations of one table differ by ~0.04 (Q5_0/Q8_0) to ~0.08 (Q4_K/Q6_K)
+
+
+def same_table_check(weights, sample: int = 64) -> float:
+    """A GGUF may store a tied model's table twice, quantized two ways (qwen2.5's token_embd Q5_0 and output
+    Q8_0). The rows are one table when they differ by quantization noise only; an untied model's differ
+    by >= 1 (unrelated rows). -> the measured relative RMS difference; raises above the tolerance."""
+    source = getattr(weights, "source", None)  # formats.LazyWeights: dequantize the sampled rows only
+    def sampled(name):
+        if hasattr(source, "rows"):
+            return np.asarray(source.rows(name, rows), np.float32)
+        return np.asarray(weights[name], np.float32)[rows]
+    n = source.shape("embed")[0] if hasattr(source, "shape") else len(weights["embed"])
+    rows = np.linspace(0, n - 1, sample).astype(np.int64)
+    a, b = sampled("embed"), sampled("lm_head")
+    diff = float(np.sqrt(np.mean((a - b) ** 2) / max(np.mean(b ** 2), 1e-30)))
+    if diff > TIED_TABLE_TOLERANCE:
+        raise EdgespecError(f"--embed tied needs the lm_head to be the embedding table; this model's differ by "
+                            f"{diff:.2f} relative RMS (sampled rows), more than the {TIED_TABLE_TOLERANCE} of two "
+                            "quantizations of one table: use --embed quantized")
+    return round(diff, 4)
+
+
+def _nibbles(g, stored: str) -> str:
+    """Bytes as floats [..., n] -> their 4-bit halves [..., n, 2], low first (pack_nibbles' order):
+    hi = floor(b / 16), lo = b - 16 hi, exact in float and made of ops every execution provider has."""
+    sixteen = g.constant("embed_rows.sixteen", np.array(16, np.float32))
+    last = g.constant("axis_last", np.array([-1]))
+    high = g.node("Floor", [g.node("Div", [stored, sixteen])])
+    low = g.node("Sub", [stored, g.node("Mul", [high, sixteen])])
+    return g.node("Concat", [g.node("Unsqueeze", [low, last]), g.node("Unsqueeze", [high, last])], axis=-1)
+
+
+def _block_indices(g, ids: str, per_row: int, name: str) -> str:
+    """[T, per_row] flat indices id * per_row + j of a 1-D per-row array (scales, zero points): a Gather on
+    the initializer as stored, where a Reshape of it could be constant-folded into a second copy."""
+    row_starts = g.node("Mul", [g.node("Unsqueeze", [ids, g.constant("axis_last", np.array([-1]))]),
+                                g.constant(f"{name}.stride", np.array(per_row, np.int64))])
+    return g.node("Add", [row_starts, g.constant(name, np.arange(per_row, dtype=np.int64))])
+
+
+def _zero_point_rows(g, packed: PackedInt4, head: str, ids: str, k_blocks: int, f) -> str:
+    """Each gathered row's zero point per block, [T, K/b, 1] float: MatMulNBits' implied 8 / 128, its packed
+    4-bit zero points (two per byte, low nibble first, a row's count rounded up to whole bytes), or floats."""
+    zp = packed.zero_points
+    if zp is None:
+        return g.constant(f"embed_rows.zero_point.{packed.bits}", np.array(8 if packed.bits == 4 else 128, np.float32))
+    last = g.constant("axis_last", np.array([-1]))
+    if zp.dtype == np.uint8:
+        per_row = -(-k_blocks // 2)
+        stored = g.node("Cast", [g.node("Gather", [g.constant(f"{head}.zero_points", zp),
+                                                   _block_indices(g, ids, per_row, "embed_rows.zp_range")])], to=1)
+        flat = g.node("Reshape", [_nibbles(g, stored), g.constant(f"embed_rows.zp_shape.{2 * per_row}",
+                                                     np.array([-1, 2 * per_row]))])
+        rows = g.node("Slice", [flat, g.constant("embed_rows.zp_from", np.array([0])),
+                                g.constant("embed_rows.zp_to", np.array([k_blocks])), last])
+    else:
+        rows = g.node("Gather", [g.constant(f"{head}.zero_points", zp.astype(f)),
+                                 _block_indices(g, ids, k_blocks, "embed_rows.block_range")])
+        if f != np.float32:
+            rows = g.node("Cast", [rows], to=1)
+    return g.node("Unsqueeze", [rows, last])
 
 
 def offset_int8(offset: np.ndarray) -> PackedInt4:
