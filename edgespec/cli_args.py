@@ -62,7 +62,7 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
                         "weights; --target web uses 1: the browser computes fp32)")
     p.add_argument("--recipe", default=None,
                    help="int4: faithful (every GGUF level kept) | balanced (default: GPTQ int4 where the measured "
-                        "KL cost per byte is lowest, <= 1.1x the all-int4 bytes per token) | fast (all GPTQ int4)")
+                        "KL cost per byte is lowest, <= 1.09x the all-int4 bytes per token) | fast (all GPTQ int4)")
     p.add_argument("--bytes-budget", default=None,
                    help="bytes per token for balanced/fast instead of the recipe's own (e.g. 350M)")
     p.add_argument("--lm-head", default=None, help="int8 | int4 | fp32 (with --recipe faithful or --requantize)")
