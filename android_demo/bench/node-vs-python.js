@@ -1,6 +1,7 @@
 // Speed of the JS engine on onnxruntime-node beside edgespec's Python engine on onnxruntime, same
 // export, same prompts, greedy: plain, n-gram, auto (controller over n-gram, built alike on both
-// sides, budget 8) and, with --modes ...,ppd, the export's trained PPD drafter sized by each side's c(T). One interleaved run: for each repetition and prompt, each mode runs on both sides
+// sides, budget 8) and, with --modes ...,ppd,s3d, the export's trained PPD drafter sized by each side's c(T)
+// and its trained S3D drafter. One interleaved run: for each repetition and prompt, each mode runs on both sides
 // back to back in alternating order; the JS/Python ratio is the median of those pairs' tok/s ratios.
 // Usage (from android_demo/): node bench/node-vs-python.js EXPORT_DIR [--reps 2] [--tokens 128]
 //   [--threads 2] [--modes off,ngram,auto] [--json FILE] [--markdown FILE]; PYTHON (default python) runs
@@ -16,6 +17,7 @@ import { CALIBRATION_TEXT } from "../engine/controller.js";
 import { autoDrafter } from "../engine/drafters/auto.js";
 import { NgramDrafter } from "../engine/drafters/ngram.js";
 import { loadDrafterRows, PPDDrafter } from "../engine/drafters/ppd.js";
+import { S3DDrafter } from "../engine/drafters/skip.js";
 import { decode, SpecStats } from "../engine/engine.js";
 import { loadNode } from "../engine/node.js";
 import { Sampler } from "../engine/sampling.js";
@@ -44,6 +46,11 @@ const jsDrafters = { off: null, ngram: new NgramDrafter(), auto: jsAuto };
 if (MODES.includes("ppd")) {
   const { rows } = await loadDrafterRows(model.manifest, model.readFile, "ppd");
   jsDrafters.ppd = new PPDDrafter(rows, model.manifest.config.hidden_size, { cost: jsAuto.controller.cost });
+}
+if (MODES.includes("s3d")) {
+  const { rows, record } = await loadDrafterRows(model.manifest, model.readFile, "s3d");
+  const { num_layers: layers, hidden_size: hidden } = model.manifest.config;
+  jsDrafters.s3d = new S3DDrafter(model.backend, layers, record.skip, rows, hidden);
 }
 
 async function runJs(ids, spec) {

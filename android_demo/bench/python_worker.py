@@ -1,6 +1,6 @@
 """The Python side of bench/node-vs-python.js: the same export decoded by edgespec's own engine.
 
-Reads JSON lines {"prompt_ids", "spec": off|ngram|auto|ppd, "tokens"} on stdin and answers
+Reads JSON lines {"prompt_ids", "spec": off|ngram|auto|ppd|s3d, "tokens"} on stdin and answers
 {"tokens", "decode_s", "drafted", "accepted"} on stdout. `auto` is built as the JS engine builds it (the controller over
 the n-gram drafter with a freshly measured cost curve), so both sides run the same algorithm.
 Usage (from the repo root): PYTHONPATH=. python android_demo/bench/python_worker.py EXPORT_DIR THREADS
@@ -11,12 +11,14 @@ import sys
 import time
 
 from edgespec.export.manifest import manifest_config, read_manifest
+from edgespec.export.trained import load_drafter
 from edgespec.runtimes.ort import OrtBackend
 from edgespec.sampling import Sampler, SamplingParams
 from edgespec.speculative.calibration.costs import measure_cost_model
 from edgespec.speculative.controller import ControlledDrafter, Controller
 from edgespec.speculative.drafters.ngram import NgramDrafter
 from edgespec.speculative.drafters.ppd import PPDDrafter
+from edgespec.speculative.drafters.s3d import S3DDrafter
 from edgespec.speculative.engine import SpecStats, decode
 
 
@@ -33,11 +35,12 @@ def main() -> None:
             drafters["auto"] = lambda: ControlledDrafter({"ngram": NgramDrafter(min_ngram=1)},
                                                          Controller(cost, max_budget=8, free={"ngram"}))
             drafters["ngram"] = NgramDrafter
-            if any(d.get("kind") == "ppd" for d in manifest.get("drafters", [])):
-                from edgespec.export.trained import load_drafter  # noqa: PLC0415
-
-                rows, _ = load_drafter(directory, "ppd")
-                drafters["ppd"] = lambda: PPDDrafter(rows, cost=cost)
+            kinds = {d.get("kind") for d in manifest.get("drafters", []) if d.get("file")}
+            if "ppd" in kinds:
+                drafters["ppd"] = lambda rows=load_drafter(directory, "ppd")[0]: PPDDrafter(rows, cost=cost)
+            if "s3d" in kinds:
+                drafters["s3d"] = lambda trained=load_drafter(directory, "s3d"): S3DDrafter(
+                    backend, backend.config.num_layers, trained[1]["skip"], trained[0])
             print(json.dumps({"ok": True}), flush=True)
             continue
         drafter = drafters[request["spec"]]() if request["spec"] != "off" else None

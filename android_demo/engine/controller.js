@@ -175,7 +175,7 @@ export class ControlledDrafter {
     this.last = null;
   }
 
-  propose(context, budget) {
+  async propose(context, budget) {
     const buckets = new Map();
     for (const [name, drafter] of this.drafters) {
       const bucket = drafter.bucket ? drafter.bucket(context) : name;
@@ -187,7 +187,7 @@ export class ControlledDrafter {
       return new DraftTree();
     }
     const started = now();
-    const tree = this.drafters.get(name).propose(context, Math.min(k, budget));
+    const tree = await this.drafters.get(name).propose(context, Math.min(k, budget));
     this.last = { name, bucket: buckets.get(name), tree, draftS: now() - started, verifyStarted: now(), extra: 0 };
     return tree;
   }

@@ -71,9 +71,11 @@ export async function* decode(backend, prompt, sampler, maxTokens, { drafter = n
 /** One verify pass -> accepted drafts ({fromDraft: true}) then the target's next token. */
 export async function decodeStep(backend, history, sampler, drafter, budget, stats, exact) {
   const start = now();
-  let tree = drafter !== null && budget > 0 ? drafter.propose(history, budget) : new DraftTree();
+  // a drafter with passes of its own (layer-skip, S3D) proposes asynchronously
+  let tree = drafter !== null && budget > 0 ? await drafter.propose(history, budget) : new DraftTree();
   if (tree.length > budget) tree = tree.truncated(budget);
   if (exact && !tree.isChain()) tree = tree.firstChain(); // a tree node sits at another cache row: other rounding
+  const proposed = tree.length; // the drafter's own tokens (not exact mode's guess below)
   if (exact && !tree.length) tree = DraftTree.chain(history.slice(-1)); // a 2-row pass; the guess is verified
   const treeS = now();
   const tokens = [history[history.length - 1], ...tree.tokens];
@@ -108,7 +110,7 @@ export async function decodeStep(backend, history, sampler, drafter, budget, sta
   const accepted = path.map((i) => tree.tokens[i]);
   if (drafter !== null) {
     // which drafter paid: the controlled drafter names the one it used, a fixed drafter is itself
-    const used = tree.length ? (drafter.lastDrafter ?? drafter.name) : "plain";
+    const used = proposed ? (drafter.lastDrafter ?? drafter.name) : "plain";
     stats.byDrafter[used] = (stats.byDrafter[used] ?? 0) + path.length;
     drafter.observe([...accepted, next]);
   }

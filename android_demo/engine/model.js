@@ -3,12 +3,13 @@
 import { autoDrafter } from "./drafters/auto.js";
 import { NgramDrafter } from "./drafters/ngram.js";
 import { loadDrafterRows, PPDDrafter } from "./drafters/ppd.js";
+import { LayerSkipDrafter, middleSkip, S3DDrafter } from "./drafters/skip.js";
 import { CALIBRATION_TEXT, CostModel } from "./controller.js";
 import { commonPrefix, decode, SpecStats } from "./engine.js";
 import { EdgespecError } from "./errors.js";
 import { Sampler, SamplingParams } from "./sampling.js";
 
-export const SPEC_CHOICES = "off | ngram | ppd | auto";
+export const SPEC_CHOICES = "off | ngram | ppd | s3d | layerskip | auto";
 
 /** --spec names -> drafter factories (one registry, as speculative/drafters/select.py). */
 const DRAFTERS = {
@@ -16,21 +17,40 @@ const DRAFTERS = {
   ngram: async () => new NgramDrafter(),
   // with the export's trained PPD drafter among the candidates when it has one
   auto: async (model, budget, calibration) => autoDrafter(model.backend, (t) => model.tokenizer.encode(t),
-    { maxBudget: budget, ...calibration, ppd: await trainedRows(model, "ppd") }),
+    { maxBudget: budget, ...calibration, ppd: await trainedRows(model, "ppd"), s3d: await trainedRows(model, "s3d") }),
   // the export's trained prompt tokens, the chain sized from this device's measured cost curve
   ppd: async (model, budget, { sizes, reps = 3 } = {}) => {
-    if (!model.readFile) throw new EdgespecError("this loader cannot read the export's drafter files");
-    const { rows } = await loadDrafterRows(model.manifest, model.readFile, "ppd");
+    const { rows, hidden } = await trainedRows(model, "ppd", true);
     const cost = await CostModel.measure(model.backend, model.tokenizer.encode(CALIBRATION_TEXT), sizes, reps);
-    return new PPDDrafter(rows, model.manifest.config.hidden_size, { cost });
+    return new PPDDrafter(rows, hidden, { cost });
+  },
+  // the export's trained mask tokens: gamma tokens from one pass with its middle layers skipped
+  s3d: async (model) => {
+    const { rows, skip, hidden } = await trainedRows(model, "s3d", true);
+    return new S3DDrafter(model.backend, model.manifest.config.num_layers, skip, rows, hidden);
+  },
+  // the skip set `edgespec tune` stored in the manifest (measured on some machine: the page cannot tune),
+  // else S3D's middle ~40% of the layers drafting 3 tokens
+  layerskip: async (model) => {
+    const { num_layers: layers } = model.manifest.config;
+    const record = (model.manifest.drafters ?? []).find((d) => d.kind === "layerskip") ??
+      { skip: middleSkip(layers), draft_len: 3 };
+    return LayerSkipDrafter.fromRecord(model.backend, layers, record);
   },
 };
 
-/** {rows, hidden} of the export's trained `kind` drafter, or null when its manifest lists none. */
-async function trainedRows(model, kind) {
-  if (!(model.manifest.drafters ?? []).some((d) => d.kind === kind && d.file) || !model.readFile) return null;
-  const { rows } = await loadDrafterRows(model.manifest, model.readFile, kind);
-  return { rows, hidden: model.manifest.config.hidden_size };
+/**
+ * {rows, skip, hidden} of the export's trained `kind` drafter (skip: S3D's skipped layers), or null when its
+ * manifest lists none; required: refuse instead, with the reason.
+ */
+async function trainedRows(model, kind, required = false) {
+  if (!model.readFile) {
+    if (required) throw new EdgespecError("this loader cannot read the export's drafter files");
+    return null;
+  }
+  if (!required && !(model.manifest.drafters ?? []).some((d) => d.kind === kind && d.file)) return null;
+  const { rows, record } = await loadDrafterRows(model.manifest, model.readFile, kind);
+  return { rows, skip: record.skip ?? null, hidden: model.manifest.config.hidden_size };
 }
 
 export class Model {
@@ -39,7 +59,7 @@ export class Model {
     Object.assign(this, { backend, tokenizer, manifest, readFile, drafter: null, spec: "off", cached: [], busy: false });
   }
 
-  /** Choose the drafter: off, ngram, ppd or auto (ppd and auto measure this device's cost curve first). */
+  /** Choose the drafter (SPEC_CHOICES; ppd and auto measure this device's cost curve first). */
   async setSpec(spec, { budget = 8, calibration = {} } = {}) {
     const factory = DRAFTERS[spec];
     if (!factory) throw new EdgespecError(`unknown spec '${spec}'; expected ${SPEC_CHOICES}`);

@@ -60,7 +60,8 @@ describe("bad inputs", () => {
       (e) => e instanceof ContextOverflowError && e.message === `${prompt.length} prompt + 8 new tokens exceed the context of 64 tokens`);
     assert.equal(model.backend.cacheLen, 0, "a refused prompt left tokens in the cache");
     assert.throws(() => new SamplingParams({ topP: 0 }), (e) => e instanceof EdgespecError && /top_p must be in \(0, 1\], got 0/.test(e.message));
-    await assert.rejects(model.setSpec("lookahead"), /unknown spec 'lookahead'; expected off \| ngram \| ppd \| auto/);
+    await assert.rejects(model.setSpec("lookahead"), /unknown spec 'lookahead'; expected off \| ngram \| ppd \| s3d \| layerskip \| auto/);
     await assert.rejects(model.setSpec("ppd"), /this export has no trained ppd drafter; train one with `edgespec train ppd/);
+    await assert.rejects(model.setSpec("s3d"), /this export has no trained s3d drafter; train one with `edgespec train s3d/);
   });
 });

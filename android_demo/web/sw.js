@@ -3,7 +3,8 @@
 const SHELL_CACHE = "edgespec-shell-v1";
 const SHELL = ["index.html", "app.js", "loader.js", "style.css", "manifest.webmanifest", "icon-192.png", "icon-512.png",
   "../engine/backend/kv.js", "../engine/backend/ort.js", "../engine/contract.js", "../engine/controller.js",
-  "../engine/drafters/auto.js", "../engine/drafters/ngram.js", "../engine/drafters/ppd.js", "../engine/engine.js",
+  "../engine/drafters/auto.js", "../engine/drafters/ngram.js", "../engine/drafters/ppd.js", "../engine/drafters/skip.js",
+  "../engine/engine.js",
   "../engine/errors.js", "../engine/model.js", "../engine/npz.js", "../engine/sampling.js", "../engine/tokenizer.js", "../engine/tree.js", "../engine/verify.js",
   "../vendor/ort/ort.webgpu.bundle.min.mjs", "../vendor/ort/ort-wasm-simd-threaded.asyncify.wasm",
   "../vendor/ort/ort-wasm-simd-threaded.asyncify.mjs",

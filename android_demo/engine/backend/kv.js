@@ -104,9 +104,15 @@ export class ReturnedKv {
   }
 
   accept(outputs, T) {
-    this.data = this.names.map(([, present]) => outputs[present].data);
-    this.length += T;
-    this.rows = this.length;
+    const rows = this.length + T;
+    // a layer a plan skipped returns its past unchanged (the If's Identity): P rows, not P + T. Its new rows
+    // are never read (a partial-plan pass is rolled back at once), so they are left zero.
+    this.data = this.names.map(([, present]) => {
+      const { data, dims } = outputs[present];
+      return dims[2] === rows ? data : resized(data, this.heads, dims[2], this.hd, dims[2], rows);
+    });
+    this.length = rows;
+    this.rows = rows;
   }
 
   keep(start, indices) {
