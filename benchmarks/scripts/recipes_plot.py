@@ -14,15 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-import gguf as gguf_lib
+from edgespec.bench.runner import export_weights_per_token, gguf_weights_per_token
 
 
 def export_point(directory: Path) -> dict:
     m = json.loads((directory / "edgespec.json").read_text())
-    c, q = m["config"], m["quantization"]
-    embed = c["vocab_size"] * c["hidden_size"] * (2 if q.get("embed") == "fp16" else 4)
-    v = m["validation"]
-    return {"bytes_per_token": m["files"]["model.onnx.data"]["size"] - embed,
+    q, v = m["quantization"], m["validation"]
+    return {"bytes_per_token": export_weights_per_token(m),
             "ppl": {t: v[t]["perplexity"] for t in ("stdlib", "prose")},
             "top1": {t: v[t]["top1_agreement"] for t in ("stdlib", "prose")},
             "llamacpp_ppl": {t: v[t].get("llamacpp_perplexity") for t in ("stdlib", "prose")},
@@ -36,14 +34,6 @@ def recorded_point(text: str) -> dict:
     return {"bytes_per_token": int(mb * 1e6), "ppl": {"stdlib": stdlib, "prose": prose}, "recorded": True}
 
 
-def gguf_bytes(path: str) -> int:
-    reader = gguf_lib.GGUFReader(path)
-    total = sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
-    if not any(t.name == "output.weight" for t in reader.tensors):
-        total += next(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight")
-    return total
-
-
 def main() -> None:
     model, source = sys.argv[1], sys.argv[2]
     out = Path(sys.argv[sys.argv.index("--out") + 1])
@@ -51,7 +41,7 @@ def main() -> None:
     # LABEL=DIR (an export) or LABEL=MB:PPL_STDLIB:PPL_PROSE (a point recorded elsewhere, e.g. exports.md)
     points = {label: export_point(Path(d)) if Path(d).is_dir() else recorded_point(d) for label, d in pairs}
     llama_ppl = next(p["llamacpp_ppl"] for p in points.values() if "llamacpp_ppl" in p)
-    points["llama.cpp (GGUF)"] = {"bytes_per_token": gguf_bytes(source), "ppl": llama_ppl}
+    points["llama.cpp (GGUF)"] = {"bytes_per_token": gguf_weights_per_token(Path(source)), "ppl": llama_ppl}
     result = {"model": model, "source": source, "points": points}
     Path(f"{out}.json").write_text(json.dumps(result, indent=1))
 

@@ -68,22 +68,36 @@ def peer_versions() -> dict:
     return versions
 
 
+def embedding_bytes(manifest: dict) -> int:
+    """Bytes of an export's embedding table of its own (0 when tied to the lm_head's weight)."""
+    c, q = manifest["config"], manifest["quantization"]
+    if "embed_route" in q:
+        return q["embed_route"]["bytes"]
+    return c["vocab_size"] * c["hidden_size"] * (2 if q.get("embed") == "fp16" else 4)
+
+
+def export_weights_per_token(manifest: dict) -> int:
+    """Bytes of weights one decode step of an export reads: all of them but the embedding table (one row)."""
+    return manifest["files"]["model.onnx.data"]["size"] - embedding_bytes(manifest)
+
+
+def gguf_weights_per_token(gguf: Path) -> int:
+    """The same for llama.cpp on a GGUF: every tensor but token_embd, plus it again when it is the tied lm_head."""
+    reader = gguf_lib.GGUFReader(gguf)
+    total = sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
+    if not any(t.name == "output.weight" for t in reader.tensors):  # tied: the table is the lm_head too
+        total += next(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight")
+    return total
+
+
 def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None, static_dir: str | None = None) -> dict:
-    """Bytes of weights one decode step reads: all of them but the embedding table (only one row is read)."""
+    """Bytes of weights one decode step reads, per engine."""
     manifest = read_manifest(export_dir, verify=False)
     c = manifest["config"]
-    q = manifest["quantization"]
-    embed_bytes = q["embed_route"]["bytes"] if "embed_route" in q else \
-        c["vocab_size"] * c["hidden_size"] * (2 if q.get("embed") == "fp16" else 4)
-    ours = manifest["files"]["model.onnx.data"]["size"] - embed_bytes
-    reader = gguf_lib.GGUFReader(gguf)
-    theirs = sum(int(t.n_bytes) for t in reader.tensors if t.name != "token_embd.weight")
-    if not any(t.name == "output.weight" for t in reader.tensors):  # tied: the table is the lm_head too
-        theirs += next(int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight")
-    sizes = {"edgespec-ort": ours, "llama.cpp": theirs}
+    sizes = {"edgespec-ort": export_weights_per_token(manifest), "llama.cpp": gguf_weights_per_token(gguf)}
     if static_dir:  # the same weights, with fp16 offset terms
         static = read_manifest(static_dir, verify=False)
-        sizes["edgespec-static"] = static["files"][static["static"]["data"]]["size"] - embed_bytes
+        sizes["edgespec-static"] = static["files"][static["static"]["data"]]["size"] - embedding_bytes(static)
     if genai_model:  # its data file holds an fp32 embedding table that decoding does not read
         data = sum(p.stat().st_size for p in Path(genai_model).glob("*.onnx*"))
         sizes["onnxruntime-genai"] = data - c["vocab_size"] * c["hidden_size"] * 4
