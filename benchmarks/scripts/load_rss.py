@@ -1,7 +1,7 @@
 """Peak and settled RSS while onnxruntime creates a session of an export, per session-option set,
 each in a fresh process (ru_maxrss), beside llama.cpp loading the GGUF.
 
-    python benchmarks/scripts/load_rss.py EXPORT_DIR [GGUF] [--json out.json]
+    python benchmarks/scripts/load_rss.py EXPORT_DIR [GGUF] [--json=out.json]
 """
 
 from __future__ import annotations
