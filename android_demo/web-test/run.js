@@ -148,7 +148,7 @@ async function run(context, base, { backend, spec, tokens, timeout }) {
   assert.deepEqual(result.promptIds, CASE.prompt_ids, "the page's chat template/tokenizer differ from the golden prompt");
   const agreed = await checkAgainstGolden(page, backend, result.tokens, tokens);
   assert.match(stats, /tok\/s · [\d.]+ tokens\/step · drafts accepted: .* · \d+ tokens/);
-  await page.screenshot({ path: join(outDir, `chat-${backend}.png`) });
+  await page.screenshot({ path: join(outDir, `chat-${backend}${spec === "layerskip" ? "-layerskip" : ""}.png`) });
   assert.deepEqual(errors.filter((e) => !/favicon/.test(e)), [], "errors in the page's console");
   console.log(`[${backend}] ok: plain greedy in the page equals the golden trace for ${agreed.goldenTokens} tokens ` +
     `(${backend === "wasm" ? `logits within ${golden.tolerance.logit_abs}` : "tokens only"}), the chat reply equals plain greedy for ${agreed.plainTokens} ` +
@@ -173,6 +173,9 @@ try {
     console.log(`[offline] ${await load(page, 600000)}`);
     await context.setOffline(false);
     await page.close();
+    // layer plans in onnxruntime-web: layer-skip draft passes (If branches skipped; the WASM KV scheme pads
+    // the skipped layers' rows) rolled back, the reply still plain greedy's
+    await (await run(context, base, { backend: "wasm", spec: "layerskip", tokens: 16, timeout: 600000 })).close();
   }
   if (only !== "wasm") {
     const page = await run(context, base, { backend: "webgpu", spec: "off", tokens: WEBGPU_TOKENS, timeout: 1200000 });
