@@ -1,9 +1,11 @@
 // Test fixtures: the smollm2-135m default export and its golden traces (tests/golden/, written by the
 // Python side), both located, never generated here.
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { loadNode } from "../engine/node.js";
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const GOLDEN = process.env.EDGESPEC_GOLDEN ?? join(REPO, "tests/golden/smollm2-135m.json");
@@ -89,4 +91,15 @@ export function recording(backend) {
   };
   Object.defineProperty(proxy, "cacheLen", { get: () => backend.cacheLen });
   return { backend: proxy, rows };
+}
+
+/** `python -c code args...` from the repo root with edgespec importable: its stdout. */
+export function python(code, args = []) {
+  return execFileSync(process.env.PYTHON ?? "python", ["-c", code, ...args], { cwd: REPO,
+    env: { ...process.env, PYTHONPATH: REPO }, encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] });
+}
+
+/** What the drafter tests share: smollm2's default export loaded, its golden traces, a scratch directory. */
+export async function openFixture(prefix) {
+  return { trace: golden(), model: await loadNode(exportDir()), scratch: mkdtempSync(join(tmpdir(), prefix)) };
 }

@@ -3,9 +3,7 @@
 // output on smollm2's default export (bit for bit in exact mode) with prompt rows that know the answer
 // most of the time (as tests/test_ppd.py's OraclePPD), so drafts are accepted and rejected.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CostModel } from "../engine/controller.js";
@@ -13,21 +11,13 @@ import { autoDrafter } from "../engine/drafters/auto.js";
 import { exportHash, loadDrafterRows, PPDDrafter } from "../engine/drafters/ppd.js";
 import { decode, SpecStats } from "../engine/engine.js";
 import { ModelFormatError } from "../engine/errors.js";
-import { loadNode } from "../engine/node.js";
 import { readNpy } from "../engine/npz.js";
 import { Sampler } from "../engine/sampling.js";
 import { treeLayout } from "../engine/tree.js";
-import { exportDir, golden, REPO } from "./helpers.js";
-
-const python = (code, args = []) => execFileSync(process.env.PYTHON ?? "python", ["-c", code, ...args],
-  { cwd: REPO, env: { ...process.env, PYTHONPATH: REPO }, encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] });
+import { openFixture, python } from "./helpers.js";
 
 let model, trace, scratch;
-before(async () => {
-  trace = golden();
-  model = await loadNode(exportDir());
-  scratch = mkdtempSync(join(tmpdir(), "edgespec-ppd-"));
-});
+before(async () => ({ trace, model, scratch } = await openFixture("edgespec-ppd-")));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
 /** Prompt rows fed the embeddings of the tokens plain decoding emits there, right 85% of the time. */

@@ -2,10 +2,8 @@
 // equals plain output on smollm2's default export (bit for bit in exact mode), and S3D with a drafter file the
 // Python side wrote drafts exactly as Python's S3DDrafter on the same export (the same drafts kept).
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CostModel } from "../engine/controller.js";
@@ -14,20 +12,12 @@ import { LayerSkipDrafter, middleSkip, S3DDrafter } from "../engine/drafters/ski
 import { decode, SpecStats } from "../engine/engine.js";
 import { EdgespecError } from "../engine/errors.js";
 import { Model } from "../engine/model.js";
-import { loadNode } from "../engine/node.js";
 import { Sampler } from "../engine/sampling.js";
-import { exportDir, golden, REPO } from "./helpers.js";
-
-const python = (code, args = []) => execFileSync(process.env.PYTHON ?? "python", ["-c", code, ...args],
-  { cwd: REPO, env: { ...process.env, PYTHONPATH: REPO }, encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] });
+import { openFixture, python } from "./helpers.js";
 
 const TOKENS = 48;
 let model, trace, scratch;
-before(async () => {
-  trace = golden();
-  model = await loadNode(exportDir());
-  scratch = mkdtempSync(join(tmpdir(), "edgespec-skip-"));
-});
+before(async () => ({ trace, model, scratch } = await openFixture("edgespec-skip-")));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
 async function run(ids, drafter, exact, stats = new SpecStats()) {
