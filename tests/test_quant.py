@@ -184,9 +184,10 @@ def test_a_tied_embedding_is_refused_for_an_untied_model_or_an_offset_table():
     from edgespec.formats.gguf import RawTensor
     from edgespec.quant.linear import QuantizedLinear, TiedEmbedding
 
-    w = np.random.default_rng(5).standard_normal((8, 64)).astype(np.float32)
-    with pytest.raises(EdgespecError, match="has its own lm_head"):
-        TiedEmbedding(QuantizedLinear(_OneTable(table=w)))(GraphBuilder({"lm_head": w, "embed": w}), "ids")
+    rng = np.random.default_rng(5)
+    w, other = (rng.standard_normal((8, 64)).astype(np.float32) for _ in range(2))
+    with pytest.raises(EdgespecError, match=r"lm_head to be the embedding table; this model's differ by 1\.\d\d"):
+        TiedEmbedding(QuantizedLinear(_OneTable(table=w)))(GraphBuilder({"lm_head": other, "embed": w}), "ids")
     q4k = _OneTable(RawTensor(Q.Q4_1, w.shape, gguf.quants.quantize(w, Q.Q4_1)))
     with pytest.raises(EdgespecError, match="per-block offset.*Q4_1/Q4_K"):
         TiedEmbedding(QuantizedLinear(q4k))(GraphBuilder({}), "ids")
