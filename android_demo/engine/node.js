@@ -44,8 +44,12 @@ export async function loadNode(dir, { threads = 2, context = null, kvScheme = "h
   checkSession(session, manifest, dir);
   const maxLen = Math.min(context ?? manifest.max_len, manifest.max_len);
   const backend = new OrtBackend(ort, session, manifest.config, maxLen, { kvScheme, name: `ort-node/${kvScheme}` });
+  return new Model(backend, readTokenizer(dir, manifest), manifest,
+    { readFile: async (name) => new Uint8Array(readFileSync(join(dir, name))) });
+}
+
+/** The export's tokenizer and chat template alone (no session: a process that only encodes prompts). */
+export function readTokenizer(dir, manifest) {
   const read = (name) => JSON.parse(readFileSync(join(dir, name), "utf-8"));
-  const tokenizer = new ChatTokenizer(read("tokenizer.json"), read("tokenizer_config.json"), manifest.tokenizer,
-    manifest.chat_template);
-  return new Model(backend, tokenizer, manifest, { readFile: async (name) => new Uint8Array(readFileSync(join(dir, name))) });
+  return new ChatTokenizer(read("tokenizer.json"), read("tokenizer_config.json"), manifest.tokenizer, manifest.chat_template);
 }
