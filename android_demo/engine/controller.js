@@ -43,31 +43,30 @@ export class CostModel {
     this.drift = decay * this.drift + (1 - decay) * seconds / predicted;
   }
 
-  /** Measure t(T) on this backend after a fixed prompt: median of `reps` rolled-back passes (runtimes/timing.py). */
-  static async measure(backend, promptIds, sizes = CALIBRATION_SIZES, reps = 3) {
+  /**
+   * Measure t(T) on this backend after a fixed prompt, as speculative/calibration/costs.py does: the sizes take
+   * turns rep by rep (a burst of other work slows every size alike, not one size's whole window), each size's
+   * time is the minimum of its reps (other work can only raise a time), and a pass of more rows never costs
+   * less than a smaller one (noise that says otherwise would make long drafts look free).
+   */
+  static async measure(backend, promptIds, sizes = CALIBRATION_SIZES, reps = 3, clock = now) {
     backend.reset();
     await backend.forward(promptIds, { logitsFor: [promptIds.length - 1] });
-    const seconds = [];
-    for (const T of sizes) {
-      const tokens = Array.from({ length: T }, (_, i) => promptIds[i % promptIds.length]);
-      const times = [];
-      for (let r = 0; r <= reps; r++) { // the first is a warm-up
-        const start = now();
+    const inputs = sizes.map((T) => Array.from({ length: T }, (_, i) => promptIds[i % promptIds.length]));
+    const best = sizes.map(() => Infinity);
+    for (let r = 0; r <= reps; r++) { // the first round is a warm-up
+      for (const [i, tokens] of inputs.entries()) {
+        const start = clock();
         await backend.forward(tokens);
-        times.push(now() - start);
-        backend.rollback(T);
+        const seconds = clock() - start;
+        backend.rollback(tokens.length);
+        if (r > 0) best[i] = Math.min(best[i], seconds);
       }
-      seconds.push(median(times.slice(1)));
     }
     backend.reset();
-    return new CostModel([...sizes], seconds);
+    for (let i = 1; i < best.length; i++) best[i] = Math.max(best[i], best[i - 1]);
+    return new CostModel([...sizes], best);
   }
-}
-
-function median(values) {
-  const s = [...values].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 /** Decayed per-depth acceptance counts of one drafter, with a weak prior. */
