@@ -3,7 +3,9 @@
 // process that has the Python worker beside it decodes 20-30% slower than alone, even once the worker is
 // idle or killed, while Python is not slowed by node (benchmarks/js-engine.md). This bench is the other view.
 // Usage (from android_demo/): node bench/alternate.js EXPORT_DIR [--reps 3] [--tokens 96] [--threads 2]
-//   [--spec off|auto] [--kv hybrid] [--json FILE]; PYTHON (default python) runs the Python side.
+//   [--spec off|auto] [--kv hybrid] [--node-flags "--single-threaded-gc"] [--json FILE]; PYTHON (default python)
+//   runs the Python side. --node-flags: V8/node flags for the JS side's process (README: on 2 cores V8's GC
+//   helper threads preempt onnxruntime's compute threads; --single-threaded-gc keeps them off).
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -15,6 +17,7 @@ const args = process.argv.slice(2);
 const option = (name, fallback) => { const i = args.indexOf(name); return i < 0 ? fallback : args.splice(i, 2)[1]; };
 const side = option("--side", null), idsFile = option("--ids", join(tmpdir(), "edgespec-alternate-ids.json"));
 const reps = Number(option("--reps", 3)), maxTokens = Number(option("--tokens", 96)), threads = Number(option("--threads", 2));
+const nodeFlags = option("--node-flags", "").split(" ").filter(Boolean);
 const kvScheme = option("--kv", "hybrid"), jsonOut = option("--json", null), spec = option("--spec", "off");
 if (!["off", "auto"].includes(spec)) throw new Error(`--spec ${spec}: expected off or auto`);
 const dir = resolve(args[0]);
@@ -75,7 +78,7 @@ for ids in json.load(open(ids_file)):
 print(json.dumps(out))
 `;
 const run = (which) => JSON.parse((which === "js"
-  ? execFileSync(process.execPath, [fileURLToPath(import.meta.url), dir, "--side", "js", "--ids", idsFile, "--tokens", String(maxTokens), "--threads", String(threads), "--kv", kvScheme, "--spec", spec], { encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] })
+  ? execFileSync(process.execPath, [...nodeFlags, fileURLToPath(import.meta.url), dir, "--side", "js", "--ids", idsFile, "--tokens", String(maxTokens), "--threads", String(threads), "--kv", kvScheme, "--spec", spec], { encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] })
   : execFileSync(process.env.PYTHON ?? "python", ["-c", pythonSide, dir, idsFile, String(maxTokens), String(threads), spec,
     JSON.stringify(calibration)], { cwd: REPO, env: { ...process.env, PYTHONPATH: REPO }, encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] })
 ).trim().split("\n").pop());
@@ -99,6 +102,6 @@ if (jsonOut) {
   const versions = JSON.parse(readFileSync(join(REPO, "android_demo/node_modules/onnxruntime-node/package.json"), "utf-8")).version;
   writeFileSync(jsonOut, JSON.stringify({ command: `node bench/alternate.js ${process.argv.slice(2).join(" ")}`, export: dir,
     machine: { cpu: cpus()[0]?.model, logical_cpus: cpus().length, threads, load_average_at_start: loadAtStart, load_average_at_end: loadavg() },
-    versions: { node: process.version, "onnxruntime-node": versions }, kvScheme, spec, tokens: maxTokens, summary,
+    versions: { node: process.version, "onnxruntime-node": versions }, kvScheme, spec, tokens: maxTokens, nodeFlags, summary,
     runs: Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, v.map((r) => r.map((x) => x.tps))])) }, null, 1));
 }
