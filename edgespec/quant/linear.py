@@ -215,12 +215,14 @@ def same_table_check(weights, sample: int = 64) -> float:
     Q8_0). The rows are one table when they differ by quantization noise only; an untied model's differ
     by >= 1 (unrelated rows). -> the measured relative RMS difference; raises above the tolerance."""
     source = getattr(weights, "source", None)  # formats.LazyWeights: dequantize the sampled rows only
+    n = source.shape("embed")[0] if hasattr(source, "shape") else len(weights["embed"])
+    rows = np.linspace(0, n - 1, sample).astype(np.int64)
+
     def sampled(name):
         if hasattr(source, "rows"):
             return np.asarray(source.rows(name, rows), np.float32)
         return np.asarray(weights[name], np.float32)[rows]
-    n = source.shape("embed")[0] if hasattr(source, "shape") else len(weights["embed"])
-    rows = np.linspace(0, n - 1, sample).astype(np.int64)
+
     a, b = sampled("embed"), sampled("lm_head")
     diff = float(np.sqrt(np.mean((a - b) ** 2) / max(np.mean(b ** 2), 1e-30)))
     if diff > TIED_TABLE_TOLERANCE:

@@ -8,13 +8,8 @@ import { sha256Hex } from "../contract.js";
 import { Acceptance } from "../controller.js";
 import { ModelFormatError } from "../errors.js";
 import { readNpz } from "../npz.js";
+import { argmax } from "../sampling.js";
 import { DraftTree } from "../tree.js";
-
-const argmax = (row) => {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-};
 
 /** The top `k` ids of a logits row, highest first (ties: the lower id, as numpy's stable argsort). */
 const topK = (row, k) => {

@@ -3,13 +3,8 @@
 // and s3d.py. Their draft passes write K/V rows valid for the partial plan only: they are rolled back at
 // once, and the verify pass writes the full model's rows in their place.
 import { EdgespecError } from "../errors.js";
+import { argmax } from "../sampling.js";
 import { DraftTree } from "../tree.js";
-
-const argmax = (row) => {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-};
 
 /** [L] booleans with the layers `skip` off, after checking the backend can run plans and the layers exist. */
 function skipPlan(backend, numLayers, skip, what) {
