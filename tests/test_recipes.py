@@ -151,3 +151,53 @@ def test_a_cached_calibration_of_other_groups_is_made_again_not_trusted(tiny_sou
     again = plan(tiny_source, cache_file=cache)
     assert again.summary["group_int4_kl"] == first.summary["group_int4_kl"]
     assert set(precision._load(cache)[1]) == set(kl)  # rewritten with this version's groups
+
+
+def test_lm_head_rows_are_raised_as_a_prefix_and_computed_in_two_precisions(tiny_source, tmp_path):
+    """The lm_head planned in row segments: with room for one segment only the first (lowest ids) is raised;
+    the graph's logits are the high route's on rows 0-31 and the int4 weight's on the others, in token order.
+    A plan that may not split (a tied embedding, NPU graphs) reads the same cached calibration."""
+    from edgespec.formats import LazyWeights
+    from edgespec.models.llama.graph import build_graph
+    from edgespec.runtimes.ort import OrtBackend
+
+    c = tiny_source.config
+    recipe = Recipe("test", "tiny", 1.1, calib_tokens=160, kl_tokens=32, top_k=8, lm_head_rows=(32, 64))
+    tokens = np.random.default_rng(3).integers(0, c.vocab_size, 160)
+    cache = tmp_path / "calibration.npz"
+
+    def planned(budget, split=True):
+        layers, head = (QuantizedLinear(tiny_source, 8, 32, 4, int8_offsets=True) for _ in range(2))
+        p = plan_precision(tiny_source, tokens, recipe, layers, head, budget, cache_file=cache, split_lm_head=split)
+        layers.planned, head.planned, head.high_rows = p.int4, p.int4, p.high_rows
+        return p, layers, head
+
+    low = planned(1)[0]
+    segments = ["lm_head rows 0-31", "lm_head rows 32-63", "lm_head rows 64-100"]
+    assert low.summary["groups_int4"][-3:] == segments and not low.high_rows
+    high_route = QuantizedLinear(tiny_source, 8, 32, 4).pack("lm_head", planned=False)[0]
+    extra = (packed_bytes(int4.take_rows(high_route, slice(0, 32)))
+             - packed_bytes(int4.take_rows(low.int4["lm_head"], slice(0, 32))))
+    stamp = cache.stat().st_mtime_ns
+    one, layers, head = planned(low.summary["bytes_per_token"] + extra)
+    assert one.summary["groups_kept_high"] == segments[:1] and one.high_rows == {"lm_head": 32}
+    assert one.tensors["lm_head"]["choice"] == "split" and one.tensors["lm_head"]["high_rows"] == 32
+    assert one.summary["bytes_per_token"] == low.summary["bytes_per_token"] + extra
+    assert sum(r["bytes"] for r in one.tensors.values()) == one.summary["bytes_per_token"]
+    whole = planned(low.summary["bytes_per_token"] + extra, split=False)[0]
+    assert "lm_head" in whole.summary["group_int4_kl"] and not whole.high_rows
+    assert cache.stat().st_mtime_ns == stamp  # both kinds of plan from one calibration
+
+    def logits(head_linear):
+        graph = build_graph(c, LazyWeights(tiny_source), 64, linear=layers, lm_head_linear=head_linear)
+        decoder = OrtBackend(graph.SerializeToString(), c, 64, threads=1)
+        return decoder.forward(list(tokens[:12]))
+
+    split = logits(head)
+    assert any(n.op_type == "Concat" for n in build_graph(c, LazyWeights(tiny_source), 64, linear=layers,
+                                                          lm_head_linear=head).graph.node)
+    all_int4 = QuantizedLinear(tiny_source, 8, 32, 4, planned=one.int4)
+    all_high = QuantizedLinear(tiny_source, 8, 32, 4)
+    np.testing.assert_allclose(split[:, :32], logits(all_high)[:, :32], atol=1e-4)
+    np.testing.assert_allclose(split[:, 32:], logits(all_int4)[:, 32:], atol=1e-4)
+    assert np.abs(split - logits(all_int4)).max() > 1e-3  # the two routes differ: the test can tell them apart

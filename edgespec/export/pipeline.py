@@ -269,10 +269,14 @@ def _strategies(source, options: ExportOptions, tokenizer, ref=None):
         tokens = calibration_tokens(tokenizer, recipe.calib_tokens)
         cache = None if ref is None else hub.cache_dir() / "calibration" / (
             f"{ref.name}-" + hub.source_key(ref.path, CALIBRATION_VERSION, recipe.calib_tokens, recipe.kl_tokens,
-                                            recipe.top_k, options.block_size, hash(tuple(tokens))) + ".npz")
+                                            recipe.top_k, recipe.lm_head_rows, options.block_size,
+                                            hash(tuple(tokens))) + ".npz")
+        # one lm_head table for a tied embedding's rows; one MatMulNBits per weight in static NPU graphs
+        split = options.embed != "tied" and options.target != "npu"
         plan = plan_precision(source, tokens, recipe, layers, lm_head, options.bytes_budget, options.block_size,
-                              cache)
+                              cache, split_lm_head=split)
         layers.planned = lm_head.planned = plan.int4
+        lm_head.high_rows = plan.high_rows
         return layers, lm_head, plan
     layers = QuantizedLinear(source, 4, options.block_size, options.accuracy_level,
                              keep_gguf_blocks=not options.requantize)

@@ -117,6 +117,15 @@ def dequantize(p: PackedInt4) -> np.ndarray:
     return ((q - zp[..., None]) * scale[..., None]).reshape(p.N, p.K)
 
 
+def take_rows(p: PackedInt4, rows) -> PackedInt4:
+    """Rows `rows` (indices or a slice) of a packed weight: every per-row array is cut alike (4-bit zero
+    points are padded to whole bytes per row, see pack_zero_points)."""
+    blob = p.blob[rows]
+    def per_row(a):
+        return None if a is None else a.reshape(p.N, -1)[rows].reshape(-1)
+    return PackedInt4(len(blob), p.K, p.block, blob, per_row(p.scales), per_row(p.zero_points), p.bits)
+
+
 def error_report(reference: np.ndarray, packed: PackedInt4) -> dict[str, float]:
     """How far the int4 weight is from the float one: max abs and relative RMS error."""
     diff = dequantize(packed) - reference

@@ -20,7 +20,7 @@ from ..errors import EdgespecError
 from ..models import family
 from ..formats.quants import is_block_format
 from .ggml_blocks import to_matmulnbits
-from .int4 import PackedInt4, error_report, quantize, quantize_int8, unpack_nibbles
+from .int4 import PackedInt4, error_report, quantize, quantize_int8, take_rows, unpack_nibbles
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,27 @@ class QuantizedLinear:
     planned: dict = field(default_factory=dict)  # canonical -> PackedInt4 chosen by export/precision.py (GPTQ)
     int8_offsets: bool = False  # Q4_1/Q4_K's per-block offset term as int8 (1/4 of the fp32 bytes, one rounding)
 
+    # canonical -> n: rows [0, n) on the high route (GGUF levels), the others the planned int4 (export/precision.py)
+    high_rows: dict = field(default_factory=dict)
+
     def __call__(self, g, x: str, canonical: str, out: str) -> None:
-        packed, offset = self.pack(canonical)
-        self._emit(g, x, canonical, packed, offset, out)
+        n = self.high_rows.get(canonical, 0)
+        if not n:
+            packed, offset = self.pack(canonical)
+            self._emit(g, x, canonical, packed, offset, out)
+            return
+        # Two MatMulNBits over the two row ranges, outputs concatenated along the vocabulary: the graph's
+        # logits stay in token order, and the concatenation copies one row of logits per token.
+        high, offset = self.pack(canonical, planned=False)
+        high_route = self.report[canonical]["route"]
+        low, _ = self.pack(canonical, record=False)
+        parts = [g.fresh("rows"), g.fresh("rows")]
+        self._emit(g, x, f"{canonical}.rows_0_{n}", take_rows(high, slice(0, n)),
+                   None if offset is None else offset[:n], parts[0])
+        self._emit(g, x, f"{canonical}.rows_{n}_{low.N}", take_rows(low, slice(n, None)), None, parts[1])
+        g.node("Concat", parts, [out], axis=-1)
+        self.report[canonical] = {"route": f"rows 0-{n - 1}: {high_route}; the others int4 (calibrated)",
+                                  "bits": [high.bits, low.bits], "block": low.block, "high_rows": n}
 
     def stack(self, g, x: str, canonicals: list[str], out: str, biases: list[str] | None = None) -> bool:
         """Several weights on the same input as one MatMulNBits over their rows stacked (q/k/v, gate/up):
@@ -102,11 +120,12 @@ class QuantizedLinear:
                                                                 np.ascontiguousarray(offset.T, dtype=f))])
             g.node("Add", [main, correction], [out])
 
-    def pack(self, canonical: str, record: bool = True) -> tuple[PackedInt4, np.ndarray | None]:
-        """(packed weight, per-block offset [N, K/block] or None). record=False: leave no report entry."""
+    def pack(self, canonical: str, record: bool = True, planned: bool = True) -> tuple[PackedInt4, np.ndarray | None]:
+        """(packed weight, per-block offset [N, K/block] or None). record=False: leave no report entry.
+        planned=False: the high route (GGUF levels, int8 for a float weight) even where the plan says int4."""
         report = self.report if record else {}
         raw = self.source.raw(canonical) if hasattr(self.source, "raw") else None
-        if canonical in self.planned:
+        if planned and canonical in self.planned:
             packed = self.planned[canonical]
             report[canonical] = {"route": f"{raw.qtype.name if raw else 'float'} -> int4 (calibrated)", "bits": 4,
                                  "block": packed.block}
@@ -182,6 +201,9 @@ class TiedEmbedding:
         head = "lm_head" if "lm_head" in g.weights else "embed"
         if head == "lm_head":
             self.report["table_rel_rms_diff"] = same_table_check(g.weights)
+        if self.lm_head.high_rows.get(head):
+            raise EdgespecError("--embed tied reads its rows from one lm_head table; this plan split the lm_head "
+                                "into two precisions (plan it with split_lm_head=False)")
         packed, offset = self.lm_head.pack(head, record=False)
         if offset is not None:
             raise EdgespecError("--embed tied needs an lm_head without a per-block offset term; this GGUF's table "

@@ -33,6 +33,9 @@ class Recipe:
     calib_tokens: int = 1024  # tokens whose activations give GPTQ its Hessians (GPTQ for weights with <= this many inputs)
     kl_tokens: int = 64  # tokens over which each group's int4 cost (KL to the reference) is measured
     top_k: int = 32  # KL over the union of the reference's top_k tokens of every row (renormalized)
+    # lm_head row segments planned apart (export/precision.py): a prefix of the vocabulary may keep the high
+    # route while the other rows are int4
+    lm_head_rows: tuple[int, ...] = (2048, 8192, 32768)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +50,7 @@ RECIPES = {r.name: r for r in (
                    "token", 1.0),
 )}
 DEFAULT_RECIPE = "balanced"
-CALIBRATION_VERSION = 3  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
+CALIBRATION_VERSION = 4  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
 
 
 def get_recipe(name: str) -> Recipe:
