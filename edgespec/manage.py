@@ -164,6 +164,6 @@ def _plan_lines(plan: dict, tensors: dict) -> list[str]:
     for group, kl in plan["group_int4_kl"].items():
         choice = "GGUF levels" if group in plan["groups_kept_high"] else "int4"
         weights = group.split(" rows ")[0]  # an lm_head segment: the whole lm_head's output error
-        lines.append(f"  {group:<24} {choice:<11} int4 KL {kl:.2e}  max output error "
+        lines.append(f"  {group:<25} {choice:<11} int4 KL {kl:.2e}  max output error "
                      f"{max(errors.get(weights, [0])):.3f}")
     return lines
