@@ -9,7 +9,7 @@ reference per extra byte is largest, while the budget holds. Q4_0, Q4_1 and Q4_K
 keep their levels (exact; Q4_0 smaller than asymmetric int4, Q4_1/Q4_K 1.03x it with the offset term).
 
     faithful  every GGUF level kept, lm_head int8 (no requantization; 1.4-1.7x the bytes)
-    balanced  <= 1.09x the all-int4 bytes (the default: the issue's bar is 1.1x onnxruntime-genai's int4
+    balanced  <= 1.09x the all-int4 bytes, the lm_head planned in row segments (the default: the issue's bar is 1.1x onnxruntime-genai's int4
               model, whose bytes differ from this count by up to 0.7% (qwen 1.5b: 982 vs 989 MB); at 1.1x
               1.5b's plan read 1.102x genai's)
     fast      all-int4 bytes (plus the offset terms of kept Q4_1/Q4_K levels)
