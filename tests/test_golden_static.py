@@ -3,7 +3,7 @@
 The static export takes the same weights (the GGUF's own levels, the same routes) but other kernels:
 MatMulNBits with fp16 activations (the form QNN HTP runs) where the dynamic export rounds activations
 to int8 (accuracy level 4). So the golden rule (tests/golden/README.md) is applied with the tolerance
-STATIC_LOGIT_TOL instead of 0.05 — measured: the two exports' logits differ by up to ~0.5 — and the
+STATIC_LOGIT_TOL instead of 0.05 — measured: the two exports' logits differ by up to ~1.1 — and the
 near-tie band is 2 x that, so a case usually ends early: SmolLM2 has many near-ties, and the static
 graphs pick the other token at some (the first divergence of the dynamic export's own greedy output
 is at a near-tie too, tests/test_static_cpu.py). The static backend runs the golden protocol through
@@ -24,7 +24,9 @@ from .golden.trace import trace
 from .test_golden import compare
 
 pytestmark = pytest.mark.realmodel
-STATIC_LOGIT_TOL = 1.0
+# measured (2026-12-05, lm_head rows 0-8191 at their Q8_0 levels in both exports): 0.09-0.82 at 121 of 123
+# compared steps, 1.05 and 1.09 at two (fp16 against int8 activations)
+STATIC_LOGIT_TOL = 1.25
 
 
 def test_golden_traces_replay_on_the_static_graphs(smollm2_static):
@@ -41,7 +43,8 @@ def test_golden_traces_replay_on_the_static_graphs(smollm2_static):
         assert ids == case["prompt_ids"], f"{case['name']}: the tokenizer or chat template changed"
         tokens, rows = trace(model.backend, ids, golden["protocol"]["tokens"])
         compared[case["name"]] = compare(case, tokens, rows, STATIC_LOGIT_TOL)
-    # measured: {'chat-capital': 1, 'chat-system-haiku': 15, 'raw-code': 7, 'raw-prose': 9} of 32 steps each:
-    # every compared step within 1.0, each case ending at a golden near-tie (gap < 2.0) the other kernels flip
+    # measured: {'chat-capital': 32, 'chat-system-haiku': 26, 'raw-code': 32, 'raw-prose': 9} of 32 steps each
+    # (before the lm_head segments: 1, 15, 7, 9), the cases that end early ending at a golden near-tie the other
+    # kernels flip
     print("golden steps compared on the static graphs:", compared)
     assert all(steps >= 1 for steps in compared.values()), compared

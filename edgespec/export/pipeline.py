@@ -271,10 +271,10 @@ def _strategies(source, options: ExportOptions, tokenizer, ref=None):
             f"{ref.name}-" + hub.source_key(ref.path, CALIBRATION_VERSION, recipe.calib_tokens, recipe.kl_tokens,
                                             recipe.top_k, recipe.lm_head_rows, options.block_size,
                                             hash(tuple(tokens))) + ".npz")
-        # one lm_head table for a tied embedding's rows; one MatMulNBits per weight in static NPU graphs
-        split = options.embed != "tied" and options.target != "npu"
+        # a tied embedding reads its rows from one lm_head table (QNN HTP runs the split's 8-bit MatMulNBits
+        # and Concat: checked in its simulator)
         plan = plan_precision(source, tokens, recipe, layers, lm_head, options.bytes_budget, options.block_size,
-                              cache, split_lm_head=split)
+                              cache, split_lm_head=options.embed != "tied")
         layers.planned = lm_head.planned = plan.int4
         lm_head.high_rows = plan.high_rows
         return layers, lm_head, plan

@@ -80,8 +80,7 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
     """tokens: calibration text (calibration_tokens); high_linear / lm_head_linear: QuantizedLinear
     strategies whose pack() is the high route. cache_file: the calibration (int4 weights, KL per group)
     is saved there and reused, so another budget or recipe of the same source costs no new calibration.
-    split_lm_head=False: the lm_head is one group (a tied embedding reads its rows from one int4 table;
-    static NPU graphs keep one MatMulNBits per weight)."""
+    split_lm_head=False: the lm_head is one group (a tied embedding reads its rows from one int4 table)."""
     started = time.monotonic()
     config = source.config
     lm_name = "lm_head" if "lm_head" in LazyWeights(source) else "embed"
