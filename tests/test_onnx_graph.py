@@ -77,16 +77,45 @@ def test_tree_mask_nodes_equal_their_paths(pair):
         assert np.abs(tree_logits[i] - alone).max() <= TOL, f"node {i}"
 
 
-def test_layer_mask_skips_a_layer(pair):
-    decoder, ref, weights = pair
-    c = ref.config
-    skip = 1
-    kept = [i for i in range(c.num_layers) if i != skip]
+def without_layers(c, weights, skip) -> LlamaReference:
+    """The reference model with the layers `skip` taken out (what a layer plan skipping them computes)."""
+    kept = [i for i in range(c.num_layers) if i not in skip]
     renumbered = {k: v for k, v in weights.items() if not k.startswith("layers.")}
     for new, old in enumerate(kept):
         renumbered.update({k.replace(f"layers.{old}.", f"layers.{new}.", 1): v
                            for k, v in weights.items() if k.startswith(f"layers.{old}.")})
-    shallow = LlamaReference(dataclasses.replace(c, num_layers=len(kept)), renumbered)
+    return LlamaReference(dataclasses.replace(c, num_layers=len(kept)), renumbered)
+
+
+def test_only_the_middle_layers_are_if_nodes_and_only_they_can_be_skipped():
+    """An If costs ~0.1 ms per pass whatever its layer does: the graph wraps the skippable (middle) layers only,
+    inlines the others, and a plan that would skip an inlined layer is refused, naming it."""
+    from edgespec.errors import EdgespecError
+    from edgespec.models.contract import manifest_entry, skippable_layers
+
+    c = dataclasses.replace(TINY_CONFIGS["llama"], num_layers=8)
+    weights = random_weights(c)
+    graph = build_graph(c, weights, MAX_LEN)
+    assert skippable_layers(8) == [2, 3, 4, 5] == manifest_entry(c)["skippable_layers"]
+    assert [n.output[0] for n in graph.graph.node if n.op_type == "If"] == [f"h.{i}" for i in (2, 3, 4, 5)]
+    decoder = OrtBackend(graph.SerializeToString(), c, MAX_LEN, threads=1)
+    tokens = tokens_for(c, 7)
+    assert np.abs(decoder.forward(tokens) - LlamaReference(c, weights).forward(tokens)).max() <= TOL
+    decoder.rollback(len(tokens))
+    plan = np.ones(8, dtype=bool)
+    plan[[3, 4]] = False
+    assert np.abs(decoder.forward(tokens, plan=plan) - without_layers(c, weights, {3, 4}).forward(tokens)).max() <= TOL
+    plan[[0, 7]] = False
+    with pytest.raises(EdgespecError, match=r"names layers \[0, 7\]; a layer plan of this 8-layer model may skip "
+                                            r"layers 2\.\.5"):
+        decoder.forward(tokens, plan=plan)
+
+
+def test_layer_mask_skips_a_layer(pair):
+    decoder, ref, weights = pair
+    c = ref.config
+    skip = 1
+    shallow = without_layers(c, weights, {skip})
     tokens = tokens_for(c, 7)
     mask = np.ones(c.num_layers, dtype=bool)
     mask[skip] = False

@@ -80,3 +80,14 @@ def test_cost_curve_is_cached_per_threads_that_run(tmp_path, monkeypatch):
     for threads in (0, effective_threads(0)):  # "all physical cores" and their number: one setting
         cached_cost_model(SimpleNamespace(name="ort"), [1, 2, 3], weights, "m", threads)
     assert len(measured) == 1
+
+
+def test_every_skip_set_searched_or_trained_is_one_the_graph_can_run():
+    """The tuner's candidates and S3D's block lie within the layers the graph wraps in If nodes."""
+    from edgespec.models.contract import skippable_layers
+    from edgespec.speculative.drafters.s3d import middle_skip
+
+    for layers in range(1, 65):
+        allowed = set(skippable_layers(layers))
+        assert set(middle_skip(layers)) <= allowed, layers
+        assert all(set(s) <= allowed for s in candidate_skip_sets(layers)), layers

@@ -2,9 +2,18 @@
 // (edgespec/models/contract.py, recorded in the manifest under `graph_contract`) and the inputs it feeds.
 import { ModelFormatError } from "./errors.js";
 
-export const GRAPH_CONTRACT_VERSION = 2;  // 2: extra_embeds (PPD prompt rows) in default exports, fed [1, 0, d] here
+export const GRAPH_CONTRACT_VERSION = 3;  // 2: extra_embeds (PPD prompt rows) in default exports, fed [1, 0, d] here;
+                                          // 3: only skippableLayers() take a layer plan
 export const MANIFEST = "edgespec.json";
 const FED = ["input_ids", "position_ids", "attention_bias", "seqlens_k", "total_sequence_length", "logits_index"];
+
+/** The layers a layer plan may skip (contract.py's skippable_layers): the middle half, [L/4, L - L/4); only
+ * they are If nodes in the graph. */
+export function skippableLayers(numLayers) {
+  const lo = Math.floor(numLayers / 4), out = [];
+  for (let i = lo; i < numLayers - lo; i++) out.push(i);
+  return out;
+}
 
 /** The sha256 of bytes as hex, as the manifest records every file's (Web Crypto: node and browsers). */
 export async function sha256Hex(bytes) {

@@ -19,6 +19,7 @@ import psutil
 
 from ..config import ModelConfig
 from ..errors import ContextOverflowError, EdgespecError
+from ..models.contract import check_skip, skippable_layers
 from .base import BufferCache
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class OrtBackend(BufferCache):
         self.cache_len = 0
         self._last_start = 0
         self.all_layers = np.ones(config.num_layers, dtype=bool)
+        self._always_run = np.ones(config.num_layers, dtype=bool)  # layers no plan may skip (no If in the graph)
+        self._always_run[skippable_layers(config.num_layers)] = False
         names = {i.name for i in self.session.get_inputs()}
         self.has_layer_mask = "layer_mask" in names
         # Exports with extra input rows (PPD prompt tokens) take [1, 0, d] when there are none.
@@ -116,6 +119,8 @@ class OrtBackend(BufferCache):
         }
         if self.has_layer_mask:
             feeds["layer_mask"] = self.all_layers if plan is None else np.asarray(plan, dtype=bool)
+            if plan is not None and not np.all(feeds["layer_mask"] | self._always_run):
+                check_skip(len(self.all_layers), np.flatnonzero(~feeds["layer_mask"]).tolist(), "this layer plan")
         elif plan is not None and not np.all(plan):
             raise EdgespecError("this export has no layer plans (exported with --no-layer-plans): "
                                 "layer-skip drafting needs an export with them")

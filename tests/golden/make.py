@@ -47,6 +47,13 @@ TARGET_GOLDEN = {"cpu": GOLDEN, "web": Path(__file__).with_name(f"{MODEL}-web.js
 EXPORT_CODE = ("models", "export", "quant", "formats")  # what a change of re-makes the web export
 
 
+def machine_kind() -> dict:
+    """What decides the int8-activation kernels' rounding: a replay on the same kind of machine reproduces
+    every token; elsewhere a near-tie may flip (tests/golden/README.md)."""
+    info = machine_info(THREADS)
+    return {k: info[k] for k in ("cpu", "avx512", "avx512_vnni")}
+
+
 def target_export(target: str) -> Path:
     """smollm2's export for `target`: the default one from edgespec's cache (cpu), else made once per
     version of the export code under EDGESPEC_CACHE/exports."""
@@ -93,7 +100,7 @@ def make(out: Path = GOLDEN, target: str = "cpu") -> dict:
                    else f"int4 ONNX export for --target {target} (edgespec export MODEL --target {target})",
                    "target": target, **export_identity(directory, target)},
         "produced_by": {"edgespec": edgespec.__version__, "onnxruntime": onnxruntime.__version__,
-                        "threads": THREADS, "cpu": machine_info(THREADS)["cpu"], "python": platform.python_version()},
+                        "threads": THREADS, **machine_kind(), "python": platform.python_version()},
         "protocol": {
             "decoding": "greedy: argmax of the row's logits (an exact tie goes to the lowest id)",
             "prefill": "feed all prompt_ids in one pass (positions 0..P-1, causal), logits_index = [P-1]; "

@@ -2,6 +2,7 @@
 // `If` per layer), on the same backend and weights. Ports of edgespec/speculative/drafters/layerskip.py
 // and s3d.py. Their draft passes write K/V rows valid for the partial plan only: they are rolled back at
 // once, and the verify pass writes the full model's rows in their place.
+import { skippableLayers } from "../contract.js";
 import { EdgespecError } from "../errors.js";
 import { argmax } from "../sampling.js";
 import { DraftTree } from "../tree.js";
@@ -11,8 +12,12 @@ function skipPlan(backend, numLayers, skip, what) {
   if (!backend.supportsPlan()) {
     throw new EdgespecError(`${what} needs layer plans, which this export does not have (made with --no-layer-plans)`);
   }
-  const bad = skip.filter((i) => !(Number.isInteger(i) && i >= 0 && i < numLayers));
-  if (bad.length) throw new EdgespecError(`${what}: skip set names layers ${bad} outside 0..${numLayers - 1}`);
+  const allowed = skippableLayers(numLayers);
+  const bad = skip.filter((i) => !allowed.includes(i));
+  if (bad.length) {
+    throw new EdgespecError(`${what}: skip set names layers ${bad}; a layer plan of this ${numLayers}-layer model ` +
+      `may skip layers ${allowed[0]}..${allowed[allowed.length - 1]} only (the others always run)`);
+  }
   const plan = new Array(numLayers).fill(true);
   for (const i of skip) plan[i] = false;
   return plan;

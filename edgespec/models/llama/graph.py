@@ -19,8 +19,9 @@ max-length buffer; binding present_* to the same OrtValue as past_* (IOBinding)
 makes that in place, so rollback is only a smaller seqlens_k next call. It reads
 rows [0, S) only, so stale rows past the cache length never leak.
 
-Layer plans: each layer sits in an If(layer_mask[i]) node: one session, one copy of
-the (prepacked) weights, any layer subset. A skipped layer's else branch is an
+Layer plans: each skippable layer (contract.skippable_layers: the middle half; an If costs
+~0.1 ms per pass, see there) sits in an If(layer_mask[i]) node: one session, one copy of
+the (prepacked) weights, any subset of those layers; the others are inlined. A skipped layer's else branch is an
 Identity of h and of its past_* buffers: nothing is copied (the bound buffer is
 aliased) and its rows [P, P+T) keep whatever was there (zeros, or rows of an
 earlier, rolled-back pass). So KV rows written under a partial plan are valid
@@ -52,7 +53,7 @@ from onnx import TensorProto, helper
 
 from ...config import ModelConfig
 from ...errors import UnsupportedArchitectureError
-from ..contract import graph_inputs, graph_outputs
+from ..contract import graph_inputs, graph_outputs, skippable_layers
 from ..onnx_builder import MS_DOMAIN, OPSET, ExternalData, GraphBuilder, Linear, gemm_linear, value_info
 from .version import GRAPH_VERSION  # noqa: F401  (the version of what this module builds)
 from .reference import rope_inv_freq
@@ -76,8 +77,8 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     extra_embeds: add the input `extra_embeds` [1, E, d], rows appended after the token embeddings
         (S3D mask tokens, PPD prompt tokens); position_ids / attention_bias / logits_index then
         cover T_ids + E rows. It must be fed ([1, 0, d] when there are no extra rows).
-    layer_plans: wrap each layer in If(layer_mask[i]) (layer-skip drafting); False inlines the layers
-        (no layer_mask input; the If nodes cost ~5% of a decode step and block cross-layer fusions).
+    layer_plans: wrap each skippable layer in If(layer_mask[i]) (layer-skip drafting); False inlines every
+        layer (no layer_mask input; the If nodes cost ~0.1 ms each per pass and block cross-layer fusions).
     """
     c = config
     g = GraphBuilder(weights, linear, external=external)
@@ -111,11 +112,13 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
         # onnxruntime's IOBinding cannot bind an overridable initializer (an input with a default).
         h = g.node("Concat", [h, g.node("Squeeze", ["extra_embeds", "axes0"])], axis=0)  # [T_ids + E, d]
     normed = None  # inlined layers: the next norm of the residual stream, fused with the residual add
+    branches = set(skippable_layers(L)) if layer_plans else set()
     for i in range(L):
-        if layer_plans:
+        if i in branches:
             _layer_as_branch(g, c, i, h)
-        else:
-            next_norm = f"layers.{i + 1}.attn_norm" if i + 1 < L else "final_norm"
+            normed = None
+        else:  # the next layer's norm fused in, unless that layer is an If (it norms its own input)
+            next_norm = None if i + 1 in branches else f"layers.{i + 1}.attn_norm" if i + 1 < L else "final_norm"
             normed = _layer_nodes(g, c, i, h, (f"h.{i}", f"present_key.{i}", f"present_value.{i}"),
                                   normed_in=normed, next_norm=next_norm)
         h = f"h.{i}"

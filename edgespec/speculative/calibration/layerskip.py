@@ -20,6 +20,7 @@ import numpy as np
 
 from ...errors import EdgespecError
 from ...export.manifest import MANIFEST, read_manifest, update_drafters
+from ...models.contract import skippable_layers
 from ...progress import Progress
 from ...sampling import Sampler, SamplingParams
 from ...sysinfo import effective_threads, machine_info
@@ -39,8 +40,9 @@ DRAFT_LENGTHS = (2, 3, 5)
 
 
 def candidate_skip_sets(num_layers: int) -> list[list[int]]:
-    """Skip sets of growing size: evenly spread over the middle, or one contiguous middle block."""
-    middle = list(range(2, num_layers - 2)) if num_layers > 6 else list(range(1, num_layers - 1))
+    """Skip sets of growing size: evenly spread over the skippable (middle) layers, or one contiguous middle
+    block of them."""
+    middle = skippable_layers(num_layers)
     sets = []
     for fraction in FRACTIONS:
         count = max(1, round(fraction * num_layers))

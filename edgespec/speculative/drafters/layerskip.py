@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import EdgespecError
+from ...models.contract import check_skip
 from ..tree import DraftTree
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,7 @@ class LayerSkipDrafter:
 
     def __init__(self, backend, num_layers: int, skip: Sequence[int], draft_len: int = 4):
         require_layer_plans(backend)
-        bad = [i for i in skip if not 0 <= i < num_layers]
-        if bad:
-            raise EdgespecError(f"layer-skip set {list(skip)} names layers {bad} outside 0..{num_layers - 1}")
+        check_skip(num_layers, skip, f"layer-skip set {list(skip)}")
         self.backend, self.skip, self.draft_len = backend, sorted(skip), draft_len
         self.plan = np.ones(num_layers, dtype=bool)
         self.plan[self.skip] = False

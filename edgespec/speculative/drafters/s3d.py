@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import EdgespecError
+from ...models.contract import check_skip
 from ..tree import DraftTree
 
 
@@ -30,9 +31,7 @@ class S3DDrafter:
         if not backend.supports_plan() or not backend.supports_extra_rows():
             raise EdgespecError(f"S3D drafting needs layer plans and extra input rows, which the {backend.name} "
                                 "backend does not have; use --backend ort with an export made by this version")
-        bad = [i for i in skip if not 0 <= i < num_layers]
-        if bad:
-            raise EdgespecError(f"S3D skip set names layers {bad} outside 0..{num_layers - 1}")
+        check_skip(num_layers, skip, f"S3D skip set {list(skip)}")
         self.backend, self.mask_rows = backend, np.ascontiguousarray(mask_rows, np.float32)
         self.plan = np.ones(num_layers, dtype=bool)
         self.plan[list(skip)] = False
