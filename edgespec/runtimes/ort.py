@@ -85,7 +85,7 @@ class OrtBackend(BufferCache):
                 self.binding.bind_ortvalue_output(f"present_{kind}.{i}", value)
 
     def supports_plan(self) -> bool:
-        """Exports built with layer plans (If per layer) take a layer mask; inlined ones do not."""
+        """Exports built with layer plans (an If per skippable layer) take a layer mask; inlined ones do not."""
         return self.has_layer_mask
 
     def supports_extra_rows(self) -> bool:
