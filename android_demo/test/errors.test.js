@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { GRAPH_CONTRACT_VERSION } from "../engine/contract.js";
 import { decode } from "../engine/engine.js";
 import { ContextOverflowError, EdgespecError, ModelFormatError } from "../engine/errors.js";
 import { loadNode, readExport } from "../engine/node.js";
@@ -48,7 +49,7 @@ describe("bad inputs", () => {
   it("another graph contract version is refused with both versions named", async () => {
     const out = exportCopy("contract", (m) => { m.graph_contract.version = 99; });
     await assert.rejects(readExport(out), (e) => e instanceof ModelFormatError &&
-      e.message.includes("graph contract version 99") && e.message.includes("runs graph contract version 2"));
+      e.message.includes("graph contract version 99") && e.message.includes(`runs graph contract version ${GRAPH_CONTRACT_VERSION}`));
     const none = exportCopy("no-contract", (m) => { delete m.graph_contract; });
     await assert.rejects(readExport(none), /no graph contract/);
   });
