@@ -8,7 +8,7 @@ import json
 import pytest
 
 from edgespec.errors import EdgespecError
-from edgespec.memory import MIN_CONTEXT, MemoryBudgetError, parse_size, plan_memory
+from edgespec.memory import MARGIN, MIN_CONTEXT, MemoryBudgetError, parse_size, plan_memory
 
 from .test_cli import run_cli
 
@@ -26,12 +26,12 @@ def test_plan_shrinks_the_pass_before_the_context_and_refuses_below_plain():
     kv, row = 50_000, 600_000
     roomy = plan_memory(4 << 30, 500 * MiB, kv, row, 4096, 65)
     assert (roomy.context, roomy.max_rows) == (4096, 65)
-    tight = plan_memory(500 * MiB + 24 * MiB + 4096 * kv + 10 * row, 500 * MiB, kv, row, 4096, 65)
+    tight = plan_memory(500 * MiB + MARGIN + 4096 * kv + 10 * row, 500 * MiB, kv, row, 4096, 65)
     assert tight.context == 4096 and 2 <= tight.max_rows < 65  # the draft tree shrank, the context did not
-    tighter = plan_memory(500 * MiB + 24 * MiB + 1000 * kv + 2 * row, 500 * MiB, kv, row, 4096, 65)
+    tighter = plan_memory(500 * MiB + MARGIN + 1000 * kv + 2 * row, 500 * MiB, kv, row, 4096, 65)
     assert MIN_CONTEXT <= tighter.context < 4096 and tighter.max_rows == 2
     with pytest.raises(MemoryBudgetError, match="plain decoding needs at least"):
-        plan_memory(500 * MiB + 24 * MiB + 100 * kv, 500 * MiB, kv, row, 4096, 65)
+        plan_memory(500 * MiB + MARGIN + 100 * kv, 500 * MiB, kv, row, 4096, 65)
 
 
 def test_budget_below_the_weights_is_refused_before_loading(smollm2_gguf):
@@ -50,7 +50,7 @@ def _generate(gguf, *extra):
 
 def test_a_budget_just_above_plain_decoding_completes_with_a_smaller_tree(smollm2_gguf):
     roomy = _generate(smollm2_gguf)["stats"]["memory_plan"]
-    plain_need = roomy["loaded"] + 24 * MiB + MIN_CONTEXT * roomy["kv_per_token"] + 2 * roomy["row_bytes"]
+    plain_need = roomy["loaded"] + MARGIN + MIN_CONTEXT * roomy["kv_per_token"] + 2 * roomy["row_bytes"]
     budget = plain_need + 3 * roomy["row_bytes"] + 4 * MiB  # room for a pass of ~5 tokens, not 65
     out = _generate(smollm2_gguf, "--memory-budget", str(budget))
     plan, stats = out["stats"]["memory_plan"], out["stats"]
@@ -67,7 +67,7 @@ def test_llamacpp_context_is_sized_to_the_budget_before_its_kv_cache_is_allocate
     kv_per_token = roomy["memory_plan"]["kv_per_token"]
     assert roomy["kv_allocated_mb"] * MiB == 4096 * kv_per_token  # f16 K and V for the whole context
     # what loading took without the KV cache, plus ~1500 tokens of KV and a few rows: not 4096 tokens
-    budget = roomy["memory_plan"]["loaded"] + 24 * MiB + 1500 * kv_per_token + 8 * roomy["memory_plan"]["row_bytes"]
+    budget = roomy["memory_plan"]["loaded"] + MARGIN + 1500 * kv_per_token + 8 * roomy["memory_plan"]["row_bytes"]
     out = _generate(smollm2_gguf, "--backend", "llamacpp", "--memory-budget", str(budget))["stats"]
     print(f"budget {budget / MiB:.0f} MiB: KV {out['kv_allocated_mb']} MiB (roomy {roomy['kv_allocated_mb']}), "
           f"context {out['context']}, peak RSS {out['peak_rss_mb']} MiB")
