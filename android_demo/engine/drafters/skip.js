@@ -1,5 +1,5 @@
 // The two drafters that run the target itself with a block of layers skipped (the export's layer plans: an
-// `If` per layer), on the same backend and weights. Ports of edgespec/speculative/drafters/layerskip.py
+// `If` per skippable middle layer), on the same backend and weights. Ports of edgespec/speculative/drafters/layerskip.py
 // and s3d.py. Their draft passes write K/V rows valid for the partial plan only: they are rolled back at
 // once, and the verify pass writes the full model's rows in their place.
 import { skippableLayers } from "../contract.js";
