@@ -127,11 +127,16 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
 
     budget = bytes_budget if bytes_budget is not None else int(recipe.budget * all_int4)
     low_bytes, high_bytes = {}, {}  # (group, weight) -> bytes of that weight's rows in the group
+    groups_of: dict[str, list[str]] = {}  # weight -> its groups (the lm_head: one per segment)
     for g, names in groups.items():
-        rows = slice(*segments[g]) if g in segments else slice(None)
         for n in names:
+            groups_of.setdefault(n, []).append(g)
+    for n, in_groups in groups_of.items():  # the high route converted once per weight, one weight at a time
+        packed, offset = (lm_head_linear if n == lm_name else high_linear).pack(n, record=False, planned=False)
+        for g in in_groups:
+            rows = slice(*segments[g]) if g in segments else slice(None)
             low_bytes[g, n] = packed_bytes(take_rows(int4[n], rows))
-            high_bytes[g, n] = packed_bytes(*_high_rows(lm_head_linear if g in segments else high_linear, n, rows))
+            high_bytes[g, n] = packed_bytes(take_rows(packed, rows), None if offset is None else offset[rows])
     low = {g: sum(low_bytes[g, n] for n in names) for g, names in groups.items()}
     high = {g: sum(high_bytes[g, n] for n in names) for g, names in groups.items()}
     total = fixed_bytes + sum(low.values())
@@ -200,12 +205,6 @@ def _raise(groups: dict, kl: dict, low: dict, high: dict, spare: int, after: dic
             return raised
         raised.append(fits[0])
         spare -= high[fits[0]] - low[fits[0]]
-
-
-def _high_rows(linear, name: str, rows: slice):
-    """(packed, offset) of rows `rows` on the high route: the GGUF's own levels, or int8 for a float weight."""
-    packed, offset = linear.pack(name, record=False, planned=False)
-    return take_rows(packed, rows), None if offset is None else offset[rows]
 
 
 def _calibrate(source, tokens, recipe: Recipe, groups: dict, block: int, lm_name: str, segments: dict):

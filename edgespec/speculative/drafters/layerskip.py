@@ -28,15 +28,21 @@ def require_layer_plans(backend) -> None:
                             "have; use --backend ort, or --spec ngram / draft:MODEL")
 
 
+def skip_plan(num_layers: int, skip: Sequence[int], what: str) -> np.ndarray:
+    """The layer mask [L] with the layers `skip` off, after refusing layers no plan may skip."""
+    check_skip(num_layers, skip, what)
+    plan = np.ones(num_layers, dtype=bool)
+    plan[list(skip)] = False
+    return plan
+
+
 class LayerSkipDrafter:
     name = "layerskip"
 
     def __init__(self, backend, num_layers: int, skip: Sequence[int], draft_len: int = 4):
         require_layer_plans(backend)
-        check_skip(num_layers, skip, f"layer-skip set {list(skip)}")
+        self.plan = skip_plan(num_layers, skip, f"layer-skip set {list(skip)}")
         self.backend, self.skip, self.draft_len = backend, sorted(skip), draft_len
-        self.plan = np.ones(num_layers, dtype=bool)
-        self.plan[self.skip] = False
 
     @classmethod
     def from_record(cls, backend, num_layers: int, record: dict) -> "LayerSkipDrafter":

@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from ...errors import EdgespecError
-from ...models.contract import check_skip
 from ..tree import DraftTree
+from .layerskip import skip_plan
 
 
 def middle_skip(num_layers: int) -> list[int]:
@@ -31,10 +31,8 @@ class S3DDrafter:
         if not backend.supports_plan() or not backend.supports_extra_rows():
             raise EdgespecError(f"S3D drafting needs layer plans and extra input rows, which the {backend.name} "
                                 "backend does not have; use --backend ort with an export made by this version")
-        check_skip(num_layers, skip, f"S3D skip set {list(skip)}")
+        self.plan = skip_plan(num_layers, skip, f"S3D skip set {list(skip)}")
         self.backend, self.mask_rows = backend, np.ascontiguousarray(mask_rows, np.float32)
-        self.plan = np.ones(num_layers, dtype=bool)
-        self.plan[list(skip)] = False
         self.gamma = len(self.mask_rows) + 1
 
     def propose(self, context: Sequence[int], budget: int) -> DraftTree:
