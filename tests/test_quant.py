@@ -214,3 +214,63 @@ def test_a_float_embedding_is_quantized_to_int8_blocks():
     assert report["levels_from_bits"] == 8 and "int8" in report["route"]
     step = np.abs(w.reshape(16, 2, 32)).max(-1, keepdims=True) / 127  # half a level at most
     assert np.all(np.abs(rows - w).reshape(16, 2, 32) <= step / 2 + 1e-7)
+
+
+class _Tables:
+    """A weights source of several named weights, each a GGUF block tensor (RawTensor) or a float array."""
+
+    config = SimpleNamespace(architecture="qwen2")
+
+    def __init__(self, **weights):
+        self._weights = weights
+
+    def raw(self, canonical):
+        w = self._weights[canonical]
+        return None if isinstance(w, np.ndarray) else w
+
+    def tensor(self, canonical):
+        return self._weights[canonical]
+
+
+def test_weights_of_different_routes_stack_into_one_exact_matmulnbits():
+    """qwen's q/k keep their Q4_K levels (implied zero point 8 + offset term) where v is requantized to int4
+    with zero points: stacked as one MatMulNBits (explicit zero points of 8 for q/k, an offset of zero for v)
+    they give each weight's own product; an 8-bit part cannot join 4-bit ones."""
+    from edgespec.formats.gguf import RawTensor
+    from edgespec.models.onnx_builder import GraphBuilder
+    from edgespec.quant.linear import QuantizedLinear
+
+    rng = np.random.default_rng(6)
+    K = 96  # 3 blocks: packed zero points padded to whole bytes per row
+    wq, wk, wv, w8 = (rng.standard_normal((n, K)).astype(np.float32) for n in (24, 8, 8, 8))
+    source = _Tables(q=RawTensor(Q.Q4_1, wq.shape, gguf.quants.quantize(wq, Q.Q4_1)),
+                     k=RawTensor(Q.Q4_1, wk.shape, gguf.quants.quantize(wk, Q.Q4_1)), v=wv,
+                     v8=RawTensor(Q.Q8_0, w8.shape, gguf.quants.quantize(w8, Q.Q8_0)))
+    linear = QuantizedLinear(source, 4, 32, accuracy_level=0, int8_offsets=True)  # as exports store them
+    linear.planned["v"] = int4.quantize(wv, 32, symmetric=False)  # what the precision plan hands over
+    assert linear.planned["v"].zero_points is not None
+    g = GraphBuilder({})
+    assert not linear.stack(g, "x", ["q", "k", "v8"], "never") and not g.nodes  # int4 with int8: not joined
+    assert linear.stack(g, "x", ["q", "k", "v"], "y")
+    assert [n.op_type for n in g.nodes].count("MatMulNBits") == 2  # the weights and ONE offset term
+    x = rng.standard_normal((5, K)).astype(np.float32)
+    y = _run_builder(g, x, 40)
+    separate = []  # each weight on its own route, as the graph computed them before stacking
+    for name in "qkv":
+        one = GraphBuilder({})
+        linear(one, "x", name, "y")
+        separate.append(_run_builder(one, x, None))
+    np.testing.assert_allclose(y, np.concatenate(separate, axis=1), rtol=1e-5, atol=1e-5)
+    expected = np.concatenate([gguf.quants.dequantize(source.raw("q").data, Q.Q4_1),
+                               gguf.quants.dequantize(source.raw("k").data, Q.Q4_1),
+                               int4.dequantize(linear.planned["v"])])
+    ref = x @ expected.T  # the offset term is stored as int8 (one rounding, as in every export)
+    assert np.abs(y - ref).max() <= 2e-2 * np.abs(ref).max()
+
+
+def _run_builder(g, x: np.ndarray, n) -> np.ndarray:
+    graph = helper.make_graph(g.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", x.shape[1]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", n])], g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    return ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]

@@ -12,10 +12,11 @@ import numpy as np
 import onnxruntime as ort
 
 STEPS, PREFILL = 64, 64
+_SESSION_OPTIONS = ort.SessionOptions  # the real class: run_edgespec swaps ort.SessionOptions for the function below
 
 
 def profiled_options() -> ort.SessionOptions:
-    options = ort.SessionOptions()
+    options = _SESSION_OPTIONS()
     options.intra_op_num_threads, options.enable_profiling = 2, True
     options.profile_file_prefix = "/tmp/op_profile"
     return options
@@ -25,12 +26,11 @@ def run_edgespec(d: Path):
     from edgespec.export.manifest import manifest_config, read_manifest
     from edgespec.runtimes.ort import OrtBackend
 
-    real = ort.SessionOptions
     ort.SessionOptions = profiled_options  # OrtBackend builds its session from these
     try:
         backend = OrtBackend(str(d / "model.onnx"), manifest_config(read_manifest(d)), 1024, 2)
     finally:
-        ort.SessionOptions = real
+        ort.SessionOptions = _SESSION_OPTIONS
     backend.forward(list(range(1000, 1000 + PREFILL)), logits_for=[PREFILL - 1])
     for i in range(STEPS):
         backend.forward([2000 + i], logits_for=[0])

@@ -13,14 +13,14 @@ same row permutation to the packed rows.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from ..errors import EdgespecError
 from ..models import family
 from ..formats.quants import is_block_format
 from .ggml_blocks import to_matmulnbits
-from .int4 import PackedInt4, error_report, quantize, quantize_int8, take_rows, unpack_nibbles
+from .int4 import PackedInt4, error_report, pack_zero_points, quantize, quantize_int8, take_rows, unpack_nibbles
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,16 @@ class QuantizedLinear:
 
     def stack(self, g, x: str, canonicals: list[str], out: str, biases: list[str] | None = None) -> bool:
         """Several weights on the same input as one MatMulNBits over their rows stacked (q/k/v, gate/up):
-        one kernel call instead of several. False when their formats differ (then nothing is added)."""
+        one kernel call instead of several. Parts of one width and block stack even when one keeps a GGUF
+        route's implied zero point and offset term and another is a calibrated int4 weight with zero points
+        (qwen's Q4_K q/k beside a requantized Q6_K v): the first gets explicit zero points of 8 and the second
+        an offset of zero, both exact, so the layer pays one kernel and one offset term instead of three and
+        two. False when their bit widths, blocks or zero point kinds cannot be joined (nothing is added)."""
         parts = [self.pack(canonical) for canonical in canonicals]
-        first, first_offset = parts[0]
-        def form(p, offset):
-            zp = None if p.zero_points is None else p.zero_points.dtype
-            return p.bits, p.block, p.K, zp, offset is None
-        if any(form(p, o) != form(first, first_offset) for p, o in parts):
+        parts = _common_form(parts)
+        if parts is None:
             return False
+        first, first_offset = parts[0]
         stacked = PackedInt4(sum(p.N for p, _ in parts), first.K, first.block,
                              np.concatenate([p.blob for p, _ in parts]),
                              np.concatenate([p.scales for p, _ in parts]),
@@ -293,6 +295,25 @@ def _zero_point_rows(g, packed: PackedInt4, head: str, ids: str, k_blocks: int, 
         if f != np.float32:
             rows = g.node("Cast", [rows], to=1)
     return g.node("Unsqueeze", [rows, last])
+
+
+def _common_form(parts: list[tuple[PackedInt4, np.ndarray | None]]):
+    """The parts in one MatMulNBits form (bits, block, K, zero point kind, offset term or not), or None.
+    4-bit parts without zero points get explicit ones at the implied 8; parts without an offset term get
+    zeros when another has one. Both leave every part's dequantized values as they were."""
+    first = parts[0][0]
+    if any((p.bits, p.block, p.K) != (first.bits, first.block, first.K) for p, _ in parts):
+        return None
+    kinds = {None if p.zero_points is None else p.zero_points.dtype for p, _ in parts}
+    if len(kinds) > 1:
+        if kinds != {None, np.dtype(np.uint8)} or first.bits != 4:
+            return None
+        parts = [(p if p.zero_points is not None else
+                  replace(p, zero_points=pack_zero_points(np.full((p.N, p.K // p.block), 8, np.uint8))), o)
+                 for p, o in parts]
+    if any(o is not None for _, o in parts):
+        parts = [(p, np.zeros((p.N, p.K // p.block), np.float32) if o is None else o) for p, o in parts]
+    return parts
 
 
 def offset_int8(offset: np.ndarray) -> PackedInt4:
