@@ -147,3 +147,17 @@ def test_disk_failure_mid_export_leaves_nothing(tmp_path, smollm2_gguf, monkeypa
     with pytest.raises(OSError, match="No space left"):
         export(str(smollm2_gguf), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # neither the output nor its .partial directory
+
+
+def test_a_broken_graph_fails_validation_and_leaves_nothing(tmp_path, smollm2_gguf, monkeypatch):
+    """Validation gates the export: a graph that drops the Q4_1 offset terms (perplexity ~10^5x) is refused,
+    naming both perplexities, and no directory is left that a later run could take for a good export."""
+    from edgespec.quant.linear import QuantizedLinear
+
+    emit = QuantizedLinear._emit
+    monkeypatch.setattr(QuantizedLinear, "_emit", lambda self, g, x, name, packed, offset, out, bias=None:
+                        emit(self, g, x, name, packed, None, out, bias))
+    with pytest.raises(EdgespecError, match=r"perplexity on the stdlib text is [\d.e+]+ where its source's is "
+                                            r"[\d.]+ \([\d.e+]+x; at most 2.0x"):
+        export(str(smollm2_gguf), tmp_path / "out", ExportOptions(validate_tokens=64, compare_llamacpp=False))
+    assert list(tmp_path.iterdir()) == []
