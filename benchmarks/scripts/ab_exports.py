@@ -6,6 +6,10 @@ alternating), greedy, the bench's default prompts with the chat template.
 Prints decode tok/s (all prompts' tokens over their decode seconds) and tokens per step per export and mode
 after each repetition. Used for the layer-plan If nodes (plain-decode.md, 2026-12-05), where the variant with
 an If on every layer was exported with `edgespec.models.llama.graph.skippable_layers` patched to all layers.
+
+Turns alternate, but the load order does not: on qwen 1.5b two copies of one export differed by 1.076x and one
+A/B gave 1.033x one way and 0.977x with the directories swapped (plain-decode.md, stop 28). Run it both ways
+and with a copy of one export as a control before believing a few percent.
 """
 import sys
 from collections import defaultdict
