@@ -16,6 +16,13 @@ from edgespec.quant import int4
 from edgespec.quant.ggml_blocks import to_matmulnbits
 
 
+def _model(graph) -> "onnx.ModelProto":
+    """A graph of one test as a model onnxruntime runs (opset 21 + com.microsoft)."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    return model
+
+
 def run_matmulnbits(p: int4.PackedInt4, x: np.ndarray, accuracy_level: int = 0) -> np.ndarray:
     inits = [numpy_helper.from_array(p.blob, "B"), numpy_helper.from_array(p.scales, "s")]
     names = ["x", "B", "s"]
@@ -26,8 +33,7 @@ def run_matmulnbits(p: int4.PackedInt4, x: np.ndarray, accuracy_level: int = 0) 
                             block_size=p.block, accuracy_level=accuracy_level)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", p.K])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", p.N])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 10
+    model = _model(graph)
     return ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
 
 
@@ -132,8 +138,7 @@ def run_embedding(source, ids: np.ndarray, embedding=None, lm_head=None) -> tupl
         outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["T", None]))
     graph = helper.make_graph(g.nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["T"])],
                               outputs, g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 10
+    model = _model(graph)
     got = ort.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})
     return got[0], embedding.report, (got[1] if lm_head is not None else None), model
 
@@ -271,6 +276,5 @@ def test_weights_of_different_routes_stack_into_one_exact_matmulnbits():
 def _run_builder(g, x: np.ndarray, n) -> np.ndarray:
     graph = helper.make_graph(g.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", x.shape[1]])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", n])], g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 10
+    model = _model(graph)
     return ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
