@@ -308,7 +308,7 @@ def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
 
 def load(model: str = hub.DEFAULT_MODEL, *, backend: str = "ort", spec: str = "off", draft_budget: int = 8,
          exact: bool = False, memory_budget: int | str | None = None, context: int | None = None, threads: int = 0,
-         device: str = "cpu") -> Model:
+         device: str = "cpu", layer_plans: bool | None = None) -> Model:
     """model: a known model name, a .gguf file, an HF directory or an export directory.
 
     backend "ort": sources are exported to int4 ONNX once, cached, and run on onnxruntime.
@@ -323,10 +323,14 @@ def load(model: str = hub.DEFAULT_MODEL, *, backend: str = "ort", spec: str = "o
     qnn (QNN HTP) or openvino.
     device: cpu; qnn / openvino run static exports (backend static; a dynamic export is refused with the
     command that makes a static one); other onnxruntime devices (xnnpack, ...) need backend ort or auto.
+    layer_plans: open a source as its export variant with an If per middle layer (layer-skip drafting;
+    every plain step pays for them); None: when `spec` drafts with layers skipped (layerskip, s3d).
+    An export directory is opened as it is.
     """
-    check_spec(spec)  # a bad --spec fails before any (slow) loading
+    entry, _ = check_spec(spec)  # a bad --spec fails before any (slow) loading
+    plans = entry.layer_plans if layer_plans is None else layer_plans
     ref, opened, budget = loader.load_backend(model, backend, threads=threads, device=device, context=context,
-                                              memory_budget=memory_budget)
+                                              memory_budget=memory_budget, layer_plans=plans)
     loaded = Model(ref, opened, threads)
     if budget is not None:
         loaded.apply_memory_budget(budget)

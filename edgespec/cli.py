@@ -104,12 +104,12 @@ def cmd_export(args) -> int:
     from .memory import parse_size
 
     preset = TARGETS[args.target]  # flags the user gave win over the target's preset
-    chosen = {key: getattr(args, key) for key in ("lm_head", "embed", "accuracy_level")
+    chosen = {key: getattr(args, key) for key in ("lm_head", "embed", "accuracy_level", "layer_plans")
               if getattr(args, key) is not None}
     options = ExportOptions(precision=args.precision, block_size=args.block_size,
                             **{**preset, **chosen}, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,
-                            gguf_type=args.gguf_type, layer_plans=args.layer_plans,
+                            gguf_type=args.gguf_type,
                             buckets=_int_list(args.buckets, "--buckets"),
                             **({"recipe": args.recipe} if args.recipe else {}),
                             bytes_budget=None if args.bytes_budget is None else parse_size(args.bytes_budget, 1000))
@@ -192,7 +192,7 @@ def load_model(args, announce: bool = True):
 
     model = api.load(args.model, backend=args.backend, spec=args.spec, draft_budget=args.draft_budget,
                      exact=args.exact, memory_budget=args.memory_budget or default_budget(), context=args.context,
-                     threads=args.threads, device=args.device)
+                     threads=args.threads, device=args.device, layer_plans=args.layer_plans)
     if announce:  # the chat says it in its header instead
         log.info("%s on %s, speculation: %s", model.ref.name, model.backend_name, model.spec_name)
     return model
@@ -217,7 +217,7 @@ def _stats_dict(model, s) -> dict:
 def cmd_tune(args) -> int:
     from . import api
 
-    model = api.load(args.model, backend="ort", threads=args.threads)
+    model = api.load(args.model, backend="ort", threads=args.threads, layer_plans=True)
     record = model.tune(tokens=args.tokens)
     for row in sorted(record["candidates"], key=lambda r: -r["tok_s"]):
         print(f"skip {row['skip']}, chain {row['draft_len']}: {row['tok_s']} tok/s, {row['tokens_per_step']} tok/step")

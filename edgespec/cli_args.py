@@ -80,8 +80,9 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--requantize", action="store_true",
                    help="requantize GGUF weights to plain int4 (asymmetric, --block-size) instead of keeping "
                         "their own levels: smaller and faster, lossy")
-    p.add_argument("--no-layer-plans", dest="layer_plans", action="store_false",
-                   help="inline the layers (no layer-skip drafting; a few %% faster per step)")
+    p.add_argument("--layer-plans", action=argparse.BooleanOptionalAction, default=None,
+                   help="an If per middle layer, so --spec layerskip / s3d can skip layers (costs 5-7%% of every "
+                        "plain step on a 2-core CPU; default: every layer inlined, except --target web)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=commands["export"], precision="int4")
 
@@ -163,12 +164,16 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=_positive, default=None,
                    help="context length in tokens: KV cache and memory plan (default 4096, or the model's own "
                         "maximum if smaller; at most the model's own)")
-    p.add_argument("--spec", default="auto", help="speculative decoding: auto (default: n-gram and layer-skip drafts "
-                                                  "where this machine's measured costs say they pay, else plain; "
+    p.add_argument("--spec", default="auto", help="speculative decoding: auto (default: n-gram drafts, trained ones "
+                                                  "and, with --layer-plans, layer-skip drafts where this machine's "
+                                                  "measured costs say they pay, else plain; "
                                                   "calibrated once per model and machine), off, ngram (prompt "
                                                   "lookup), layerskip (ort), ppd / s3d (trained with `edgespec "
                                                   "train`; ort), draft:MODEL (a smaller model, same vocabulary)")
     p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
+    p.add_argument("--layer-plans", action="store_true", default=None,
+                   help="run a model's export variant with an If per middle layer (made once), so --spec auto may "
+                        "try layer-skip drafts; --spec layerskip / s3d imply it. Costs 5-7%% of each plain step")
     p.add_argument("--memory-budget", help="resident memory this process may use, e.g. 1.5G (default: what it "
                                            "uses now + 90%% of the available RAM); context and draft size shrink to "
                                            "fit, and a budget plain decoding cannot fit is refused")

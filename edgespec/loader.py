@@ -55,9 +55,10 @@ class Opened:
 
 
 def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", context: int | None = None,
-                 memory_budget: int | str | None = None) -> tuple[hub.ModelRef, Opened, int | None]:
+                 memory_budget: int | str | None = None,
+                 layer_plans: bool = False) -> tuple[hub.ModelRef, Opened, int | None]:
     """Resolve `model` and open it on backend `kind`: (its reference, the opened backend, the memory budget
-    in bytes or None). Bad options fail before any export or loading work."""
+    in bytes or None). Bad options fail before any export or loading work. layer_plans: see open_backend."""
     if kind not in BACKENDS:
         raise EdgespecError(f"backend '{kind}' is not available; choose one of {', '.join(BACKENDS)}")
     if device != "cpu":
@@ -76,17 +77,18 @@ def load_backend(model: str, kind: str, threads: int = 0, device: str = "cpu", c
     budget = None
     if memory_budget is not None:
         budget = memory.parse_size(memory_budget)
-        memory.check_before_load(budget, *load_need(ref, kind))  # before anything is loaded
-    return ref, open_backend(ref, kind, threads=threads, device=device, context=context, memory_budget=budget), budget
+        memory.check_before_load(budget, *load_need(ref, kind, layer_plans))  # before anything is loaded
+    return ref, open_backend(ref, kind, threads=threads, device=device, context=context, memory_budget=budget,
+                             layer_plans=layer_plans), budget
 
 
-def load_need(ref: hub.ModelRef, kind: str) -> tuple[int, str]:
+def load_need(ref: hub.ModelRef, kind: str, layer_plans: bool = False) -> tuple[int, str]:
     """(bytes the backend will hold once loaded, what they are), known before loading: onnxruntime holds
     its export's data times memory.ORT_LOAD_FACTOR (measured), not the source file's size; llama.cpp maps
     the GGUF."""
     if kind != "ort":
         return hub.weights_bytes(ref), ref.name
-    export_dir = ref.path if ref.kind == "export" else cached_export(ref)  # exporting is not loading
+    export_dir = ref.path if ref.kind == "export" else cached_export(ref, layer_plans=layer_plans)  # not loading
     data = hub.weights_bytes(hub.ModelRef("export", export_dir, ref.name))
     need = int(data * memory.ORT_LOAD_FACTOR)
     source = "" if ref.kind == "export" else f"; the source file is {memory.human(hub.weights_bytes(ref))}"
@@ -108,11 +110,13 @@ def _source_config(kind: str, path: str, _size: int, _mtime_ns: int) -> ModelCon
     return open_weights(path).config
 
 
-def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False) -> tuple[str, str]:
+def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False,
+               layer_plans: bool = False) -> tuple[str, str]:
     """(directory name, key) of a default export of `ref`, keyed by the source's content (sha256) and,
     for ONNX, the family's graph version and the graph contract: the known model with these bytes names
     it, whatever path or name it was given by. full_context: the variant whose RoPE table covers the
-    model's whole context (made when --context asks for more than the default export's)."""
+    model's whole context (made when --context asks for more than the default export's). layer_plans:
+    the variant with an If per middle layer (`--spec layerskip | s3d` need it; it costs every plain step)."""
     sha = hub.content_sha256(ref)
     known = hub.known_by_content(sha)
     versions = ""
@@ -121,29 +125,34 @@ def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False)
                     f":recipe-{DEFAULT_RECIPE}-calibration{CALIBRATION_VERSION}")  # a new default recipe: re-export
     elif fmt == "npu":  # static graphs (`export --target npu`): their own builder and contract versions
         versions = f"static{family(source_config(ref).architecture).static_graph_version}:contract{STATIC_CONTRACT_VERSION}"
-    key = hashlib.sha256(f"{sha}:{fmt}:{versions}{':fullctx' if full_context else ''}".encode()).hexdigest()[:12]
-    return f"{known.name if known else ref.name}-{'int4' if fmt == 'onnx' else fmt}-{key}", key
+    plans = layer_plans and fmt == "onnx"
+    variant = f"{':fullctx' if full_context else ''}{':layer-plans' if plans else ''}"
+    key = hashlib.sha256(f"{sha}:{fmt}:{versions}{variant}".encode()).hexdigest()[:12]
+    kind = ("int4-plans" if plans else "int4") if fmt == "onnx" else fmt
+    return f"{known.name if known else ref.name}-{kind}-{key}", key
 
 
-def find_export(ref: hub.ModelRef, fmt: str = "onnx", context: int = 0) -> Path | None:
+def find_export(ref: hub.ModelRef, fmt: str = "onnx", context: int = 0, layer_plans: bool = False) -> Path | None:
     """The cached default export of these bytes that holds `context` tokens, whatever it was called when
     it was made (the default one first, then the whole-context one)."""
     exports = hub.cache_dir() / "exports"
     for full in (False, True):
-        name, key = export_key(ref, fmt, full)
+        name, key = export_key(ref, fmt, full, layer_plans)
         for out in [exports / name, *sorted(exports.glob(f"*-{key}"))]:
             if (out / "edgespec.json").is_file() and read_manifest(out, verify=False)["max_len"] >= context:
                 return out
     return None
 
 
-def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, context: int = 0) -> Path:
+def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, context: int = 0,
+                  layer_plans: bool = False) -> Path:
     """The default export of a source, made once: fmt "onnx" (int4, dynamic shapes), "npu" (int4 static
     graphs, `--target npu`) or "gguf" (a Q4_0/Q8_0 GGUF for llama.cpp), with a
     progress line and an estimate instead of the export's step-by-step log (that stays in the manifest).
     A context beyond the default export's (4096) gets an export for the model's whole context (only its
-    RoPE table is longer); beyond the model's own maximum, a clear error before any work."""
-    found = find_export(ref, fmt, context)
+    RoPE table is longer); beyond the model's own maximum, a clear error before any work. layer_plans:
+    the ONNX variant with an If per middle layer (layer-skip and S3D drafting), a directory of its own."""
+    found = find_export(ref, fmt, context, layer_plans)
     if found is not None:
         return found
     # imported here: onnx takes 0.5-5 s to import, and every start with a cached export needs none of it;
@@ -153,20 +162,22 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     # validated against the fp32 reference on FIRST_USE_VALIDATE_TOKENS per text, without the llama.cpp
     # comparison: on 2 cores the full report (`edgespec export`) took 110 of a first chat's 130 s
     first_use = dict(validate_tokens=FIRST_USE_VALIDATE_TOKENS, compare_llamacpp=False)
-    options = ExportOptions(target="npu", **first_use) if fmt == "npu" else ExportOptions(format=fmt, **first_use)
+    options = ExportOptions(target="npu", **first_use) if fmt == "npu" else \
+        ExportOptions(format=fmt, layer_plans=layer_plans and fmt == "onnx", **first_use)
     full = fmt == "onnx" and context > options.context()
     if full:
         limit = source_config(ref).max_position_embeddings
         check_context(context, limit, ref.name)
         options = replace(options, max_len=limit)
-    out = hub.cache_dir() / "exports" / export_key(ref, fmt, full)[0]
+    out = hub.cache_dir() / "exports" / export_key(ref, fmt, full, layer_plans)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     with hub.cache_lock(out, f"exporting {ref.name}"):  # another process exporting it: wait, then use its export
         if (out / "edgespec.json").is_file():
             return out
         estimate = max(10.0, hub.weights_bytes(ref) / 1e6 * EXPORT_SECONDS_PER_MB.get(fmt, 0.1))
         log.info("first use of %s: exporting it to %s in %s (once, about %.0f s)", ref.name,
-                 {"onnx": "int4 ONNX", "npu": "static int4 ONNX (NPU)"}.get(fmt, "GGUF"), out, estimate)
+                 {"onnx": "int4 ONNX" + (" with layer plans" if layer_plans else ""),
+                  "npu": "static int4 ONNX (NPU)"}.get(fmt, "GGUF"), out, estimate)
         known = hub.known_by_content(hub.content_sha256(ref))  # a known model's bytes under any path: its name
         export(known.name if known else str(ref.path), out, force=True, options=options, progress=progress,
                estimate=estimate)
@@ -174,14 +185,16 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
 
 
 def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "cpu", context: int | None = None,
-                 memory_budget: int | None = None) -> Opened:
+                 memory_budget: int | None = None, layer_plans: bool = False) -> Opened:
     """memory_budget: bytes; backends that allocate their KV cache up front (llama.cpp) size the context
-    to fit it before allocating (the others are fitted after loading: Model.apply_memory_budget)."""
+    to fit it before allocating (the others are fitted after loading: Model.apply_memory_budget).
+    layer_plans: a source opened on onnxruntime gets the export variant with layer plans (an export
+    directory is opened as it is)."""
     if kind not in BACKENDS:
         raise EdgespecError(f"backend '{kind}' is not available; choose one of {', '.join(BACKENDS)}")
     if kind == "auto":
         kind, why = choose_backend(ref, threads, context)
-        opened = open_backend(ref, kind, threads, device, context, memory_budget)
+        opened = open_backend(ref, kind, threads, device, context, memory_budget, layer_plans)
         opened.description += f" (auto: {why})"
         return opened
     if kind == "reference":
@@ -190,7 +203,7 @@ def open_backend(ref: hub.ModelRef, kind: str, threads: int = 0, device: str = "
         return _open_llamacpp(ref, threads, context, memory_budget)
     if kind == "static":
         return _open_static(ref, threads, device)
-    return _open_ort(ref, threads, device, context)
+    return _open_ort(ref, threads, device, context, layer_plans)
 
 
 DEFAULT_CONTEXT = 4096  # tokens when none is asked for (or the model's / export's maximum, if smaller)
@@ -216,13 +229,14 @@ def release(opened: Opened) -> None:
     gc.collect()
 
 
-def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int | None = None) -> Opened:
+def _open_ort(ref: hub.ModelRef, threads: int, device: str, context: int | None = None,
+              layer_plans: bool = False) -> Opened:
     # here: onnxruntime takes ~40 MB resident once imported, which llama.cpp and the reference backend
     # (and their --memory-budget) should not pay
     from .runtimes.ort import OrtBackend
 
     if ref.kind != "export":
-        ref = hub.ModelRef("export", cached_export(ref, context=context or 0), ref.name)
+        ref = hub.ModelRef("export", cached_export(ref, context=context or 0, layer_plans=layer_plans), ref.name)
     manifest = read_manifest(ref.path)  # checks every file's sha256 first
     if manifest.get("format") == "gguf":
         raise EdgespecError(f"'{ref.path}' holds a GGUF export; run it with --backend llamacpp")

@@ -98,7 +98,8 @@ def test_chat_from_an_empty_cache_in_a_pty(empty_cache):
     chat.logfile_read = screen
     try:
         chat.expect(r"exporting smollm2-135m for onnxruntime \(once\): +0\.0% .*ETA +\d+s")  # first run: progress, estimate
-        chat.expect("calibrating --spec auto")
+        # --spec auto measures this machine's cost curve once (no layer-skip search: the default export has no plans)
+        chat.expect("measuring this device's verify cost curve for smollm2-135m on ort")
         chat.expect("edgespec chat — smollm2-135m on onnxruntime int4, speculation auto. /help")
         chat.expect("> ")
         chat.sendline("Say hello in one short sentence.")

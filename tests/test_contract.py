@@ -46,15 +46,20 @@ def default_export(smollm2_gguf):
 
 
 @pytest.mark.realmodel
-def test_the_default_export_matches_its_manifests_contract(default_export):
-    """onnx.load of the real cached export: its inputs and outputs are the ones its manifest states."""
-    manifest = read_manifest(default_export, verify=False)
+@pytest.mark.parametrize("layer_plans", [False, True])
+def test_the_default_export_matches_its_manifests_contract(smollm2_gguf, layer_plans):
+    """onnx.load of the real cached export (the default, and its variant with layer plans): its inputs and
+    outputs are the ones its manifest states."""
+    export_dir = edgespec.load("smollm2-135m", layer_plans=layer_plans).source
+    manifest = read_manifest(export_dir, verify=False)
     stated = manifest["graph_contract"]
     assert stated["version"] == GRAPH_CONTRACT_VERSION
-    graph = onnx.load(str(default_export / "model.onnx"), load_external_data=False).graph
+    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
     assert _described(graph.input) == [(s["name"], s["dtype"], tuple(s["shape"])) for s in stated["inputs"]]
     assert _described(graph.output) == [(s["name"], s["dtype"], tuple(s["shape"])) for s in stated["outputs"]]
-    assert [s["name"] for s in stated["inputs"] if s["optional"]] == ["layer_mask", "extra_embeds"]
+    optional = ["layer_mask", "extra_embeds"] if layer_plans else ["extra_embeds"]
+    assert [s["name"] for s in stated["inputs"] if s["optional"]] == optional
+    assert ("skippable_layers" in stated) == layer_plans
 
 
 @pytest.mark.realmodel

@@ -80,9 +80,13 @@ def test_fp16_export(tmp_path, smollm2_gguf):
     assert m["files"]["model.onnx.data"]["size"] < 2 * params * 1.02
 
 
-def test_graph_asks_for_only_needed_logit_rows(int4_export):
-    inputs = [i.name for i in onnx.load(str(int4_export / "model.onnx"), load_external_data=False).graph.input]
-    assert "logits_index" in inputs and "layer_mask" in inputs and "attention_bias" in inputs
+def test_graph_asks_for_only_needed_logit_rows_and_has_no_if_nodes_by_default(int4_export):
+    graph = onnx.load(str(int4_export / "model.onnx"), load_external_data=False).graph
+    inputs = [i.name for i in graph.input]
+    assert "logits_index" in inputs and "attention_bias" in inputs
+    # layer plans are opt-in (--layer-plans): each If costs every plain step
+    assert "layer_mask" not in inputs and not any(n.op_type == "If" for n in graph.node)
+    assert "skippable_layers" not in read_manifest(int4_export)["graph_contract"]
 
 
 def test_export_runs_and_is_deterministic(int4_export):

@@ -25,7 +25,9 @@ TOL = 1e-3
 def pair(request):
     config = TINY_CONFIGS[request.param]
     weights = random_weights(config)
-    decoder = OrtBackend(build_graph(config, weights, MAX_LEN).SerializeToString(), config, MAX_LEN, threads=1)
+    # with layer plans (an If per middle layer): the plan tests below skip layers through them
+    decoder = OrtBackend(build_graph(config, weights, MAX_LEN, layer_plans=True).SerializeToString(), config, MAX_LEN,
+                         threads=1)
     return decoder, LlamaReference(config, weights), weights
 
 
@@ -95,8 +97,8 @@ def test_only_the_middle_layers_are_if_nodes_and_only_they_can_be_skipped():
 
     c = dataclasses.replace(TINY_CONFIGS["llama"], num_layers=8)
     weights = random_weights(c)
-    graph = build_graph(c, weights, MAX_LEN)
-    assert skippable_layers(8) == [2, 3, 4, 5] == manifest_entry(c)["skippable_layers"]
+    graph = build_graph(c, weights, MAX_LEN, layer_plans=True)
+    assert skippable_layers(8) == [2, 3, 4, 5] == manifest_entry(c, layer_plans=True)["skippable_layers"]
     assert [n.output[0] for n in graph.graph.node if n.op_type == "If"] == [f"h.{i}" for i in (2, 3, 4, 5)]
     decoder = OrtBackend(graph.SerializeToString(), c, MAX_LEN, threads=1)
     tokens = tokens_for(c, 7)
@@ -171,8 +173,9 @@ def _run_fresh(model_bytes, config, ids, extra=None):
     bias = np.where(np.tri(T, dtype=bool), 0, -np.inf).astype(np.float32)[None, None]
     feeds = {"input_ids": np.asarray(ids, np.int64)[None], "position_ids": np.arange(T)[None],
              "attention_bias": bias, "seqlens_k": np.array([T - 1], np.int32),
-             "total_sequence_length": np.array(T, np.int32), "logits_index": np.arange(T),
-             "layer_mask": np.ones(config.num_layers, dtype=bool)}
+             "total_sequence_length": np.array(T, np.int32), "logits_index": np.arange(T)}
+    if any(i.name == "layer_mask" for i in session.get_inputs()):
+        feeds["layer_mask"] = np.ones(config.num_layers, dtype=bool)
     if any(i.name == "extra_embeds" for i in session.get_inputs()):
         feeds["extra_embeds"] = np.zeros((1, 0, config.hidden_size), np.float32) if extra is None else \
             np.asarray(extra, np.float32)[None]

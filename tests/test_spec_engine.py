@@ -30,7 +30,9 @@ def make_backend(kind: str, seed: int = 0):
     weights = random_weights(CONFIG, seed)
     if kind == "reference":
         return ReferenceBackend(LlamaReference(CONFIG, weights), MAX_LEN)
-    return OrtBackend(build_graph(CONFIG, weights, MAX_LEN).SerializeToString(), CONFIG, MAX_LEN, threads=1)
+    # with layer plans, so the layer-skip drafters run on it too
+    return OrtBackend(build_graph(CONFIG, weights, MAX_LEN, layer_plans=True).SerializeToString(), CONFIG, MAX_LEN,
+                      threads=1)
 
 
 class OracleTreeDrafter:
@@ -160,13 +162,19 @@ def test_tune_stores_the_calibration_and_layerskip_uses_it(smollm2_gguf):
 
     result = run_cli("tune", str(smollm2_gguf), "--threads", "2", "--tokens", "12", timeout=900)
     assert result.returncode == 0, result.stderr.decode()
-    model = load(str(smollm2_gguf), threads=2)
+    # tune ran on the export variant with layer plans; --spec layerskip opens that one, using the stored
+    # calibration (no second search)
+    model = load(str(smollm2_gguf), threads=2, spec="layerskip")
     entries = [d for d in json.loads((model.source / "edgespec.json").read_text())["drafters"]
                if d["kind"] == "layerskip" and d["threads"] == 2]
     assert len(entries) == 1 and entries[0]["candidates"] and "pays" in entries[0]
-    model.set_spec("layerskip")  # uses the stored calibration: no second search (load(spec=...) does the same)
     assert model.drafter.skip == entries[0]["skip"] and model.drafter.draft_len == entries[0]["draft_len"]
-    assert "tok/s" in result.stdout.decode()
+    assert str(model.source) in result.stdout.decode() and "tok/s" in result.stdout.decode()
+    # the default export has no layer plans (they cost every plain step) and says how to get them
+    default = load(str(smollm2_gguf), threads=2)
+    assert default.source != model.source and not default.backend.supports_plan()
+    with pytest.raises(EdgespecError, match=r"has none .*--spec layerskip / s3d or --layer-plans"):
+        default.set_spec("layerskip")
 
 
 def test_draft_model_with_another_vocabulary_is_refused_naming_the_token(smollm2_gguf, qwen05_gguf):

@@ -98,7 +98,8 @@ def test_s3d_draft_rows_in_torch_equal_the_onnx_layer_plan():
     t = 7  # the root x_7 after the prefix x_0..x_6
     rows = torch.cat([model.embed([ids[t]]), torch.from_numpy(mask_rows)])
     h, _ = model.rows(rows, torch.tensor([7, 8, 9]), group_mask([t], len(ids), 3, sees_anchor=False), kv, skip={1})
-    backend = OrtBackend(build_graph(config, weights, 64, extra_embeds=True).SerializeToString(), config, 64)
+    backend = OrtBackend(build_graph(config, weights, 64, extra_embeds=True, layer_plans=True).SerializeToString(),
+                         config, 64)
     backend.forward(ids[:t])
     got = backend.forward([ids[t]], extra_embeds=mask_rows, plan=np.array([True, False]))
     np.testing.assert_allclose(got, model.logits(h).detach().numpy(), atol=1e-4)

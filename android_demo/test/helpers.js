@@ -13,12 +13,15 @@ export const GOLDEN = process.env.EDGESPEC_GOLDEN ?? join(REPO, "tests/golden/sm
 /**
  * The default int4 export of smollm2-135m: $EDGESPEC_JS_EXPORT, else the one the Python tests use
  * (edgespec's export cache, made on first use: `python -m edgespec.cli export smollm2-135m` defaults).
+ * layerPlans: its variant with an If per middle layer (`--layer-plans`), which layer-skip and S3D need:
+ * $EDGESPEC_JS_PLANS_EXPORT, else the cached one.
  */
-export function exportDir() {
-  if (process.env.EDGESPEC_JS_EXPORT) return process.env.EDGESPEC_JS_EXPORT;
+export function exportDir({ layerPlans = false } = {}) {
+  const given = layerPlans ? process.env.EDGESPEC_JS_PLANS_EXPORT : process.env.EDGESPEC_JS_EXPORT;
+  if (given) return given;
   const python = process.env.PYTHON ?? "python";
   const code = "from edgespec import hub; from edgespec.loader import cached_export; " +
-    "print(cached_export(hub.resolve_model('smollm2-135m')))";
+    `print(cached_export(hub.resolve_model('smollm2-135m'), layer_plans=${layerPlans ? "True" : "False"}))`;
   const out = execFileSync(python, ["-c", code], { cwd: REPO, env: { ...process.env, PYTHONPATH: REPO },
     encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] });
   return out.trim().split("\n").pop();
@@ -99,7 +102,11 @@ export function python(code, args = []) {
     env: { ...process.env, PYTHONPATH: REPO }, encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] });
 }
 
-/** What the drafter tests share: smollm2's default export loaded, its golden traces, a scratch directory. */
-export async function openFixture(prefix) {
-  return { trace: golden(), model: await loadNode(exportDir()), scratch: mkdtempSync(join(tmpdir(), prefix)) };
+/**
+ * What the drafter tests share: smollm2's default export (or its variant with layer plans) loaded, the
+ * default export's golden traces (their prompts), a scratch directory.
+ */
+export async function openFixture(prefix, { layerPlans = false } = {}) {
+  return { trace: golden(), model: await loadNode(exportDir({ layerPlans })),
+    scratch: mkdtempSync(join(tmpdir(), prefix)) };
 }

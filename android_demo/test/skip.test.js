@@ -1,6 +1,7 @@
 // The drafters that run the target with layers skipped (layer-skip, S3D) in the JS engine: speculative output
-// equals plain output on smollm2's default export (bit for bit in exact mode), and S3D with a drafter file the
-// Python side wrote drafts exactly as Python's S3DDrafter on the same export (the same drafts kept).
+// equals plain output on smollm2's export with layer plans (bit for bit in exact mode), and S3D with a drafter
+// file the Python side wrote drafts exactly as Python's S3DDrafter on the same export (the same drafts kept);
+// the default export (no layer plans) refuses them.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
@@ -13,11 +14,12 @@ import { decode, SpecStats } from "../engine/engine.js";
 import { EdgespecError } from "../engine/errors.js";
 import { Model } from "../engine/model.js";
 import { Sampler } from "../engine/sampling.js";
-import { openFixture, python } from "./helpers.js";
+import { exportDir, openFixture, python } from "./helpers.js";
+import { loadNode } from "../engine/node.js";
 
 const TOKENS = 48;
 let model, trace, scratch;
-before(async () => ({ trace, model, scratch } = await openFixture("edgespec-skip-")));
+before(async () => ({ trace, model, scratch } = await openFixture("edgespec-skip-", { layerPlans: true })));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
 async function run(ids, drafter, exact, stats = new SpecStats()) {
@@ -56,7 +58,7 @@ from edgespec import hub
 from edgespec.sampling import Sampler, SamplingParams
 from edgespec.speculative.drafters.s3d import S3DDrafter, middle_skip
 from edgespec.speculative.engine import SpecStats, decode
-model = load("smollm2-135m", threads=2)
+model = load("smollm2-135m", threads=2, layer_plans=True)
 layers = model.config.num_layers
 rows = np.asarray(open_weights(hub.resolve_model("smollm2-135m").path).rows("embed", np.array([28, 29])), np.float32)
 save_drafter(sys.argv[1], rows, {"kind": "s3d", "gamma": 3, "skip": middle_skip(layers),
@@ -91,6 +93,14 @@ print(json.dumps({"tokens": tokens, "accepted": stats.accepted, "drafted": stats
     assert.deepEqual(await run(c.prompt_ids, auto, true, autoStats), plain, `${c.name}: auto (n-gram + S3D) != plain`);
     t.diagnostic(`auto: accepted by drafter ${JSON.stringify(autoStats.byDrafter)}`);
     assert.ok("s3d" in autoStats.byDrafter, JSON.stringify(autoStats.byDrafter)); // S3D was tried
+  });
+
+  it("the default export has no layer plans: it refuses layer-skip and S3D, naming the flag that makes them", async () => {
+    const plain = await loadNode(exportDir());
+    assert.equal(plain.backend.supportsPlan(), false);
+    const layers = plain.manifest.config.num_layers;
+    assert.throws(() => new LayerSkipDrafter(plain.backend, layers, middleSkip(layers), 3),
+      /needs layer plans, which this export does not have \(made without --layer-plans\)/);
   });
 
   it("refuses an export without layer plans or extra rows, and a skip set outside the model", () => {

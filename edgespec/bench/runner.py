@@ -32,6 +32,7 @@ from ..loader import choose_backend
 from .._version import __version__
 from ..errors import EdgespecError
 from ..progress import Progress
+from ..speculative.drafters.select import check_spec
 from ..sysinfo import machine_info, memory_bandwidth
 from ..tokenizer import Tokenizer, chat_ids
 from .report import by_category, category_markdown
@@ -137,7 +138,9 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
         export_dir = ref.path
         gguf = Path(read_manifest(export_dir, verify=False)["source"]["path"])
     elif ref.kind == "gguf":
-        export_dir, gguf = cached_export(ref), ref.path
+        # one export serves every mode: the variant with layer plans when a mode drafts with layers skipped
+        plans = any(check_spec(mode)[0].layer_plans for mode in modes)
+        export_dir, gguf = cached_export(ref, layer_plans=plans), ref.path
     else:
         raise EdgespecError("bench needs a GGUF source for llama.cpp: give a known name, a .gguf or an export of one")
     tokenizer = Tokenizer.from_hf_dir(export_dir)  # prompts are tokenized once, the same for every engine

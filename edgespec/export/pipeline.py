@@ -60,7 +60,9 @@ class ExportOptions:
     compare_llamacpp: bool = True  # validation also runs llama.cpp on a GGUF source (a report; slow on 2 cores)
     format: str = "onnx"
     requantize: bool = False  # True: requantize GGUF blocks to plain int4 too (smaller, faster, lossy)
-    layer_plans: bool = True  # an If per skippable (middle) layer, so drafts can skip some (~0.1 ms per If per pass)
+    # an If per skippable (middle) layer, so layer-skip / S3D drafts can skip some; off by default since they cost
+    # 5-7% of every plain step (~0.1 ms per If per pass) and layer-skip drafting measured no gain on a 2-core CPU
+    layer_plans: bool = False
     extra_embeds: bool = True  # the extra_embeds input (PPD prompt rows); unfed it is one empty Concat
     gguf_type: str | None = None  # --format gguf: Q8_0, Q4_0, F16, F32 (default Q4_0 for int4, F32 for fp32)
     recipe: str = DEFAULT_RECIPE  # int4: how each weight is stored (quant/recipe.py)

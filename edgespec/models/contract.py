@@ -47,7 +47,7 @@ def skippable_layers(num_layers: int) -> list[int]:
     return list(range(num_layers // 4, num_layers - num_layers // 4))
 
 
-def graph_inputs(config: ModelConfig, layer_plans: bool = True, extra_embeds: bool = False) -> list[TensorSpec]:
+def graph_inputs(config: ModelConfig, layer_plans: bool = False, extra_embeds: bool = False) -> list[TensorSpec]:
     """The inputs, in the graph's order."""
     L, kv, hd = config.num_layers, config.num_kv_heads, config.head_dim
     specs = [
@@ -68,7 +68,7 @@ def graph_inputs(config: ModelConfig, layer_plans: bool = True, extra_embeds: bo
                                 "(the manifest lists them; the other layers always run); a skipped layer's K/V "
                                 "rows are left untouched, so roll back to the last all-layers length before a "
                                 "fuller plan reads them",
-                                optional=True, present_when="exported with layer plans (the default)"))
+                                optional=True, present_when="exported with layer plans (`--layer-plans`; not the default since graph 6)"))
     for i in range(L):
         for kind in ("key", "value"):
             specs.append(TensorSpec(f"past_{kind}.{i}", "float32", (1, kv, "kv_len", hd),
@@ -96,7 +96,7 @@ def graph_outputs(config: ModelConfig) -> list[TensorSpec]:
     return specs
 
 
-def manifest_entry(config: ModelConfig, layer_plans: bool = True, extra_embeds: bool = False) -> dict:
+def manifest_entry(config: ModelConfig, layer_plans: bool = False, extra_embeds: bool = False) -> dict:
     """What export writes into the manifest under `graph_contract`."""
     entry = {"version": GRAPH_CONTRACT_VERSION,
              "inputs": [s.as_dict() for s in graph_inputs(config, layer_plans, extra_embeds)],

@@ -122,7 +122,7 @@ class OrtBackend(BufferCache):
             if plan is not None and not np.all(feeds["layer_mask"] | self._always_run):
                 check_skip(len(self.all_layers), np.flatnonzero(~feeds["layer_mask"]).tolist(), "this layer plan")
         elif plan is not None and not np.all(plan):
-            raise EdgespecError("this export has no layer plans (exported with --no-layer-plans): "
+            raise EdgespecError("this export has no layer plans (made without --layer-plans): "
                                 "layer-skip drafting needs an export with them")
         if self.has_extra_embeds:
             feeds["extra_embeds"] = self._no_extra if not E else \

@@ -44,7 +44,8 @@ def train(kind: str, spec: str, options: TrainOptions, out: str | Path | None = 
 
     if threads:
         torch.set_num_threads(threads)
-    model = load(spec, backend="ort", threads=threads)
+    # S3D drafts through the layer plans: it is trained for (and stored in) the export variant that has them
+    model = load(spec, backend="ort", threads=threads, layer_plans=kind == "s3d")
     export_dir = Path(model.source)
     manifest = read_manifest(export_dir)
     target = export_hash(manifest)

@@ -94,7 +94,7 @@ export class OrtBackend {
       const mask = plan ?? new Array(this.config.num_layers).fill(true);
       feeds.layer_mask = new Tensor("bool", Uint8Array.from(mask, (b) => (b ? 1 : 0)), [mask.length]);
     } else if (plan !== null && !plan.every(Boolean)) {
-      throw new EdgespecError("this export has no layer plans (exported with --no-layer-plans): layer-skip drafting needs an export with them");
+      throw new EdgespecError("this export has no layer plans (made without --layer-plans): layer-skip drafting needs an export with them");
     }
     const kv = this.kv.bind(T);
     const outputs = await this.session.run({ ...feeds, ...kv.feeds },

@@ -10,7 +10,7 @@ import { DraftTree } from "../tree.js";
 /** [L] booleans with the layers `skip` off, after checking the backend can run plans and the layers exist. */
 function skipPlan(backend, numLayers, skip, what) {
   if (!backend.supportsPlan()) {
-    throw new EdgespecError(`${what} needs layer plans, which this export does not have (made with --no-layer-plans)`);
+    throw new EdgespecError(`${what} needs layer plans, which this export does not have (made without --layer-plans)`);
   }
   const allowed = skippableLayers(numLayers);
   const bad = skip.filter((i) => !allowed.includes(i));

@@ -62,7 +62,7 @@ from .reference import rope_inv_freq
 def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len: int,
                 linear: Linear | None = None, lm_head_linear: Linear | None = None,
                 embed_dtype=np.float32, external: ExternalData | None = None,
-                extra_embeds: bool = False, layer_plans: bool = True, embed_rounding=None,
+                extra_embeds: bool = False, layer_plans: bool = False, embed_rounding=None,
                 embedding=None) -> onnx.ModelProto:
     """The decoder graph (see the module docstring for its contract).
 

@@ -23,9 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def require_layer_plans(backend) -> None:
-    if not backend.supports_plan():
-        raise EdgespecError(f"layer-skip drafting needs layer plans, which the {backend.name} backend does not "
-                            "have; use --backend ort, or --spec ngram / draft:MODEL")
+    if backend.supports_plan():
+        return
+    if backend.name == "ort":
+        raise EdgespecError("layer-skip drafting needs an export with layer plans, and this one has none (the "
+                            "default since graph 6: they cost every plain step): load a model name or GGUF with "
+                            "--spec layerskip / s3d or --layer-plans (its variant with plans is exported once), or "
+                            "`edgespec export MODEL --layer-plans`")
+    raise EdgespecError(f"layer-skip drafting needs layer plans, which the {backend.name} backend does not "
+                        "have; use --backend ort, or --spec ngram / draft:MODEL")
 
 
 def skip_plan(num_layers: int, skip: Sequence[int], what: str) -> np.ndarray:

@@ -42,6 +42,7 @@ class DrafterEntry:
     # the argument names one), "trained" (whatever trained drafters the export has)
     needs: frozenset = frozenset()
     takes_argument: bool | None = False  # None: optional
+    layer_plans: bool = False  # drafts with layers skipped: a source is opened as its export with layer plans
 
 
 def _layerskip(inputs: DrafterInputs):
@@ -71,9 +72,9 @@ def _auto(inputs: DrafterInputs):
 DRAFTERS = {
     "off": DrafterEntry(lambda inputs: None),
     "ngram": DrafterEntry(lambda inputs: NgramDrafter()),
-    "layerskip": DrafterEntry(_layerskip, frozenset({"layerskip"})),
+    "layerskip": DrafterEntry(_layerskip, frozenset({"layerskip"}), layer_plans=True),
     "ppd": DrafterEntry(_ppd, frozenset({"ppd", "cost"}), takes_argument=None),
-    "s3d": DrafterEntry(_s3d, frozenset({"s3d"}), takes_argument=None),
+    "s3d": DrafterEntry(_s3d, frozenset({"s3d"}), takes_argument=None, layer_plans=True),
     "auto": DrafterEntry(_auto, frozenset({"layerskip", "cost", "trained"})),
     "draft": DrafterEntry(lambda inputs: DraftModelDrafter(inputs.draft_backend), frozenset({"draft_backend"}),
                           takes_argument=True),
