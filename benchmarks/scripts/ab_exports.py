@@ -1,16 +1,21 @@
-"""Exports A/B in one process: plain and `--spec auto` on each export, taking turns prompt by prompt (order
-alternating), greedy, the bench's default prompts with the chat template.
+"""Exports A/B: plain and `--spec auto` on each export, greedy, the bench's default prompts with the chat template.
 
-    python benchmarks/scripts/ab_exports.py TOKENS REPS EXPORT_DIR ...
+    python benchmarks/scripts/ab_exports.py TOKENS REPS EXPORT_DIR ...            # one process, turns
+    python benchmarks/scripts/ab_exports.py --fresh TOKENS REPS EXPORT_DIR ...    # a fresh process per turn
 
-Prints decode tok/s (all prompts' tokens over their decode seconds) and tokens per step per export and mode
-after each repetition. Used for the layer-plan If nodes (plain-decode.md, 2026-12-05), where the variant with
-an If on every layer was exported with `edgespec.models.llama.graph.skippable_layers` patched to all layers.
+One process (the first form): every export is loaded once and they take turns prompt by prompt (order
+alternating). Its turns alternate but its load order does not, and the load order biases it: on qwen 0.5b the
+export loaded second ran 7-9% faster plain whichever it was (0.934x one way, 1.093x swapped, 2026-12-05), on 1.5b
+two copies of one export differed by 1.076x (plain-decode.md, stop 28).
+--fresh: each repetition runs every export in a process of its own, one after the other (order alternating per
+repetition), so no export runs beside another one's weights; the ratio is the median over repetitions of the
+per-repetition ratios to the first export, which cancels the machine's drift between repetitions.
 
-Turns alternate, but the load order does not: on qwen 1.5b two copies of one export differed by 1.076x and one
-A/B gave 1.033x one way and 0.977x with the directories swapped (plain-decode.md, stop 28). Run it both ways
-and with a copy of one export as a control before believing a few percent.
+Prints decode tok/s (all prompts' tokens over their decode seconds) and tokens per step per export and mode.
 """
+import json
+import statistics
+import subprocess
 import sys
 from collections import defaultdict
 
@@ -18,20 +23,72 @@ import edgespec
 from edgespec.bench.runner import load_prompts
 from edgespec.sampling import SamplingParams
 
-TOKENS, REPS, DIRS = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-models = {(d.rstrip("/").split("/")[-1], spec): edgespec.load(d, backend="ort", spec=spec, threads=0, context=4096)
-          for d in DIRS for spec in ("off", "auto")}
-totals, steps = defaultdict(lambda: [0, 0.0]), defaultdict(list)
-for rep in range(REPS):
+MODES = ("off", "auto")
+
+
+def decode_all(models: dict, tokens: int, rep: int, totals: dict, steps: dict) -> None:
+    """One repetition: every prompt on every (export, mode), in turns whose order alternates."""
     for i, row in enumerate(load_prompts("default")):
         for key in (list(models) if (i + rep) % 2 == 0 else list(reversed(models))):
             model = models[key]
             ids = model.chat_prompt([{"role": "user", "content": row["turns"][0]}])
-            generation = model.generate(ids, max_tokens=TOKENS, sampling=SamplingParams(), stop_on_eos=False)
+            generation = model.generate(ids, max_tokens=tokens, sampling=SamplingParams(), stop_on_eos=False)
             for _ in generation:
                 pass
             totals[key][0] += generation.stats.generated_tokens
             totals[key][1] += generation.stats.decode_seconds
             steps[key].append(generation.stats.spec.tokens_per_step)
-    print(f"after repetition {rep + 1}:", {f"{d}/{spec}": (round(n / s, 2), round(sum(steps[d, spec]) / len(steps[d, spec]), 3))
-                                         for (d, spec), (n, s) in totals.items()}, flush=True)
+
+
+def summary(totals: dict, steps: dict) -> dict:
+    return {f"{d}/{spec}": (round(n / s, 2), round(sum(steps[d, spec]) / len(steps[d, spec]), 3))
+            for (d, spec), (n, s) in totals.items()}
+
+
+def load(directories) -> dict:
+    return {(d.rstrip("/").split("/")[-1], spec): edgespec.load(d, backend="ort", spec=spec, threads=0, context=4096)
+            for d in directories for spec in MODES}
+
+
+def one_process(tokens: int, directories: list[str]) -> None:
+    models = load(directories)
+    totals, steps = defaultdict(lambda: [0, 0.0]), defaultdict(list)
+    decode_all(models, tokens, 0, totals, steps)
+    print(json.dumps(summary(totals, steps)))
+
+
+def fresh(tokens: int, reps: int, directories: list[str]) -> None:
+    names = [d.rstrip("/").split("/")[-1] for d in directories]
+    runs = []  # per repetition: export/mode -> (tok/s, tokens per step)
+    for rep in range(reps):
+        order = directories if rep % 2 == 0 else list(reversed(directories))
+        row = {}
+        for d in order:
+            out = subprocess.run([sys.executable, __file__, "--one", str(tokens), d], check=True, capture_output=True,
+                                 text=True).stdout
+            row.update(json.loads(out.strip().splitlines()[-1]))
+        runs.append(row)
+        print(f"repetition {rep + 1}:", row, flush=True)
+    for mode in MODES:
+        base = f"{names[0]}/{mode}"
+        for name in names[1:]:
+            ratios = [r[f"{name}/{mode}"][0] / r[base][0] for r in runs]
+            print(f"{mode}: {name} / {names[0]} = {statistics.median(ratios):.3f}x (median of "
+                  f"{', '.join(f'{x:.3f}' for x in ratios)})")
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "--one":
+        return one_process(int(argv[1]), argv[2:])
+    if argv[0] == "--fresh":
+        return fresh(int(argv[1]), int(argv[2]), argv[3:])
+    tokens, reps, directories = int(argv[0]), int(argv[1]), argv[2:]
+    models = load(directories)
+    totals, steps = defaultdict(lambda: [0, 0.0]), defaultdict(list)
+    for rep in range(reps):
+        decode_all(models, tokens, rep, totals, steps)
+        print(f"after repetition {rep + 1}:", summary(totals, steps), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

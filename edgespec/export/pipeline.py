@@ -60,8 +60,8 @@ class ExportOptions:
     compare_llamacpp: bool = True  # validation also runs llama.cpp on a GGUF source (a report; slow on 2 cores)
     format: str = "onnx"
     requantize: bool = False  # True: requantize GGUF blocks to plain int4 too (smaller, faster, lossy)
-    # an If per skippable (middle) layer, so layer-skip / S3D drafts can skip some; off by default since they cost
-    # 5-7% of every plain step (~0.1 ms per If per pass) and layer-skip drafting measured no gain on a 2-core CPU
+    # an If per skippable (middle) layer, so layer-skip / S3D drafts can skip some; off by default: every plain step
+    # pays for them (~2% on qwen 0.5b, benchmarks/plain-decode.md) and layer-skip drafting gained nothing on 2 cores
     layer_plans: bool = False
     extra_embeds: bool = True  # the extra_embeds input (PPD prompt rows); unfed it is one empty Concat
     gguf_type: str | None = None  # --format gguf: Q8_0, Q4_0, F16, F32 (default Q4_0 for int4, F32 for fp32)
