@@ -250,3 +250,13 @@ def test_full_queue_gets_429_with_retry_after(server, client):
         http.close()
     after = wait_idle(server, timeout=60)
     assert after["rejected"] == before["rejected"] + 2 and after["cancelled"] == before["cancelled"] + 3
+
+
+@pytest.mark.parametrize("spec, layer_plans, expected", [("auto", None, False), ("auto", True, True),
+                                                         ("layerskip", None, True)])
+def test_serve_opens_the_export_variant_the_spec_or_flag_asks_for(smollm2_gguf, spec, layer_plans, expected):
+    """The default export has no layer plans; --layer-plans, or a drafter that skips layers, serves the variant with them."""
+    from edgespec.serve.worker import ModelOptions, open_model
+
+    model = open_model(ModelOptions("smollm2-135m", spec=spec, threads=2, layer_plans=layer_plans))
+    assert model.backend.supports_plan() is expected and ("-plans-" in model.source.name) is expected

@@ -39,7 +39,9 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=0, help="compute threads (0 = all physical cores)")
     p.add_argument("--context", type=int, default=None, help="tokens (default 4096, or the model's maximum if smaller)")
     p.add_argument("--spec", default="auto", help="speculative decoding (default auto): off, ngram, layerskip, "
-                                                  "draft:MODEL, auto")
+                                                  "ppd, s3d, draft:MODEL, auto")
+    p.add_argument("--layer-plans", action="store_true", default=None,
+                   help="serve the model's export variant with layer plans (as chat/generate --layer-plans)")
     p.add_argument("--draft-budget", type=int, default=8)
     p.add_argument("--exact", action="store_true", help="bit-identical output with and without speculation")
     p.add_argument("--memory-budget")
@@ -61,7 +63,7 @@ def run(args) -> int:
         log.warning("serving on %s without --api-key: anyone who can reach this address can use the model",
                     args.host)
     options = ModelOptions(args.model, args.backend, args.spec, args.draft_budget, args.exact, args.context,
-                           args.threads, args.device, args.memory_budget)
+                           args.threads, args.device, args.memory_budget, args.layer_plans)
     state = State(args.model_id or args.model, args.api_key, args.max_body)
     config = uvicorn.Config(build_app(state), host=args.host, port=args.port, log_level="warning",
                             timeout_graceful_shutdown=5)

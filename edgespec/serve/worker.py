@@ -42,13 +42,15 @@ class ModelOptions:
     threads: int = 0
     device: str = "cpu"
     memory_budget: str | None = None
+    layer_plans: bool | None = None  # None: as --spec needs (edgespec.load)
 
 
 def open_model(options: ModelOptions):
     """Load and prepare the model (export on first use, --spec auto's calibration): may take minutes."""
     return load(options.model, backend=options.backend, spec=options.spec, draft_budget=options.draft_budget,
                 exact=options.exact, memory_budget=options.memory_budget or default_budget(),
-                context=options.context, threads=options.threads, device=options.device)
+                context=options.context, threads=options.threads, device=options.device,
+                layer_plans=options.layer_plans)
 
 
 class QueueFull(Exception):
