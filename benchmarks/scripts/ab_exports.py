@@ -4,9 +4,9 @@
     python benchmarks/scripts/ab_exports.py --fresh TOKENS REPS EXPORT_DIR ...    # a fresh process per turn
 
 One process (the first form): every export is loaded once and they take turns prompt by prompt (order
-alternating). Its turns alternate but its load order does not, and the load order biases it: on qwen 0.5b the
-export loaded second ran 7-9% faster plain whichever it was (0.934x one way, 1.093x swapped, 2026-12-05), on 1.5b
-two copies of one export differed by 1.076x (plain-decode.md, stop 28).
+alternating). Between two different graphs it does not reproduce: on qwen 0.5b default / --layer-plans gave
+0.934x with the default loaded first, 1.093x and 1.048x with it second, while two copies of one export agreed to
+1.00x (2026-12-05); on 1.5b two copies differed by 1.076x (plain-decode.md, stop 28).
 --fresh: each repetition runs every export in a process of its own, one after the other (order alternating per
 repetition), so no export runs beside another one's weights; the ratio is the median over repetitions of the
 per-repetition ratios to the first export, which cancels the machine's drift between repetitions.
