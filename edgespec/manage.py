@@ -127,6 +127,9 @@ def manifest_lines(directory) -> list[str]:
                      f"accuracy level {q['accuracy_level']}); weights: {q['routes']}")
         if "plan" in q:
             lines += _plan_lines(q["plan"], q["tensors"])
+        skippable = m.get("graph_contract", {}).get("skippable_layers")
+        lines.append(f"layer plans:  If nodes on layers {skippable[0]}..{skippable[-1]} (layer-skip / S3D drafting)"
+                     if skippable else "layer plans:  none, every layer inlined (`export --layer-plans` adds them)")
     if m.get("target") == "npu":
         static = m["static"]
         lines.append(f"target:       npu (static): graphs of {static['buckets']} rows over a {static['window']}-token "

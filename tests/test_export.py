@@ -113,6 +113,15 @@ def test_info_prints_the_manifest(int4_export):
     out = run_cli("info", str(int4_export)).stdout.decode()
     assert "validation stdlib" in out and "Q4_1 levels kept" in out and "llama.cpp" in out
     assert "bytes/token:" in out and "lm_head" in out  # the precision plan, one line per group
+    assert "layer plans:  none, every layer inlined" in out
+
+
+def test_info_names_the_layers_a_plans_export_may_skip(smollm2_gguf):
+    from edgespec import hub, manage
+    from edgespec.loader import cached_export
+
+    plans = cached_export(hub.resolve_model(str(smollm2_gguf)), layer_plans=True, progress=False)
+    assert "layer plans:  If nodes on layers 7..22 (layer-skip / S3D drafting)" in manage.manifest_lines(plans)
 
 
 def test_existing_output_needs_force(int4_export, smollm2_gguf):
