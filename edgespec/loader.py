@@ -152,6 +152,7 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     A context beyond the default export's (4096) gets an export for the model's whole context (only its
     RoPE table is longer); beyond the model's own maximum, a clear error before any work. layer_plans:
     the ONNX variant with an If per middle layer (layer-skip and S3D drafting), a directory of its own."""
+    layer_plans = layer_plans and fmt == "onnx"  # the other formats have no layer plans
     found = find_export(ref, fmt, context, layer_plans)
     if found is not None:
         return found
@@ -163,7 +164,7 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     # comparison: on 2 cores the full report (`edgespec export`) took 110 of a first chat's 130 s
     first_use = dict(validate_tokens=FIRST_USE_VALIDATE_TOKENS, compare_llamacpp=False)
     options = ExportOptions(target="npu", **first_use) if fmt == "npu" else \
-        ExportOptions(format=fmt, layer_plans=layer_plans and fmt == "onnx", **first_use)
+        ExportOptions(format=fmt, layer_plans=layer_plans, **first_use)
     full = fmt == "onnx" and context > options.context()
     if full:
         limit = source_config(ref).max_position_embeddings

@@ -29,8 +29,9 @@ class S3DDrafter:
 
     def __init__(self, backend, num_layers: int, skip: Sequence[int], mask_rows: np.ndarray):
         if not backend.supports_plan() or not backend.supports_extra_rows():
-            raise EdgespecError(f"S3D drafting needs layer plans and extra input rows, which the {backend.name} "
-                                "backend does not have; use --backend ort with an export made by this version")
+            raise EdgespecError(f"S3D drafting needs layer plans and extra input rows, which this {backend.name} "
+                                "backend does not have; use --backend ort with an export that has both (a model "
+                                "name or GGUF loaded with --spec s3d opens its variant with layer plans)")
         self.plan = skip_plan(num_layers, skip, f"S3D skip set {list(skip)}")
         self.backend, self.mask_rows = backend, np.ascontiguousarray(mask_rows, np.float32)
         self.gamma = len(self.mask_rows) + 1
