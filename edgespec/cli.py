@@ -133,9 +133,15 @@ def cmd_info(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    for name in args.name:
-        for path in manage.remove(name):
-            print(f"removed {path}")
+    if not args.name and not args.stale:
+        raise EdgespecError("`edgespec rm` needs a NAME from `edgespec list`, or --stale")
+    removed = [path for name in args.name for path in manage.remove(name)]
+    if args.stale:
+        removed += manage.delete(manage.stale_exports())
+    for path in removed:
+        print(f"removed {path}")
+    if args.stale and not removed:
+        print("no stale exports")
     return 0
 
 

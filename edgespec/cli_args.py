@@ -42,7 +42,9 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     p.set_defaults(func=lambda args: print("\n".join(manage.list_rows())))
 
     p = sub.add_parser("rm", help="delete a pulled model (with its exports) or one export (a name from `list`)")
-    p.add_argument("name", nargs="+")
+    p.add_argument("name", nargs="*")
+    p.add_argument("--stale", action="store_true",
+                   help="delete every export made on first use by another edgespec version (`list` marks them)")
     p.set_defaults(func=commands["rm"])
 
     p = sub.add_parser("export", help="export a model to ONNX (int4 by default), validated, with a manifest")

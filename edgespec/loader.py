@@ -14,6 +14,7 @@ import functools
 import gc
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -119,17 +120,42 @@ def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False,
     the variant with an If per middle layer (`--spec layerskip | s3d` need it; it costs every plain step)."""
     sha = hub.content_sha256(ref)
     known = hub.known_by_content(sha)
-    versions = ""
-    if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
-        versions = (f"graph{family(source_config(ref).architecture).graph_version}:contract{GRAPH_CONTRACT_VERSION}"
-                    f":recipe-{DEFAULT_RECIPE}-calibration{CALIBRATION_VERSION}")  # a new default recipe: re-export
-    elif fmt == "npu":  # static graphs (`export --target npu`): their own builder and contract versions
-        versions = f"static{family(source_config(ref).architecture).static_graph_version}:contract{STATIC_CONTRACT_VERSION}"
+    key = _key(sha, source_config(ref).architecture, fmt, full_context, layer_plans)
     plans = layer_plans and fmt == "onnx"
-    variant = f"{':fullctx' if full_context else ''}{':layer-plans' if plans else ''}"
-    key = hashlib.sha256(f"{sha}:{fmt}:{versions}{variant}".encode()).hexdigest()[:12]
     kind = ("int4-plans" if plans else "int4") if fmt == "onnx" else fmt
     return f"{known.name if known else ref.name}-{kind}-{key}", key
+
+
+def _key(sha: str, architecture: str, fmt: str, full_context: bool, layer_plans: bool) -> str:
+    versions = ""
+    if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
+        versions = (f"graph{family(architecture).graph_version}:contract{GRAPH_CONTRACT_VERSION}"
+                    f":recipe-{DEFAULT_RECIPE}-calibration{CALIBRATION_VERSION}")  # a new default recipe: re-export
+    elif fmt == "npu":  # static graphs (`export --target npu`): their own builder and contract versions
+        versions = f"static{family(architecture).static_graph_version}:contract{STATIC_CONTRACT_VERSION}"
+    plans = layer_plans and fmt == "onnx"
+    variant = f"{':fullctx' if full_context else ''}{':layer-plans' if plans else ''}"
+    return hashlib.sha256(f"{sha}:{fmt}:{versions}{variant}".encode()).hexdigest()[:12]
+
+
+CACHED_EXPORT_NAME = re.compile(r"-(int4|int4-plans|npu|gguf)-([0-9a-f]{12})$")
+
+
+def is_stale_export(directory: Path, manifest: dict) -> bool:
+    """Whether a directory the loader made on first use (named by export_key) is one no load will open
+    again: its key is none of those this version of edgespec computes for its source (another graph,
+    contract or recipe version). Directories named otherwise (`edgespec export -o`) are never stale."""
+    match = CACHED_EXPORT_NAME.search(directory.name)
+    sha = manifest.get("source", {}).get("sha256")
+    if match is None or not sha or "architecture" not in manifest:
+        return False
+    fmt = "onnx" if match[1].startswith("int4") else match[1]
+    try:
+        current = {_key(sha, manifest["architecture"], fmt, full, plans)
+                   for full in (False, True) for plans in (False, True)}
+    except EdgespecError:  # a family this version no longer knows: nothing can open it
+        return True
+    return match[2] not in current
 
 
 def find_export(ref: hub.ModelRef, fmt: str = "onnx", context: int = 0, layer_plans: bool = False) -> Path | None:

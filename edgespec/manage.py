@@ -41,12 +41,21 @@ def list_rows() -> list[str]:
         if path.is_file():
             rows.append(f"{model.name:<44} {_human(path.stat().st_size):>9}  pulled from PyPI "
                         f"({model.parts[0][0].split('==')[0]}...), {model.licence}")
+    from .loader import is_stale_export  # here: `info` needs none of the loader
+
+    stale = 0
     for directory, manifest in exports():
         source = manifest["source"]
         kind = "GGUF for llama.cpp" if manifest.get("format") == "gguf" else \
             f"onnxruntime {manifest['quantization']['precision']}"
+        mark = ""
+        if is_stale_export(directory, manifest):
+            stale, mark = stale + 1, "  STALE: made by another edgespec version, never opened again"
         rows.append(f"{directory.name:<44} {_human(_size(directory)):>9}  export ({kind}) of {source['name']} "
-                    f"sha256 {source.get('sha256', '-')[:12]}")
+                    f"sha256 {source.get('sha256', '-')[:12]}{mark}")
+    if stale:
+        rows.append(f"({stale} stale export{'s' if stale > 1 else ''}: `edgespec rm --stale` deletes "
+                    f"{'them' if stale > 1 else 'it'})")
     if len(rows) == 1:
         rows.append("(nothing cached yet: `edgespec pull NAME`, or just `edgespec chat`)")
     return rows
@@ -67,6 +76,17 @@ def remove(name: str) -> list[Path]:
         raise UnknownModelError(f"'{name}' is neither a pulled model nor an export in {hub.cache_dir()}; "
                                 f"cached: {', '.join(cached + [d.name for d, _ in exports()]) or 'nothing'} "
                                 "(see `edgespec list`)")
+    return delete(targets)
+
+
+def stale_exports() -> list[Path]:
+    """The cached exports made on first use by another edgespec version (see loader.is_stale_export)."""
+    from .loader import is_stale_export
+
+    return [directory for directory, manifest in exports() if is_stale_export(directory, manifest)]
+
+
+def delete(targets: list[Path]) -> list[Path]:
     for target in targets:
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)

@@ -192,6 +192,18 @@ def test_list_and_rm(empty_cache, smollm2_export):
     listed = run_cli("list", cache=empty_cache).stdout.decode()
     assert "smollm2-135m " in listed and "98 MB" in listed and "pulled from PyPI" in listed
     assert smollm2_export.name in listed and "export (onnxruntime int4) of smollm2-135m" in listed
+    assert "STALE" not in listed
+    # a first-use export made by another version (its key is not this version's): marked, and `rm --stale` takes it
+    old = empty_cache / "exports" / "smollm2-135m-int4-000000000000"
+    old.symlink_to(smollm2_export)
+    listed = run_cli("list", cache=empty_cache).stdout.decode().splitlines()
+    assert [line.split()[0] for line in listed if "STALE" in line] == [old.name]
+    assert "1 stale export: `edgespec rm --stale`" in listed[-1]
+    assert_clean_error(run_cli("rm", cache=empty_cache), "--stale")
+    removed = run_cli("rm", "--stale", cache=empty_cache)
+    assert removed.returncode == 0 and removed.stdout.decode().split() == ["removed", str(old)]
+    assert not old.is_symlink() and (empty_cache / "exports" / smollm2_export.name).exists()
+    assert "no stale exports" in run_cli("rm", "--stale", cache=empty_cache).stdout.decode()
     assert_clean_error(run_cli("rm", "nothing-here", cache=empty_cache), "nothing-here", smollm2_export.name)
     assert run_cli("rm", smollm2_export.name, cache=empty_cache).returncode == 0
     assert not (empty_cache / "exports" / smollm2_export.name).exists() and smollm2_export.is_dir()
