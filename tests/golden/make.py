@@ -15,6 +15,8 @@ import argparse
 import hashlib
 import json
 import platform
+import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -68,6 +70,11 @@ def target_export(target: str) -> Path:
     if not (out / "edgespec.json").is_file():
         # validated on 64 tokens per text without llama.cpp: it feeds tests, and its golden checks it closely
         export(MODEL, out, ExportOptions(**TARGETS[target], validate_tokens=64, compare_llamacpp=False), force=True)
+        # made by earlier export code and a day old (a worktree of other code may still be using a newer one)
+        for older in out.parent.glob(f"{MODEL}-{target}-*"):
+            if len(older.name) == len(out.name) and not older.is_symlink() and \
+                    older.stat().st_mtime < time.time() - 86400:
+                shutil.rmtree(older, ignore_errors=True)
     return out
 
 
