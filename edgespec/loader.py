@@ -120,7 +120,10 @@ def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False,
     the variant with an If per middle layer (`--spec layerskip | s3d` need it; it costs every plain step)."""
     sha = hub.content_sha256(ref)
     known = hub.known_by_content(sha)
-    key = _key(sha, source_config(ref).architecture, fmt, full_context, layer_plans)
+    # the architecture names the graph builder's version; a GGUF for llama.cpp has none (nor a header to read
+    # when the source is an HF directory)
+    architecture = source_config(ref).architecture if fmt in ("onnx", "npu") else ""
+    key = _key(sha, architecture, fmt, full_context, layer_plans)
     plans = layer_plans and fmt == "onnx"
     kind = ("int4-plans" if plans else "int4") if fmt == "onnx" else fmt
     return f"{known.name if known else ref.name}-{kind}-{key}", key
