@@ -43,19 +43,20 @@ def list_rows() -> list[str]:
                         f"({model.parts[0][0].split('==')[0]}...), {model.licence}")
     from .loader import is_stale_export  # here: `info` needs none of the loader
 
-    stale = 0
+    stale, stale_bytes = 0, 0
     for directory, manifest in exports():
         source = manifest["source"]
         kind = "GGUF for llama.cpp" if manifest.get("format") == "gguf" else \
             f"onnxruntime {manifest['quantization']['precision']}"
-        mark = ""
+        mark, size = "", _size(directory)
         if is_stale_export(directory, manifest):
-            stale, mark = stale + 1, "  STALE: made by another edgespec version, never opened again"
-        rows.append(f"{directory.name:<44} {_human(_size(directory)):>9}  export ({kind}) of {source['name']} "
+            stale, stale_bytes = stale + 1, stale_bytes + size
+            mark = "  STALE: made by another edgespec version, never opened again"
+        rows.append(f"{directory.name:<44} {_human(size):>9}  export ({kind}) of {source['name']} "
                     f"sha256 {source.get('sha256', '-')[:12]}{mark}")
     if stale:
-        rows.append(f"({stale} stale export{'s' if stale > 1 else ''}: `edgespec rm --stale` deletes "
-                    f"{'them' if stale > 1 else 'it'})")
+        rows.append(f"({stale} stale export{'s' if stale > 1 else ''}, {_human(stale_bytes)}: `edgespec rm --stale` "
+                    f"deletes {'them' if stale > 1 else 'it'})")
     if len(rows) == 1:
         rows.append("(nothing cached yet: `edgespec pull NAME`, or just `edgespec chat`)")
     return rows

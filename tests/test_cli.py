@@ -198,7 +198,7 @@ def test_list_and_rm(empty_cache, smollm2_export):
     old.symlink_to(smollm2_export)
     listed = run_cli("list", cache=empty_cache).stdout.decode().splitlines()
     assert [line.split()[0] for line in listed if "STALE" in line] == [old.name]
-    assert "1 stale export: `edgespec rm --stale`" in listed[-1]
+    assert listed[-1].startswith("(1 stale export, ") and "`edgespec rm --stale` deletes it" in listed[-1]
     assert_clean_error(run_cli("rm", cache=empty_cache), "--stale")
     removed = run_cli("rm", "--stale", cache=empty_cache)
     assert removed.returncode == 0 and removed.stdout.decode().split() == ["removed", str(old)]
