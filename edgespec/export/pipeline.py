@@ -25,6 +25,7 @@ from ..models.contract import manifest_entry
 from ..models.onnx_builder import ExternalData, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedEmbedding, TiedEmbedding, QuantizedLinear
+from ..quant.gptq import GPTQ_VERSION
 from ..quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE, RECIPES, get_recipe
 from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
@@ -270,8 +271,8 @@ def _strategies(source, options: ExportOptions, tokenizer, ref=None):
         recipe = get_recipe(options.recipe)
         tokens = calibration_tokens(tokenizer, recipe.calib_tokens)
         cache = None if ref is None else hub.cache_dir() / "calibration" / (
-            f"{ref.name}-" + hub.source_key(ref.path, CALIBRATION_VERSION, recipe.calib_tokens, recipe.kl_tokens,
-                                            recipe.top_k, recipe.lm_head_rows, options.block_size,
+            f"{ref.name}-" + hub.source_key(ref.path, CALIBRATION_VERSION, GPTQ_VERSION, recipe.calib_tokens,
+                                            recipe.kl_tokens, recipe.top_k, recipe.lm_head_rows, options.block_size,
                                             hash(tuple(tokens))) + ".npz")
         # a tied embedding reads its rows from one lm_head table (QNN HTP runs the split's 8-bit MatMulNBits
         # and Concat: checked in its simulator)

@@ -29,9 +29,10 @@ import numpy as np
 
 from .int4 import PackedInt4, pack_nibbles, pack_zero_points
 
+GPTQ_VERSION = 2  # in the calibration cache's key: 2 = blocks wider than CHUNK take their range from the whole block
 DAMP = 0.1  # share of the mean Hessian diagonal added to it (GPTQ's percdamp; 0.1 beat 0.01 on held-out
 # text with ~1000 calibration tokens: smollm2 layer 3 q output error 0.046 vs 0.054, RTN 0.062)
-CHUNK = 32  # columns per lazy-batch update: one block (rank-1 updates stay small; the rest is one matmul)
+CHUNK = 32  # columns per lazy-batch update, or one block if larger (rank-1 updates stay small; the rest is one matmul)
 SLAB = 4096  # rows processed together
 WINDOW = 1024  # input columns that share one Hessian factorization (a multiple of CHUNK and of every block)
 
@@ -79,11 +80,15 @@ def _gptq_rows(w: np.ndarray, u: np.ndarray, dead: np.ndarray, block: int):
     Wt = np.ascontiguousarray(w.T)  # [K, N]: a column of w is a contiguous row here
     Wt[dead] = 0.0
     K, N = Wt.shape
+    # a block's range is taken from its columns as updated so far, so a block must lie inside one lazy batch:
+    # with 32-column batches a 64-wide block took its range from its first half only and clipped outliers in
+    # the second (output error 2x round-to-nearest's)
+    chunk = max(CHUNK, block)
     levels = np.empty((K, N), np.uint8)
     scales = np.empty((K // block, N), np.float32)
     zeros = np.empty((K // block, N), np.float32)
-    for c1 in range(0, K, CHUNK):
-        c2 = min(c1 + CHUNK, K)
+    for c1 in range(0, K, chunk):
+        c2 = min(c1 + chunk, K)
         W1 = Wt[c1:c2]  # a view: updated in place
         err = np.empty_like(W1)
         for i in range(c2 - c1):
