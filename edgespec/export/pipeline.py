@@ -158,6 +158,7 @@ def _export(model: str, out_dir: str | Path, options: ExportOptions, force: bool
     config = source.config
     max_len = min(options.context(), config.max_position_embeddings)
     tokenizer = tokenizer_for(ref.kind, ref.path, source.metadata, config.vocab_size)
+    _check_block_size(config, options, ref.name)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -257,6 +258,17 @@ def _write_gguf_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
                       tokenizer, options.precision, options.validate_tokens, ref.path if ref.kind == "gguf" else None)
     return {"format": "gguf", "quantization": {**asdict(options), **written}, "gguf": {"file": GGUF_FILE}}, \
         report, build_seconds
+
+
+def _check_block_size(config, options: ExportOptions, name: str) -> None:
+    """Before any work: int4 blocks run along each projection's inputs, so the block must divide every one."""
+    if options.precision != "int4" or options.format != "onnx":
+        return
+    inputs = sorted({config.hidden_size, config.num_heads * config.head_dim, config.intermediate_size})
+    if any(k % options.block_size for k in inputs):
+        fits = [b for b in BLOCK_SIZES if all(k % b == 0 for k in inputs)]
+        raise EdgespecError(f"--block-size {options.block_size} does not divide the projection inputs of {name} "
+                            f"({', '.join(map(str, inputs))}); choose one of {', '.join(map(str, fits)) or 'none'}")
 
 
 def _strategies(source, options: ExportOptions, tokenizer, ref=None):
