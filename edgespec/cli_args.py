@@ -90,9 +90,9 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="plain decode: our export vs llama.cpp on the same GGUF")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
-    p.add_argument("--tokens", type=int, default=128, help="new tokens per prompt")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    p.add_argument("--tokens", type=_positive, default=128, help="new tokens per prompt")
+    p.add_argument("--threads", type=_threads, default=2)
+    p.add_argument("--reps", type=_count, default=3, help="interleaved repetitions")
     p.add_argument("--prompts", help="a question.jsonl file (question_id, category, turns), or a shipped set: "
                                      "default (5 prompts), suite (chat, code, code_edit, summarisation, "
                                      "long_context_qa)")
@@ -123,8 +123,8 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="find this device's fastest layer-skip drafter and store it in the export")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--tokens", type=int, default=48, help="new tokens per calibration prompt")
+    p.add_argument("--threads", type=_threads, default=0)
+    p.add_argument("--tokens", type=_positive, default=48, help="new tokens per calibration prompt")
     p.set_defaults(func=commands["tune"])
 
     p = sub.add_parser("train", help="train a self-drafter for a model's export ([train] extra: torch): ppd "
@@ -132,13 +132,13 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["ppd", "s3d"])
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
     p.add_argument("--minutes", type=float, default=15.0, help="training time budget (default 15)")
-    p.add_argument("--steps", type=int, help="stop after this many steps (also bounded by --minutes)")
+    p.add_argument("--steps", type=_count, help="stop after this many steps (also bounded by --minutes)")
     p.add_argument("--out", help="write the drafter here instead of into the export (use: --spec ppd:FILE)")
     p.add_argument("--text", action="append", default=[], help="a UTF-8 text file to add to the training data")
-    p.add_argument("--tokens", type=int, default=96, help="answer tokens per training prompt")
+    p.add_argument("--tokens", type=_positive, default=96, help="answer tokens per training prompt")
     p.add_argument("--samples", type=int, default=1, help="sampled answers per prompt beside the greedy one")
-    p.add_argument("--k", type=int, default=3, help="draft depth: ppd prompt tokens, s3d gamma (gamma-1 mask rows)")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--k", type=_count, default=3, help="draft depth: ppd prompt tokens, s3d gamma (gamma-1 mask rows)")
+    p.add_argument("--threads", type=_threads, default=0)
     p.set_defaults(func=commands["train"])
 
     p = sub.add_parser("chat", epilog=DEFAULTS, formatter_class=argparse.RawDescriptionHelpFormatter, help="interactive chat in the terminal")
@@ -162,7 +162,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu; qnn (QNN HTP) or openvino: static graphs (the [npu] extra); "
                                                    "onnxruntime EPs xnnpack, nnapi, coreml, webgpu, dml, cuda "
                                                    "(if this build has them)")
-    p.add_argument("--threads", type=int, default=0, help="compute threads (0 = all physical cores)")
+    p.add_argument("--threads", type=_threads, default=0, help="compute threads (0 = all physical cores)")
     p.add_argument("--context", type=_positive, default=None,
                    help="context length in tokens: KV cache and memory plan (default 4096, or the model's own "
                         "maximum if smaller; at most the model's own)")
@@ -198,6 +198,20 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: expected a positive number of tokens")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected a positive count")
+    return value
+
+
+def _threads(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: expected a number of threads, or 0 for every physical core")
     return value
 
 

@@ -168,6 +168,19 @@ def test_max_tokens_below_1_is_refused():
         assert result.returncode == 2 and "-1 for no limit" in result.stderr.decode()
 
 
+@pytest.mark.parametrize("args, message", [
+    (("bench", "smollm2-135m", "--reps", "0"), "--reps: 0: expected a positive count"),  # was an IndexError
+    (("bench", "smollm2-135m", "--tokens", "0"), "--tokens: 0: expected a positive number of tokens"),
+    (("serve", "smollm2-135m", "--port", "99999"), "--port: 99999: expected a TCP port, 0-65535"),  # OverflowError
+    (("train", "ppd", "smollm2-135m", "--k", "0"), "--k: 0: expected a positive count"),
+    (("tune", "smollm2-135m", "--threads", "-2"), "--threads: -2: expected a number of threads"),
+])
+def test_out_of_range_numbers_are_refused_by_name(args, message, tmp_path):
+    result = run_cli(*args, cache=tmp_path)  # refused before anything is resolved or downloaded
+    err = result.stderr.decode()
+    assert result.returncode == 2 and message in err and "Traceback" not in err, err
+
+
 def test_prompt_from_stdin_and_file(smollm2_gguf, smollm2_export, tmp_path):
     question = "What is the capital of France?"
     expected = generate_json(str(smollm2_gguf), "-p", question, "-n", "8")["token_ids"]

@@ -10,6 +10,7 @@ protocol.py is the wire format, app.py the routes, worker.py the decoding thread
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
 import os
@@ -23,11 +24,18 @@ from .worker import ModelOptions, Worker, open_model
 log = logging.getLogger(__name__)
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: expected a TCP port, 0-65535")
+    return value
+
+
 def add_arguments(p) -> None:
     """`edgespec serve`'s flags (the model flags mean what they mean for generate and chat)."""
     p.add_argument("model", help="known model name, .gguf file, HF directory or export directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
     p.add_argument("--api-key", default=os.environ.get("EDGESPEC_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 (default: $EDGESPEC_API_KEY, else none)")
     p.add_argument("--model-id", help="the name clients use in 'model' (default: MODEL as given)")
