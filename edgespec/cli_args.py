@@ -106,7 +106,7 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
                         "CPU EP) (default: ort,llamacpp)")
     p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, ppd, "
                                                  "s3d, auto, draft:MODEL (default: off)")
-    p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
+    p.add_argument("--draft-budget", type=_draft_budget, default=8, help="max draft tokens per verify pass")
     p.add_argument("--cost-curve", action="store_true",
                    help="measure the verify cost curve c(T) on each backend instead of decoding")
     p.set_defaults(func=commands["bench"])
@@ -172,7 +172,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                                                   "calibrated once per model and machine), off, ngram (prompt "
                                                   "lookup), layerskip (ort), ppd / s3d (trained with `edgespec "
                                                   "train`; ort), draft:MODEL (a smaller model, same vocabulary)")
-    p.add_argument("--draft-budget", type=int, default=8, help="max draft tokens per verify pass")
+    p.add_argument("--draft-budget", type=_draft_budget, default=8, help="max draft tokens per verify pass")
     p.add_argument("--layer-plans", action="store_true", default=None,
                    help="run a model's export variant with an If per middle layer (made once), so --spec auto may "
                         "try layer-skip drafts; --spec layerskip / s3d imply it. Each plain step pays for them (~2%%)")
@@ -205,6 +205,13 @@ def _count(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: expected a positive count")
+    return value
+
+
+def _draft_budget(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: expected a number of draft tokens, >= 0")
     return value
 
 

@@ -174,6 +174,7 @@ def test_max_tokens_below_1_is_refused():
     (("serve", "smollm2-135m", "--port", "99999"), "--port: 99999: expected a TCP port, 0-65535"),  # OverflowError
     (("train", "ppd", "smollm2-135m", "--k", "0"), "--k: 0: expected a positive count"),
     (("tune", "smollm2-135m", "--threads", "-2"), "--threads: -2: expected a number of threads"),
+    (("generate", "smollm2-135m", "-p", "hi", "--draft-budget", "-1"), "--draft-budget: -1: expected a number"),
 ])
 def test_out_of_range_numbers_are_refused_by_name(args, message, tmp_path):
     result = run_cli(*args, cache=tmp_path)  # refused before anything is resolved or downloaded

@@ -106,6 +106,10 @@ class ExportOptions:
         if self.precision != "int4" and (self.lm_head not in (None, "int8") or self.embed != "fp16"
                                          or self.requantize):
             problems.append("--lm-head / --embed / --requantize apply to --int4 exports only")
+        if self.max_len is not None and self.max_len < 1:
+            problems.append(f"--max-len {self.max_len} is not a context length: expected >= 1 tokens")
+        if self.validate_tokens < 2:  # perplexity needs a next token to predict
+            problems.append(f"--validate-tokens {self.validate_tokens}: expected >= 2 tokens per validation text")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             problems.append(f"accuracy level {self.accuracy_level} is not one of 0-4")
         if self.target not in GRAPH_TARGETS:
