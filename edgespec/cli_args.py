@@ -194,32 +194,21 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: expected a positive number of tokens")
-    return value
+def _int_at_least(minimum: int, expected: str):
+    """An argparse type: an int >= minimum, else an error naming the value and what was expected."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: expected {expected}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in "invalid integer value: 'x'"
+    return parse
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: expected a positive count")
-    return value
-
-
-def _draft_budget(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value}: expected a number of draft tokens, >= 0")
-    return value
-
-
-def _threads(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value}: expected a number of threads, or 0 for every physical core")
-    return value
+_positive = _int_at_least(1, "a positive number of tokens")
+_count = _int_at_least(1, "a positive count")
+_draft_budget = _int_at_least(0, "a number of draft tokens, >= 0")
+_threads = _int_at_least(0, "a number of threads, or 0 for every physical core")
 
 
 def _max_tokens(text: str) -> int | None:
