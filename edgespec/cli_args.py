@@ -131,12 +131,12 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
                                      "(prompt tokens) or s3d (mask tokens, middle layers skipped)")
     p.add_argument("kind", choices=["ppd", "s3d"])
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
-    p.add_argument("--minutes", type=float, default=15.0, help="training time budget (default 15)")
+    p.add_argument("--minutes", type=_minutes, default=15.0, help="training time budget (default 15)")
     p.add_argument("--steps", type=_count, help="stop after this many steps (also bounded by --minutes)")
     p.add_argument("--out", help="write the drafter here instead of into the export (use: --spec ppd:FILE)")
     p.add_argument("--text", action="append", default=[], help="a UTF-8 text file to add to the training data")
     p.add_argument("--tokens", type=_positive, default=96, help="answer tokens per training prompt")
-    p.add_argument("--samples", type=int, default=1, help="sampled answers per prompt beside the greedy one")
+    p.add_argument("--samples", type=_samples, default=1, help="sampled answers per prompt beside the greedy one")
     p.add_argument("--k", type=_count, default=3, help="draft depth: ppd prompt tokens, s3d gamma (gamma-1 mask rows)")
     p.add_argument("--threads", type=_threads, default=0)
     p.set_defaults(func=commands["train"])
@@ -209,6 +209,14 @@ _positive = _int_at_least(1, "a positive number of tokens")
 _count = _int_at_least(1, "a positive count")
 _draft_budget = _int_at_least(0, "a number of draft tokens, >= 0")
 _threads = _int_at_least(0, "a number of threads, or 0 for every physical core")
+_samples = _int_at_least(0, "a number of sampled answers, >= 0")
+
+
+def _minutes(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"{value}: expected a positive number of minutes")
+    return value
 
 
 def _max_tokens(text: str) -> int | None:

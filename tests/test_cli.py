@@ -173,6 +173,8 @@ def test_max_tokens_below_1_is_refused():
     (("bench", "smollm2-135m", "--tokens", "0"), "--tokens: 0: expected a positive number of tokens"),
     (("serve", "smollm2-135m", "--port", "99999"), "--port: 99999: expected a TCP port, 0-65535"),  # OverflowError
     (("train", "ppd", "smollm2-135m", "--k", "0"), "--k: 0: expected a positive count"),
+    (("train", "s3d", "smollm2-135m", "--minutes", "-5"), "--minutes: -5.0: expected a positive number of minutes"),
+    (("train", "ppd", "smollm2-135m", "--samples", "-1"), "--samples: -1: expected a number of sampled answers"),
     (("tune", "smollm2-135m", "--threads", "-2"), "--threads: -2: expected a number of threads"),
     (("generate", "smollm2-135m", "-p", "hi", "--draft-budget", "-1"), "--draft-budget: -1: expected a number"),
 ])
