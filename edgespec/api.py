@@ -237,8 +237,9 @@ class Model:
         if len(ids) + 1 > self.context_length:
             raise ContextOverflowError(
                 f"prompt of {len(ids)} tokens does not fit the context of {self.context_length} tokens")
-        if max_tokens is not None and max_tokens < 1:
-            raise EdgespecError(f"max_tokens {max_tokens}: expected a positive number, or None for no limit")
+        whole = isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
+        if max_tokens is not None and not (whole and max_tokens >= 1):
+            raise EdgespecError(f"max_tokens {max_tokens!r}: expected a positive integer, or None for no limit")
         room = self.context_length - len(ids)
         stats = GenerationStats(prompt_tokens=len(ids))
         events = self._events(ids, room if max_tokens is None else min(max_tokens, room), sampling, stop_on_eos,

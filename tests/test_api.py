@@ -50,3 +50,9 @@ def test_a_second_generation_while_one_is_open_is_refused(model):
     with model.generate("Hello", max_tokens=2) as again:  # free again; a context manager closes it
         assert len([e for e in again if e.token >= 0]) == 2
     assert again.stats.stop_reason in ("length", "eos")
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True, "8"])
+def test_max_tokens_must_be_a_positive_integer(model, bad):
+    with pytest.raises(EdgespecError, match=f"max_tokens {bad!r}: expected a positive integer"):
+        model.generate("Hello", max_tokens=bad)  # 2.5 reached a slice as a TypeError before
