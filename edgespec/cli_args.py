@@ -12,6 +12,7 @@ from typing import Callable
 from . import hub, manage
 from .export.targets import TARGETS
 from ._version import __version__
+from .arg_types import count, draft_budget, int_at_least, positive_tokens, threads
 from .serve import add_arguments as add_serve_arguments
 
 DEFAULTS = f"""defaults of chat and generate (override with the flags; see `edgespec chat -h`):
@@ -90,9 +91,9 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="plain decode: our export vs llama.cpp on the same GGUF")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
-    p.add_argument("--tokens", type=_positive, default=128, help="new tokens per prompt")
-    p.add_argument("--threads", type=_threads, default=2)
-    p.add_argument("--reps", type=_count, default=3, help="interleaved repetitions")
+    p.add_argument("--tokens", type=positive_tokens, default=128, help="new tokens per prompt")
+    p.add_argument("--threads", type=threads, default=2)
+    p.add_argument("--reps", type=count, default=3, help="interleaved repetitions")
     p.add_argument("--prompts", help="a question.jsonl file (question_id, category, turns), or a shipped set: "
                                      "default (5 prompts), suite (chat, code, code_edit, summarisation, "
                                      "long_context_qa)")
@@ -106,7 +107,7 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
                         "CPU EP) (default: ort,llamacpp)")
     p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, ppd, "
                                                  "s3d, auto, draft:MODEL (default: off)")
-    p.add_argument("--draft-budget", type=_draft_budget, default=8, help="max draft tokens per verify pass")
+    p.add_argument("--draft-budget", type=draft_budget, default=8, help="max draft tokens per verify pass")
     p.add_argument("--cost-curve", action="store_true",
                    help="measure the verify cost curve c(T) on each backend instead of decoding")
     p.set_defaults(func=commands["bench"])
@@ -123,8 +124,8 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="find this device's fastest layer-skip drafter and store it in the export")
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
-    p.add_argument("--threads", type=_threads, default=0)
-    p.add_argument("--tokens", type=_positive, default=48, help="new tokens per calibration prompt")
+    p.add_argument("--threads", type=threads, default=0)
+    p.add_argument("--tokens", type=positive_tokens, default=48, help="new tokens per calibration prompt")
     p.set_defaults(func=commands["tune"])
 
     p = sub.add_parser("train", help="train a self-drafter for a model's export ([train] extra: torch): ppd "
@@ -132,13 +133,13 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["ppd", "s3d"])
     p.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL)
     p.add_argument("--minutes", type=_minutes, default=15.0, help="training time budget (default 15)")
-    p.add_argument("--steps", type=_count, help="stop after this many steps (also bounded by --minutes)")
+    p.add_argument("--steps", type=count, help="stop after this many steps (also bounded by --minutes)")
     p.add_argument("--out", help="write the drafter here instead of into the export (use: --spec ppd:FILE)")
     p.add_argument("--text", action="append", default=[], help="a UTF-8 text file to add to the training data")
-    p.add_argument("--tokens", type=_positive, default=96, help="answer tokens per training prompt")
+    p.add_argument("--tokens", type=positive_tokens, default=96, help="answer tokens per training prompt")
     p.add_argument("--samples", type=_samples, default=1, help="sampled answers per prompt beside the greedy one")
-    p.add_argument("--k", type=_count, default=3, help="draft depth: ppd prompt tokens, s3d gamma (gamma-1 mask rows)")
-    p.add_argument("--threads", type=_threads, default=0)
+    p.add_argument("--k", type=count, default=3, help="draft depth: ppd prompt tokens, s3d gamma (gamma-1 mask rows)")
+    p.add_argument("--threads", type=threads, default=0)
     p.set_defaults(func=commands["train"])
 
     p = sub.add_parser("chat", epilog=DEFAULTS, formatter_class=argparse.RawDescriptionHelpFormatter, help="interactive chat in the terminal")
@@ -162,8 +163,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu; qnn (QNN HTP) or openvino: static graphs (the [npu] extra); "
                                                    "onnxruntime EPs xnnpack, nnapi, coreml, webgpu, dml, cuda "
                                                    "(if this build has them)")
-    p.add_argument("--threads", type=_threads, default=0, help="compute threads (0 = all physical cores)")
-    p.add_argument("--context", type=_positive, default=None,
+    p.add_argument("--threads", type=threads, default=0, help="compute threads (0 = all physical cores)")
+    p.add_argument("--context", type=positive_tokens, default=None,
                    help="context length in tokens: KV cache and memory plan (default 4096, or the model's own "
                         "maximum if smaller; at most the model's own)")
     p.add_argument("--spec", default="auto", help="speculative decoding: auto (default: n-gram drafts, trained ones "
@@ -172,7 +173,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                                                   "calibrated once per model and machine), off, ngram (prompt "
                                                   "lookup), layerskip (ort), ppd / s3d (trained with `edgespec "
                                                   "train`; ort), draft:MODEL (a smaller model, same vocabulary)")
-    p.add_argument("--draft-budget", type=_draft_budget, default=8, help="max draft tokens per verify pass")
+    p.add_argument("--draft-budget", type=draft_budget, default=8, help="max draft tokens per verify pass")
     p.add_argument("--layer-plans", action="store_true", default=None,
                    help="run a model's export variant with an If per middle layer (made once), so --spec auto may "
                         "try layer-skip drafts; --spec layerskip / s3d imply it. Each plain step pays for them (~2%%)")
@@ -194,22 +195,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
 
 
-def _int_at_least(minimum: int, expected: str):
-    """An argparse type: an int >= minimum, else an error naming the value and what was expected."""
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value}: expected {expected}")
-        return value
-    parse.__name__ = "integer"  # argparse names the type in "invalid integer value: 'x'"
-    return parse
-
-
-_positive = _int_at_least(1, "a positive number of tokens")
-_count = _int_at_least(1, "a positive count")
-_draft_budget = _int_at_least(0, "a number of draft tokens, >= 0")
-_threads = _int_at_least(0, "a number of threads, or 0 for every physical core")
-_samples = _int_at_least(0, "a number of sampled answers, >= 0")
+_samples = int_at_least(0, "a number of sampled answers, >= 0")
 
 
 def _minutes(text: str) -> float:

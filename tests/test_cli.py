@@ -172,6 +172,7 @@ def test_max_tokens_below_1_is_refused():
     (("bench", "smollm2-135m", "--reps", "0"), "--reps: 0: expected a positive count"),  # was an IndexError
     (("bench", "smollm2-135m", "--tokens", "0"), "--tokens: 0: expected a positive number of tokens"),
     (("serve", "smollm2-135m", "--port", "99999"), "--port: 99999: expected a TCP port, 0-65535"),  # OverflowError
+    (("serve", "smollm2-135m", "--context", "0"), "--context: 0: expected a positive number of tokens"),
     (("train", "ppd", "smollm2-135m", "--k", "0"), "--k: 0: expected a positive count"),
     (("train", "s3d", "smollm2-135m", "--minutes", "-5"), "--minutes: -5.0: expected a positive number of minutes"),
     (("train", "ppd", "smollm2-135m", "--samples", "-1"), "--samples: -1: expected a number of sampled answers"),
@@ -182,6 +183,19 @@ def test_out_of_range_numbers_are_refused_by_name(args, message, tmp_path):
     result = run_cli(*args, cache=tmp_path)  # refused before anything is resolved or downloaded
     err = result.stderr.decode()
     assert result.returncode == 2 and message in err and "Traceback" not in err, err
+
+
+def test_serve_refuses_an_address_it_cannot_bind_before_loading(tmp_path):
+    import socket
+
+    # a host that does not resolve (uvicorn's bind failure came mid-load and aborted the process)
+    assert_clean_error(run_cli("serve", "smollm2-135m", "--host", "999.1.1.1", cache=tmp_path), "--host 999.1.1.1")
+    with socket.socket() as taken:  # a port in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_clean_error(run_cli("serve", "smollm2-135m", "--port", str(port), cache=tmp_path),
+                           f"cannot serve on 127.0.0.1:{port}")
 
 
 def test_prompt_from_stdin_and_file(smollm2_gguf, smollm2_export, tmp_path):
