@@ -192,7 +192,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repetition-penalty", "--repeat-penalty", type=float, default=1.1,
                    help="1 = off (default 1.1)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=_seed, default=None, help="for reproducible sampling (-1 = random, as llama.cpp)")
 
 
 _samples = int_at_least(0, "a number of sampled answers, >= 0")
@@ -203,6 +203,13 @@ def _minutes(text: str) -> float:
     if not value > 0:  # also NaN
         raise argparse.ArgumentTypeError(f"{value}: expected a positive number of minutes")
     return value
+
+
+def _seed(text: str) -> int | None:
+    value = int(text)
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"{value}: expected a seed >= 0, or -1 for a random one")
+    return None if value == -1 else value
 
 
 def _max_tokens(text: str) -> int | None:

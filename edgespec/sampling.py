@@ -29,6 +29,8 @@ class SamplingParams:
             raise EdgespecError(f"min_p must be in [0, 1), got {self.min_p}")
         if not self.repetition_penalty > 0:
             raise EdgespecError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.seed is not None and not (isinstance(self.seed, int) and self.seed >= 0):
+            raise EdgespecError(f"seed must be an integer >= 0 (or None for a random one), got {self.seed!r}")
 
     @property
     def greedy(self) -> bool:

@@ -178,6 +178,7 @@ def test_max_tokens_below_1_is_refused():
     (("train", "ppd", "smollm2-135m", "--samples", "-1"), "--samples: -1: expected a number of sampled answers"),
     (("tune", "smollm2-135m", "--threads", "-2"), "--threads: -2: expected a number of threads"),
     (("generate", "smollm2-135m", "-p", "hi", "--draft-budget", "-1"), "--draft-budget: -1: expected a number"),
+    (("generate", "smollm2-135m", "-p", "hi", "--seed", "-2"), "--seed: -2: expected a seed >= 0, or -1"),
 ])
 def test_out_of_range_numbers_are_refused_by_name(args, message, tmp_path):
     result = run_cli(*args, cache=tmp_path)  # refused before anything is resolved or downloaded

@@ -28,6 +28,12 @@ def test_repetition_penalty_moves_seen_logits_toward_zero():
     np.testing.assert_allclose(penalize(logits, [0, 1], 2.0), [1.0, -4.0, 1.0])
 
 
+@pytest.mark.parametrize("seed", [-1, 2.5, "7"])
+def test_a_seed_must_be_a_non_negative_integer(seed):
+    with pytest.raises(EdgespecError, match="seed must be an integer >= 0"):
+        SamplingParams(seed=seed)
+
+
 def test_seed_reproduces_and_differs():
     def draws(seed):
         sampler = Sampler(SamplingParams(temperature=1.0, seed=seed))

@@ -102,8 +102,8 @@ def parse_completion(body: dict, chat: bool, served: set[str], context: int) -> 
         req.temperature = 0.0
         req.top_p = 1.0
     seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise ApiError(400, f"'seed' = {seed!r} is invalid; expected an integer", "seed")
+    if seed is not None and not (_is_int(seed) and seed >= 0):
+        raise ApiError(400, f"'seed' = {seed!r} is invalid; expected an integer >= 0", "seed")
     req.seed = seed
     req.stop = _stop(body.get("stop"))
     stream = body.get("stream", False)
