@@ -135,6 +135,8 @@ def test_existing_output_needs_force(int4_export, smollm2_gguf):
     (ExportOptions(gguf_type="Q8_0"), "--gguf-type Q8_0 needs --format gguf"),
     (ExportOptions(block_size=48), "block size 48"),
     (ExportOptions(max_len=0), "--max-len 0 is not a context length"),  # was taken as the default 4096
+    (ExportOptions(bytes_budget=10**6), r"--bytes-budget 1.0 MB is below the least this model can read per token "
+                                        r"\(91.3 MB"),  # was planned anyway, 91x over, without a word
     (ExportOptions(validate_tokens=0), "--validate-tokens 0: expected >= 2"),  # failed in GQA after the export
     # a valid block that does not divide this model's inputs: refused before any work, not an IndexError in GPTQ
     (ExportOptions(block_size=128), r"--block-size 128 does not divide the projection inputs of .* \(576, 1536\); "

@@ -7,7 +7,7 @@ import pytest
 
 from edgespec.errors import EdgespecError
 from edgespec.export.pipeline import ExportOptions
-from edgespec.export.precision import PROJECTIONS, group_of, plan_precision
+from edgespec.export.precision import PROJECTIONS, BudgetBelowLeastError, group_of, plan_precision
 from edgespec.formats import open_weights
 from edgespec.quant import int4
 from edgespec.quant.gptq import gptq_int4, hessian, inverse_factor, output_error
@@ -81,6 +81,14 @@ def tiny_source(tmp_path_factory):
     return open_weights(directory)
 
 
+def least_budget(make_plan) -> int:
+    """The least bytes per token a plan can read, from the refusal of a budget below it (made before calibrating)."""
+    with pytest.raises(BudgetBelowLeastError, match=r"--bytes-budget 0.0 MB is below the least this model can read") \
+            as refused:
+        make_plan(1)
+    return refused.value.least
+
+
 def plan(source, budget_factor=None, bytes_budget=None, cache_file=None):
     recipe = Recipe("test", "tiny", budget_factor or 1.1, calib_tokens=160, kl_tokens=32, top_k=8)
     tokens = np.random.default_rng(3).integers(0, source.config.vocab_size, 160)
@@ -133,12 +141,14 @@ def test_four_bit_gguf_levels_are_kept_exact_and_wider_ones_requantized(tmp_path
     write_tiny_gguf(tmp_path / "m.gguf", config, random_weights(config), quantized=qtypes)
     source = open_weights(tmp_path / "m.gguf")
     assert {n: source.raw(n).qtype.name for n in qtypes} == {n: t.name for n, t in qtypes.items()}
-    for budget in (1, 10**9):  # nothing raised / everything raised
+    least = least_budget(lambda budget: plan(source, bytes_budget=budget))
+    for budget in (least, 10**9):  # nothing raised / everything raised
         p = plan(source, bytes_budget=budget)
         for name in ("layers.0.q", "layers.0.k"):
             assert name not in p.int4 and p.tensors[name]["choice"] == "high"
             assert "group_int4_kl" not in p.tensors[name]  # not a candidate: never measured
-    low = plan(source, bytes_budget=1)
+    low = plan(source, bytes_budget=least)
+    assert low.summary["bytes_per_token"] == least  # the least is what the all-int4 plan reads
     assert {"layers.0.gate", "layers.1.up"} <= set(low.int4)
 
 
@@ -175,7 +185,7 @@ def test_lm_head_rows_are_raised_as_a_prefix_and_computed_in_two_precisions(tiny
         layers.planned, head.planned, head.high_rows = p.int4, p.int4, p.high_rows
         return p, layers, head
 
-    low = planned(1)[0]
+    low = planned(least_budget(planned))[0]
     segments = ["lm_head rows 0-31", "lm_head rows 32-63", "lm_head rows 64-100"]
     assert low.summary["groups_int4"][-3:] == segments and not low.high_rows
     high_route = QuantizedLinear(tiny_source, 8, 32, 4).pack("lm_head", planned=False)[0]

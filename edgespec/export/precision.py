@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import time
 from collections import ChainMap
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..errors import EdgespecError
 from ..formats import LazyWeights
 from ..formats.quants import is_block_format
 from ..models import reference_model_class
@@ -63,6 +65,12 @@ def calibration_tokens(tokenizer, n: int, piece: int = 32) -> list[int]:
         src = code if (start // piece) % 2 == 0 else prose
         out += src[start // 2: start // 2 + piece]
     return out[:n]
+
+
+class BudgetBelowLeastError(EdgespecError):
+    def __init__(self, message: str, least: int):
+        super().__init__(message)
+        self.least = least  # bytes per token of the smallest plan
 
 
 @dataclass
@@ -104,6 +112,14 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
         fixed_bytes += _record_high(records, lm_head_linear, lm_name, "lm_head")
         segments = {}
 
+    if bytes_budget is not None:  # the least any plan reads: every requantizable weight int4 (before calibrating)
+        requantizable = {n for names in groups.values() for n in names}
+        least = fixed_bytes + sum(int4_bytes(*_shape(source, n), block) for n in requantizable)
+        if bytes_budget < least:
+            raise BudgetBelowLeastError(
+                f"--bytes-budget {bytes_budget / 1e6:.1f} MB is below the least this model can read per token "
+                f"({least / 1e6:.1f} MB: every requantizable weight int4, the 4-bit GGUF levels kept); ask for at "
+                f"least {math.ceil(least / 1e6)}M", least)
     cached = _load(cache_file) if cache_file is not None and cache_file.is_file() else None
     if cached is not None and not _covers(cached, groups):
         log.warning("precision: the cached calibration %s holds other groups than this plan needs (made by "
