@@ -59,6 +59,16 @@ def test_question_jsonl_prompts(tmp_path):
     bad.write_text('{"question_id": 8, "prompt": "no turns"}\n')
     with pytest.raises(EdgespecError, match="row 8 has no 'turns'"):
         load_prompts(str(bad))
+    # errors that name the file and the line, not a FileNotFoundError / JSONDecodeError traceback
+    with pytest.raises(EdgespecError, match="is neither a file nor a shipped set"):
+        load_prompts(str(tmp_path / "missing.jsonl"))
+    bad.write_text('{"question_id": 1, "turns": ["ok"]}\n{"question_id": 2, "turns\n')
+    with pytest.raises(EdgespecError, match="line 2 is not JSON"):
+        load_prompts(str(bad))
+    for empty in ("\n", "[1, 2]\n"):
+        bad.write_text(empty)
+        with pytest.raises(EdgespecError, match="holds no prompts|has no 'turns'"):
+            load_prompts(str(bad))
     assert len(load_prompts()) == 5  # the shipped default set
     suite = load_prompts("suite")
     assert {r["category"] for r in suite} == {"chat", "code", "code_edit", "summarisation", "long_context_qa"}

@@ -46,10 +46,25 @@ SHIPPED_PROMPTS = ("default", "suite")  # suite: chat, code, code_edit, summaris
 def load_prompts(path: str | None = None) -> list[dict]:
     """MT-Bench / Spec-Bench `question.jsonl` rows: question_id, category, turns (a file, or a shipped set)."""
     name = path or "default"
-    text = resources.files("edgespec.bench").joinpath(f"prompts/{name}.jsonl").read_text(encoding="utf-8") \
-        if name in SHIPPED_PROMPTS else Path(path).read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if name in SHIPPED_PROMPTS:
+        text = resources.files("edgespec.bench").joinpath(f"prompts/{name}.jsonl").read_text(encoding="utf-8")
+    elif not Path(path).is_file():
+        raise EdgespecError(f"--prompts '{path}' is neither a file nor a shipped set ({', '.join(SHIPPED_PROMPTS)})")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise EdgespecError(f"--prompts '{name}' line {number} is not JSON ({exc.msg}); expected one "
+                                "question.jsonl object per line") from None
+    if not rows:
+        raise EdgespecError(f"--prompts '{name}' holds no prompts; expected question.jsonl rows")
     for row in rows:
+        row = row if isinstance(row, dict) else {}
         if not isinstance(row.get("turns"), list) or not row["turns"]:
             raise EdgespecError(f"prompt row {row.get('question_id')} has no 'turns' list; expected the "
                                 "question.jsonl format (question_id, category, turns)")
