@@ -100,3 +100,13 @@ def test_a_failing_worker_is_named_with_its_error(tmp_path):
             "tokens": 4, "prompts": [[1, 2, 3]]}
     with Progress(1, "bench", unit="runs") as bar, pytest.raises(EdgespecError, match="worker for llama.cpp failed"):
         _run_interleaved({"llama.cpp": spec}, {"llama.cpp": sys.executable}, 1, 0, bar)
+
+
+def test_the_genai_peer_is_checked_before_any_run(tmp_path):
+    from edgespec.bench.runner import run_bench
+
+    with pytest.raises(EdgespecError, match="has no genai_config.json"):
+        run_bench("no-such-model", ortgenai_model=str(tmp_path))  # checked before the model is even resolved
+    (tmp_path / "genai_config.json").write_text("{}")
+    with pytest.raises(EdgespecError, match="--peers-python '/no/such/python' cannot run"):
+        run_bench("no-such-model", ortgenai_model=str(tmp_path), peers_python="/no/such/python")

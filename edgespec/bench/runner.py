@@ -139,6 +139,21 @@ def engine_name(backend: str, mode: str = "off") -> str:
     return f"edgespec-{backend}" + ("" if mode == "off" else f"+{mode}")
 
 
+def _check_genai_peer(model_dir: str, python: str) -> None:
+    """Before any run: the onnxruntime-genai model directory and a Python that imports onnxruntime_genai (the
+    bench otherwise failed minutes in, after the other engines' runs)."""
+    if not (Path(model_dir) / "genai_config.json").is_file():
+        raise EdgespecError(f"--ortgenai '{model_dir}' has no genai_config.json; expected a model directory made by "
+                            "onnxruntime-genai's builder (benchmarks/plain-decode.md)")
+    try:
+        found = subprocess.run([python, "-c", "import onnxruntime_genai"], capture_output=True, timeout=120)
+    except OSError as exc:
+        raise EdgespecError(f"--peers-python '{python}' cannot run: {exc.strerror}") from None
+    if found.returncode != 0:
+        raise EdgespecError(f"'{python}' cannot import onnxruntime_genai: pass --peers-python with a Python that "
+                            "has it (pip install 'edgespec[peers]' or onnxruntime-genai)")
+
+
 def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, prompts_file: str | None = None,
               ortgenai_model: str | None = None, peers_python: str | None = None, backends=("ort",),
               modes=("off",), budget: int = 8) -> dict:
@@ -148,6 +163,8 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     speculating = any(m != "off" for m in modes)  # then the peers' own n-gram / prompt-lookup speculation too
     genai = (("onnxruntime-genai",) + (("onnxruntime-genai+ngram",) if speculating else ())) if ortgenai_model else ()
     engines = tuple(ours) + ("llama.cpp",) + (("llama.cpp+lookup",) if speculating else ()) + genai
+    if ortgenai_model:
+        _check_genai_peer(ortgenai_model, peers_python or sys.executable)
     ref = hub.resolve_model(model)
     if ref.kind == "export":
         export_dir = ref.path
