@@ -39,7 +39,8 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="ort", choices=["ort", "llamacpp", "auto", "reference"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=threads, default=0, help="compute threads (0 = all physical cores)")
-    p.add_argument("--context", type=positive_tokens, default=None, help="tokens (default 4096, or the model's maximum if smaller)")
+    p.add_argument("--context", type=positive_tokens, default=None,
+                   help="tokens (default 4096, or the model's maximum if smaller)")
     p.add_argument("--spec", default="auto", help="speculative decoding (default auto): off, ngram, layerskip, "
                                                   "ppd, s3d, draft:MODEL, auto")
     p.add_argument("--layer-plans", action="store_true", default=None,
