@@ -95,31 +95,34 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
 
     groups: dict[str, list[str]] = {}  # group -> requantizable weights
     fixed_bytes, all_int4 = 0, 0
+    least = 0  # the least any plan reads: every requantizable weight int4 (known before calibrating)
     records: dict[str, dict] = {}
     for i in range(config.num_layers):
         for kind in PROJECTIONS:
             name = f"layers.{i}.{kind}"
-            all_int4 += int4_bytes(*_shape(source, name))
+            shape = _shape(source, name)
+            all_int4 += int4_bytes(*shape)
             if _requantizable(source, name):
                 groups.setdefault(group_of(i, PROJECTIONS[kind]), []).append(name)
+                least += int4_bytes(*shape, block)
             else:
                 fixed_bytes += _record_high(records, high_linear, name, group_of(i, PROJECTIONS[kind]))
-    all_int4 += int4_bytes(*_shape(source, lm_name))
+    shape = _shape(source, lm_name)
+    all_int4 += int4_bytes(*shape)
     segments = lm_head_segments(config.vocab_size, recipe.lm_head_rows)
     if _requantizable(source, lm_name):
         groups.update({g: [lm_name] for g in segments})
+        least += int4_bytes(*shape, block)
     else:
         fixed_bytes += _record_high(records, lm_head_linear, lm_name, "lm_head")
         segments = {}
+    least += fixed_bytes
 
-    if bytes_budget is not None:  # the least any plan reads: every requantizable weight int4 (before calibrating)
-        requantizable = {n for names in groups.values() for n in names}
-        least = fixed_bytes + sum(int4_bytes(*_shape(source, n), block) for n in requantizable)
-        if bytes_budget < least:
-            raise BudgetBelowLeastError(
-                f"--bytes-budget {bytes_budget / 1e6:.1f} MB is below the least this model can read per token "
-                f"({least / 1e6:.1f} MB: every requantizable weight int4, the 4-bit GGUF levels kept); ask for at "
-                f"least {math.ceil(least / 1e6)}M", least)
+    if bytes_budget is not None and bytes_budget < least:
+        raise BudgetBelowLeastError(
+            f"--bytes-budget {bytes_budget / 1e6:.1f} MB is below the least this model can read per token "
+            f"({least / 1e6:.1f} MB: every requantizable weight int4, the 4-bit GGUF levels kept); ask for at "
+            f"least {math.ceil(least / 1e6)}M", least)
     cached = _load(cache_file) if cache_file is not None and cache_file.is_file() else None
     if cached is not None and not _covers(cached, groups):
         log.warning("precision: the cached calibration %s holds other groups than this plan needs (made by "
