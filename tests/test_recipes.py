@@ -214,3 +214,10 @@ def test_lm_head_rows_are_raised_as_a_prefix_and_computed_in_two_precisions(tiny
     np.testing.assert_allclose(split[:, :32], logits(all_high)[:, :32], atol=1e-4)
     np.testing.assert_allclose(split[:, 32:], logits(all_int4)[:, 32:], atol=1e-4)
     assert np.abs(split - logits(all_int4)).max() > 1e-3  # the two routes differ: the test can tell them apart
+
+
+def test_gptq_refuses_a_block_that_does_not_divide_the_inputs_as_round_to_nearest_does():
+    w, x = np.ones((4, 96), np.float32), np.ones((200, 96), np.float32)
+    for quantize_with in (lambda: int4.quantize(w, 64), lambda: gptq_int4(w, hessian(x), 64)):
+        with pytest.raises(EdgespecError, match="K=96 columns cannot be split into int4 blocks of 64"):
+            quantize_with()

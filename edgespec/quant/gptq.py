@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .int4 import PackedInt4, pack_nibbles, pack_zero_points
+from .int4 import PackedInt4, check_blocks, pack_nibbles, pack_zero_points
 
 GPTQ_VERSION = 2  # in the calibration cache's key: 2 = blocks wider than CHUNK take their range from the whole block
 DAMP = 0.1  # share of the mean Hessian diagonal added to it (GPTQ's percdamp; 0.1 beat 0.01 on held-out
@@ -61,6 +61,7 @@ def inverse_factor(h: np.ndarray, damp: float = DAMP) -> tuple[np.ndarray, np.nd
 def gptq_int4(w: np.ndarray, h: np.ndarray, block: int = 32, damp: float = DAMP, window: int = WINDOW) -> PackedInt4:
     """w [N, K] float, h [K, K] = X^T X of its inputs -> asymmetric int4 PackedInt4."""
     w = np.asarray(w, np.float32)
+    check_blocks(w.shape, block)  # as round-to-nearest does: an error that names K, not an IndexError
     N, K = w.shape
     levels = np.empty((N, K), np.uint8)
     scales = np.empty((N, K // block), np.float32)

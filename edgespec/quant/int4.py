@@ -35,7 +35,7 @@ class PackedInt4:
     bits: int = 4
 
 
-def _check(shape: tuple[int, int], block: int) -> None:
+def check_blocks(shape: tuple[int, int], block: int) -> None:
     if block not in BLOCK_SIZES:
         raise EdgespecError(f"int4 block size {block} is not supported; choose one of {BLOCK_SIZES}")
     if shape[1] % block:
@@ -60,7 +60,7 @@ def quantize(w: np.ndarray, block: int = 32, symmetric: bool = False) -> PackedI
     """Round-to-nearest int4 per block. Symmetric: Q4_0-style (the extreme value maps to -8).
     Asymmetric: min/max range with a 4-bit zero point (smaller error, a little more to read)."""
     w = np.asarray(w, dtype=np.float32)
-    _check(w.shape, block)
+    check_blocks(w.shape, block)
     N, K = w.shape
     blocks = w.reshape(N, K // block, block)
     if symmetric:
@@ -89,7 +89,7 @@ def pack_zero_points(zp: np.ndarray) -> np.ndarray:
 def quantize_int8(w: np.ndarray, block: int = 32) -> PackedInt4:
     """Symmetric int8 per block (levels 1..255 around the implied zero point 128)."""
     w = np.asarray(w, dtype=np.float32)
-    _check(w.shape, block)
+    check_blocks(w.shape, block)
     N, K = w.shape
     blocks = w.reshape(N, K // block, block)
     scale = np.abs(blocks).max(-1) / 127.0
