@@ -23,6 +23,11 @@ def _human(n: float, unit: str) -> str:
     return f"{n} B"
 
 
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
 class Progress:
     def __init__(self, total: int, desc: str, unit: str = "B", enabled: bool = True, estimate: float | None = None):
         """estimate: seconds the whole job is expected to take, shown until the measured rate takes over."""
@@ -31,7 +36,7 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self._start = time.monotonic()
         self._last_draw = 0.0
-        self._next_log_fraction = 0.1
+        self._next_tenth = 1  # the next 10% step to log (counted in tenths: 0.1 + 0.1 + 0.1 > 0.3 skipped 30%)
 
     def __enter__(self) -> "Progress":
         if self.enabled and not self.tty:
@@ -41,14 +46,18 @@ class Progress:
             self._draw(time.monotonic())
         return self
 
+    def _left(self, elapsed: float) -> float | None:
+        """Seconds left: the prior estimate while it lasts (it beats the rate of uneven steps), then the rate."""
+        if self.estimate and elapsed < self.estimate:
+            return self.estimate - elapsed
+        return (self.total - self.done) * elapsed / self.done if self.done else None
+
     def _draw(self, now: float) -> None:
         self._last_draw = now
         elapsed = max(now - self._start, 1e-9)
         rate = self.done / elapsed
-        if self.estimate and elapsed < self.estimate:  # a prior estimate beats the rate of uneven steps
-            eta = f"ETA {self.estimate - elapsed:4.0f}s"
-        else:
-            eta = f"ETA {(self.total - self.done) / rate:4.0f}s" if self.done else ""
+        left = self._left(elapsed)
+        eta = "" if left is None else f"ETA {left:4.0f}s"
         speed = f" {_human(rate, self.unit)}/s" if self.unit == "B" else ""
         sys.stderr.write(f"\r{self.desc}: {min(self.done / self.total, 1.0):6.1%} {_human(self.done, self.unit)}/"
                          f"{_human(self.total, self.unit)}{speed} {eta} ")
@@ -62,10 +71,12 @@ class Progress:
         now = time.monotonic()
         if self.tty and (now - self._last_draw > 0.1 or fraction >= 1.0):
             self._draw(now)
-        elif not self.tty and fraction >= self._next_log_fraction:
-            log.info("%s: %3.0f%%", self.desc, 100 * fraction)
-            while self._next_log_fraction <= fraction:
-                self._next_log_fraction += 0.1
+        elif not self.tty and round(10 * fraction, 9) >= self._next_tenth:  # a log line says how long is left, too
+            elapsed = max(now - self._start, 1e-9)
+            left = self._left(elapsed)
+            log.info("%s: %3.0f%% after %s%s", self.desc, 100 * fraction, _duration(elapsed),
+                     "" if left is None or fraction >= 1.0 else f", about {_duration(left)} left")
+            self._next_tenth = int(round(10 * fraction, 9)) + 1
 
     def __exit__(self, *exc) -> None:
         if self.enabled and self.tty:
