@@ -74,6 +74,19 @@ def test_question_jsonl_prompts(tmp_path):
     assert {r["category"] for r in suite} == {"chat", "code", "code_edit", "summarisation", "long_context_qa"}
 
 
+def test_each_mode_runs_on_the_export_its_spec_opens(smollm2_gguf):
+    """PPD is trained into the default export and S3D into the one with layer plans: `--spec off,ppd,s3d` in one bench
+    needs each mode on its own variant (one export for all made the ppd worker fail: no drafter there)."""
+    from edgespec import hub
+    from edgespec.bench.runner import exports_by_mode
+    from edgespec.loader import cached_export
+
+    ref = hub.resolve_model(str(smollm2_gguf))
+    exports = exports_by_mode(ref, ["off", "ngram", "ppd", "auto", "s3d", "layerskip"])
+    assert exports["off"] == exports["ngram"] == exports["ppd"] == exports["auto"] == cached_export(ref)
+    assert exports["s3d"] == exports["layerskip"] == cached_export(ref, layer_plans=True) != exports["off"]
+
+
 def test_speedup_over_plain_is_paired_by_repetition():
     """A slow repetition slows plain and speculative runs alike; the ratio is taken within each one."""
     from edgespec.bench.report import by_category

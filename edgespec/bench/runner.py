@@ -154,12 +154,20 @@ def _check_genai_peer(model_dir: str, python: str) -> None:
                             "has it (pip install 'edgespec[peers]' or onnxruntime-genai)")
 
 
+def exports_by_mode(ref: hub.ModelRef, modes) -> dict[str, Path]:
+    """The cached export each mode runs on, as `--spec MODE` opens it: the variant with layer plans for modes that
+    skip layers (layerskip, s3d), the default for the others. A trained drafter lives in the variant it was trained
+    for (PPD in the default, S3D in the plans one), so one export for every mode cannot run `--spec ppd,s3d`."""
+    return {mode: cached_export(ref, layer_plans=check_spec(mode)[0].layer_plans) for mode in modes}
+
+
 def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, prompts_file: str | None = None,
               ortgenai_model: str | None = None, peers_python: str | None = None, backends=("ort",),
               modes=("off",), budget: int = 8) -> dict:
     """ortgenai_model: a model dir onnxruntime-genai's builder made from the same weights, run with
     peers_python (a Python that has onnxruntime-genai; the [peers] extra) — see benchmarks/plain-decode.md."""
     ours = {engine_name(b, m): {"backend": b, "spec_mode": m} for b in backends for m in modes}
+    mode_exports: dict[str, Path] = {}
     speculating = any(m != "off" for m in modes)  # then the peers' own n-gram / prompt-lookup speculation too
     genai = (("onnxruntime-genai",) + (("onnxruntime-genai+ngram",) if speculating else ())) if ortgenai_model else ()
     engines = tuple(ours) + ("llama.cpp",) + (("llama.cpp+lookup",) if speculating else ()) + genai
@@ -170,14 +178,16 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
         export_dir = ref.path
         gguf = Path(read_manifest(export_dir, verify=False)["source"]["path"])
     elif ref.kind == "gguf":
-        # one export serves every mode: the variant with layer plans when a mode drafts with layers skipped
-        plans = any(check_spec(mode)[0].layer_plans for mode in modes)
-        export_dir, gguf = cached_export(ref, layer_plans=plans), ref.path
+        mode_exports, gguf = exports_by_mode(ref, modes), ref.path
+        export_dir = mode_exports.get("off") or next(iter(mode_exports.values()))
     else:
         raise EdgespecError("bench needs a GGUF source for llama.cpp: give a known name, a .gguf or an export of one")
     tokenizer = Tokenizer.from_hf_dir(export_dir)  # prompts are tokenized once, the same for every engine
     rows = load_prompts(prompts_file)
     prompts = [chat_ids(tokenizer, [{"role": "user", "content": r["turns"][0]}]) for r in rows]
+    for engine, settings in ours.items():  # each mode on the export variant a user's --spec MODE opens
+        if settings["backend"] == "ort" and settings["spec_mode"] in mode_exports:
+            settings["export"] = str(mode_exports[settings["spec_mode"]])
     spec = {"export": str(export_dir), "gguf": str(gguf), "threads": threads, "tokens": tokens, "prompts": prompts,
             "n_ctx": max(len(p) for p in prompts) + tokens + 16, "genai_model": ortgenai_model, "budget": budget}
     if "static" in backends:  # the static (NPU) graphs on the CPU EP: what fixed shapes cost here
@@ -202,6 +212,8 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
               "machine": machine_info(threads), "versions": peer_versions(),
               "memory_bandwidth_gb_s": round(bandwidth, 2), "engines": {}, "prompts": rows,
               "command": "edgespec " + " ".join(sys.argv[1:]) if sys.argv and "edgespec" in sys.argv[0] else None}
+    if len(set(mode_exports.values())) > 1:
+        report["exports_by_mode"] = {mode: str(path) for mode, path in mode_exports.items()}
     for engine, reps_runs in runs.items():
         decode = [sum(r["steps"] for r in run["results"]) / sum(r["decode_s"] for r in run["results"])
                   for run in reps_runs]
