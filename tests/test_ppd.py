@@ -163,6 +163,31 @@ def test_ppd_keeps_the_sampling_distribution():
                               second_tokens(lambda: PPDDrafter(prompt_embeds(weights), siblings=2))) > 1e-3
 
 
+def test_s3d_keeps_the_sampling_distribution():
+    """S3D's drafts (the layer-skip root and its mask rows, greedy) verified by rejection sampling: the emitted
+    tokens follow the target's distribution, as plain sampling's do (two-sample chi-square)."""
+    from edgespec.speculative.drafters.s3d import S3DDrafter
+
+    config = TINY_CONFIGS["llama"]
+    weights = random_weights(config)
+    backend = make_backend("ort", config, weights)  # layer plans and extra rows: the ONNX graph
+    prompt, n = [3, 14, 15, 92, 65], 1200
+    stats = SpecStats()
+
+    def second_tokens(make_drafter):
+        counts = np.zeros(config.vocab_size, int)
+        for seed in range(n):
+            sampler = Sampler(SamplingParams(temperature=6.0, top_p=0.95, seed=seed))
+            tokens = [e.token for e in decode(backend, prompt, sampler, 3, make_drafter(), 3, stats)]
+            counts[tokens[2]] += 1
+        return counts
+
+    plain = second_tokens(lambda: None)
+    drafted = second_tokens(lambda: S3DDrafter(backend, config.num_layers, [1], prompt_embeds(weights, k=2)))
+    assert 0 < stats.accepted < stats.drafted, stats.as_dict()  # both verification branches were taken
+    assert two_sample_p_value(plain, drafted) > 1e-3
+
+
 class OraclePPD(PPDDrafter):
     """PPD whose prompt rows are fed the embeddings of the tokens plain decoding will emit there (so a
     prompt row computes what the real token would: high acceptance), wrong now and then: every
