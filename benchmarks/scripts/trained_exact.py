@@ -16,6 +16,7 @@ import sys
 
 from edgespec.api import load
 from edgespec.bench.runner import load_prompts
+from edgespec.speculative.drafters.select import check_spec
 from edgespec.sampling import Sampler, SamplingParams
 from edgespec.speculative.engine import SpecStats, decode
 
@@ -28,9 +29,11 @@ def main() -> int:
     parser.add_argument("--spec", default="ppd,s3d,auto")
     parser.add_argument("--json")
     args = parser.parse_args()
-    model = load(args.model, threads=args.threads)
     report = {"model": args.model, "tokens": args.tokens, "command": " ".join(sys.argv), "results": {}}
+    models = {}  # per export variant: S3D lives in the one with layer plans, PPD in the default (graph 6)
     for spec in args.spec.split(","):
+        plans = check_spec(spec)[0].layer_plans
+        model = models.get(plans) or models.setdefault(plans, load(args.model, threads=args.threads, layer_plans=plans))
         model.set_spec(spec, exact=True)
         drafter = model.drafter
         same, drafted, accepted, prompts = 0, 0, 0, 0
