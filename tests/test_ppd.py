@@ -144,23 +144,25 @@ def test_a_ppd_guess_goes_stale_when_another_drafter_ran_the_passes():
     assert len(ppd.propose(context, 4)) == 0  # stale: no draft from it
 
 
+def second_token_counts(backend, vocab_size: int, make_drafter, stats: SpecStats | None = None, n: int = 1200):
+    """How often each token is the second one sampled after a fixed prompt, over n seeds (hot sampling, so every
+    verification branch is taken): the sample a two-sample chi-square compares with plain sampling's."""
+    counts = np.zeros(vocab_size, int)
+    for seed in range(n):
+        sampler = Sampler(SamplingParams(temperature=6.0, top_p=0.95, seed=seed))
+        tokens = [e.token for e in decode(backend, [3, 14, 15, 92, 65], sampler, 3, make_drafter(), 3, stats)]
+        counts[tokens[2]] += 1
+    return counts
+
+
 def test_ppd_keeps_the_sampling_distribution():
     config = TINY_CONFIGS["llama"]
     weights = random_weights(config)
     backend = make_backend("reference", config, weights)
-    prompt, n = [3, 14, 15, 92, 65], 1200
-
-    def second_tokens(make_drafter):
-        counts = np.zeros(config.vocab_size, int)
-        for seed in range(n):
-            sampler = Sampler(SamplingParams(temperature=6.0, top_p=0.95, seed=seed))
-            tokens = [e.token for e in decode(backend, prompt, sampler, 3, make_drafter(), 3)]
-            counts[tokens[2]] += 1
-        return counts
-
     # the drafter's own row predictions drafted as if certain: any bias of the verifier would show
-    assert two_sample_p_value(second_tokens(lambda: None),
-                              second_tokens(lambda: PPDDrafter(prompt_embeds(weights), siblings=2))) > 1e-3
+    plain = second_token_counts(backend, config.vocab_size, lambda: None)
+    drafted = second_token_counts(backend, config.vocab_size, lambda: PPDDrafter(prompt_embeds(weights), siblings=2))
+    assert two_sample_p_value(plain, drafted) > 1e-3
 
 
 def test_s3d_keeps_the_sampling_distribution():
@@ -171,19 +173,11 @@ def test_s3d_keeps_the_sampling_distribution():
     config = TINY_CONFIGS["llama"]
     weights = random_weights(config)
     backend = make_backend("ort", config, weights)  # layer plans and extra rows: the ONNX graph
-    prompt, n = [3, 14, 15, 92, 65], 1200
     stats = SpecStats()
-
-    def second_tokens(make_drafter):
-        counts = np.zeros(config.vocab_size, int)
-        for seed in range(n):
-            sampler = Sampler(SamplingParams(temperature=6.0, top_p=0.95, seed=seed))
-            tokens = [e.token for e in decode(backend, prompt, sampler, 3, make_drafter(), 3, stats)]
-            counts[tokens[2]] += 1
-        return counts
-
-    plain = second_tokens(lambda: None)
-    drafted = second_tokens(lambda: S3DDrafter(backend, config.num_layers, [1], prompt_embeds(weights, k=2)))
+    plain = second_token_counts(backend, config.vocab_size, lambda: None)
+    drafted = second_token_counts(backend, config.vocab_size,
+                                  lambda: S3DDrafter(backend, config.num_layers, [1], prompt_embeds(weights, k=2)),
+                                  stats)
     assert 0 < stats.accepted < stats.drafted, stats.as_dict()  # both verification branches were taken
     assert two_sample_p_value(plain, drafted) > 1e-3
 
