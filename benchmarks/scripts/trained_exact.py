@@ -16,8 +16,8 @@ import sys
 
 from edgespec.api import load
 from edgespec.bench.runner import load_prompts
-from edgespec.speculative.drafters.select import check_spec
 from edgespec.sampling import Sampler, SamplingParams
+from edgespec.speculative.drafters.select import check_spec
 from edgespec.speculative.engine import SpecStats, decode
 
 
@@ -33,7 +33,9 @@ def main() -> int:
     models = {}  # per export variant: S3D lives in the one with layer plans, PPD in the default (graph 6)
     for spec in args.spec.split(","):
         plans = check_spec(spec)[0].layer_plans
-        model = models.get(plans) or models.setdefault(plans, load(args.model, threads=args.threads, layer_plans=plans))
+        if plans not in models:
+            models[plans] = load(args.model, threads=args.threads, layer_plans=plans)
+        model = models[plans]
         model.set_spec(spec, exact=True)
         drafter = model.drafter
         same, drafted, accepted, prompts = 0, 0, 0, 0
