@@ -158,7 +158,9 @@ def exports_by_mode(ref: hub.ModelRef, modes) -> dict[str, Path]:
     """The cached export each mode runs on, as `--spec MODE` opens it: the variant with layer plans for modes that
     skip layers (layerskip, s3d), the default for the others. A trained drafter lives in the variant it was trained
     for (PPD in the default, S3D in the plans one), so one export for every mode cannot run `--spec ppd,s3d`."""
-    return {mode: cached_export(ref, layer_plans=check_spec(mode)[0].layer_plans) for mode in modes}
+    plans = {mode: check_spec(mode)[0].layer_plans for mode in modes}
+    exports = {flag: cached_export(ref, layer_plans=flag) for flag in set(plans.values())}  # once per variant
+    return {mode: exports[flag] for mode, flag in plans.items()}
 
 
 def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, prompts_file: str | None = None,
