@@ -71,12 +71,12 @@ class Progress:
         now = time.monotonic()
         if self.tty and (now - self._last_draw > 0.1 or fraction >= 1.0):
             self._draw(now)
-        elif not self.tty and round(10 * fraction, 9) >= self._next_tenth:  # a log line says how long is left, too
+        elif not self.tty and (tenths := round(10 * fraction, 9)) >= self._next_tenth:  # with the time left, too
             elapsed = max(now - self._start, 1e-9)
             left = self._left(elapsed)
             log.info("%s: %3.0f%% after %s%s", self.desc, 100 * fraction, _duration(elapsed),
                      "" if left is None or fraction >= 1.0 else f", about {_duration(left)} left")
-            self._next_tenth = int(round(10 * fraction, 9)) + 1
+            self._next_tenth = int(tenths) + 1
 
     def __exit__(self, *exc) -> None:
         if self.enabled and self.tty:
