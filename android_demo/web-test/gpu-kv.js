@@ -1,4 +1,4 @@
-// GpuKv's row moves (keep of a non-first tree branch) and growth past a 256-row chunk, checked on the
+// GpuKv's row moves (keep of a non-first tree branch) and growth past a chunk (kv.js CHUNK rows), checked on the
 // browser's real WebGPU device against AliasedKv on the CPU: the same passes, the same valid rows.
 // The model test on SwiftShader is too slow to reach either, so this runs the KV code alone (a fake
 // `ort` that only wraps buffers; the engine's moves do not touch onnxruntime).
@@ -24,8 +24,8 @@ export async function checkGpuKv(page) {
       });
       for (const kv of [cpu, gpu]) kv.accept(null, T);
     };
-    pass(200); // capacity 256
-    pass(100); // grows to 512, the first 200 rows copied
+    pass(200); // capacity 200 rounded up to a chunk
+    pass(100); // grows by at least one chunk, the first 200 rows copied
     const start = cpu.length;
     pass(9); // a tree pass; keep the root and a path that is not the first branch
     for (const kv of [cpu, gpu]) kv.keep(start, [0, 3, 4, 8]);

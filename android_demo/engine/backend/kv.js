@@ -3,14 +3,17 @@
 //
 //   AliasedKv   onnxruntime-node: one Float32Array per tensor fed as past_* AND passed as the pre-allocated
 //               present_* output, so GroupQueryAttention writes the new rows in place. Capacity grows in
-//               chunks: a max-length buffer makes every step slow (GQA walks the whole buffer).
+//               small chunks: onnxruntime-node 1.30 still copies every output, pre-allocated ones included,
+//               into a new ArrayBuffer after each pass, so each pass pays for the whole capacity.
 //   ReturnedKv  onnxruntime-web WASM: it never writes pre-allocated outputs back, so past_* holds exactly
 //               the P cached rows and the returned present_* (P + T rows) becomes the next past.
 //   GpuKv       onnxruntime-web WebGPU: GPU buffers bound as both past_* and present_* (in place on the GPU).
 //   HybridKv    onnxruntime-node's default: ReturnedKv while the cache is short, AliasedKv beyond SWITCH rows.
 // All three: rollback(n) is a length change; keep(start, indices) moves rows start+indices[j] to start+j.
 
-export const CHUNK = 256;
+// 64, not 256: at 600-800 cached rows one-row passes ran 2-3.5% faster (4 of 4 paired processes, qwen 0.5b;
+// benchmarks/js-engine.md); regrowing copies the cache once per 64 tokens, far less than the copy-back it saves.
+export const CHUNK = 64;
 // Cached rows above which onnxruntime-node runs faster with aliased buffers than with returned presents.
 // Measured one-token steps on smollm2 (2-core EPYC): ~80 rows returned 10-13 ms vs aliased 15-17 ms;
 // 1500 rows returned 437-492 ms vs aliased 323-402 ms (under load). Between the two, not measured finely.
