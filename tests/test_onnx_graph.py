@@ -185,6 +185,49 @@ def _run_fresh(model_bytes, config, ids, extra=None):
     return session.run(["logits"], feeds)[0]
 
 
+@pytest.mark.parametrize("arch", sorted(TINY_CONFIGS))
+def test_new_rows_are_the_rows_the_pass_wrote_and_a_longer_past_reads_only_its_valid_rows(arch):
+    """What the JS engine's AppendedKv relies on (android_demo/engine/backend/kv.js): past_* fed at a capacity
+    beyond the P valid rows (stale rows after them), never bound as present_*; new_* return the T new rows."""
+    import onnxruntime as ort
+
+    config = TINY_CONFIGS[arch]
+    weights = random_weights(config)
+    session = ort.InferenceSession(build_graph(config, weights, MAX_LEN, extra_embeds=True).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    L, kv, hd = config.num_layers, config.num_kv_heads, config.head_dim
+    tokens = tokens_for(config, 9)
+    names = [f"{kind}.{i}" for i in range(L) for kind in ("key", "value")]
+
+    def run(ids, P, past):
+        T = len(ids)
+        bias = np.zeros((1, 1, T, P + T), np.float32)
+        bias[0, 0, :, P:] = np.where(np.tri(T, dtype=bool), 0, -np.inf)
+        feeds = {"input_ids": np.asarray(ids, np.int64)[None], "position_ids": np.arange(P, P + T)[None],
+                 "attention_bias": bias, "seqlens_k": np.array([P + T - 1], np.int32),
+                 "total_sequence_length": np.array(P + T, np.int32), "logits_index": np.arange(T),
+                 "extra_embeds": np.zeros((1, 0, config.hidden_size), np.float32),
+                 **{f"past_{n}": past[j] for j, n in enumerate(names)}}
+        out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        return out["logits"], [out[f"present_{n}"] for n in names], [out[f"new_{n}"] for n in names]
+
+    empty = [np.zeros((1, kv, 0, hd), np.float32)] * len(names)
+    _, present, new = run(tokens[:6], 0, empty)
+    for p, n in zip(present, new):
+        np.testing.assert_array_equal(n, p[:, :, 0:6])
+    exact = present  # 6 rows
+    stale = [np.concatenate([p, np.full((1, kv, 20, hd), 7.0, np.float32)], axis=2) for p in present]  # 26 rows
+    logits_exact, present_exact, new_exact = run(tokens[6:9], 6, exact)
+    logits_long, present_long, new_long = run(tokens[6:9], 6, stale)
+    np.testing.assert_array_equal(logits_long, logits_exact)
+    expected = LlamaReference(config, weights).forward(tokens)[6:9]
+    assert np.abs(logits_long - expected).max() <= TOL
+    for pe, ne, nl in zip(present_exact, new_exact, new_long):
+        assert nl.shape == (1, kv, 3, hd)
+        np.testing.assert_array_equal(nl, ne)
+        np.testing.assert_array_equal(ne, pe[:, :, 6:9])
+
+
 def test_extra_embeds_are_appended_after_the_tokens():
     config = TINY_CONFIGS["qwen2"]
     weights = random_weights(config)

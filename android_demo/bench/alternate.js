@@ -3,7 +3,7 @@
 // process that has the Python worker beside it decodes 20-30% slower than alone, even once the worker is
 // idle or killed, while Python is not slowed by node (benchmarks/js-engine.md). This bench is the other view.
 // Usage (from android_demo/): node bench/alternate.js EXPORT_DIR [--reps 3] [--tokens 96] [--threads 2]
-//   [--spec off|auto] [--kv hybrid] [--node-flags "--single-threaded-gc"] [--json FILE]; PYTHON (default python)
+//   [--spec off|auto] [--kv appended] [--node-flags "--single-threaded-gc"] [--json FILE]; PYTHON (default python)
 //   runs the Python side. --node-flags: V8/node flags for the JS side's process (README: on 2 cores V8's GC
 //   helper threads preempt onnxruntime's compute threads; --single-threaded-gc keeps them off).
 import { execFileSync } from "node:child_process";
@@ -18,7 +18,7 @@ const option = (name, fallback) => { const i = args.indexOf(name); return i < 0 
 const side = option("--side", null), idsFile = option("--ids", join(tmpdir(), "edgespec-alternate-ids.json"));
 const reps = Number(option("--reps", 3)), maxTokens = Number(option("--tokens", 96)), threads = Number(option("--threads", 2));
 const nodeFlags = option("--node-flags", "").split(" ").filter(Boolean);
-const kvScheme = option("--kv", "hybrid"), jsonOut = option("--json", null), spec = option("--spec", "off");
+const kvScheme = option("--kv", "appended"), jsonOut = option("--json", null), spec = option("--spec", "off");
 if (!["off", "auto"].includes(spec)) throw new Error(`--spec ${spec}: expected off or auto`);
 const dir = resolve(args[0]);
 const median = (v) => { const s = [...v].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };

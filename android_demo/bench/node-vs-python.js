@@ -4,7 +4,7 @@
 // and its trained S3D drafter. One interleaved run: for each repetition and prompt, each mode runs on both sides
 // back to back in alternating order; the JS/Python ratio is the median of those pairs' tok/s ratios.
 // Usage (from android_demo/): node bench/node-vs-python.js EXPORT_DIR [--reps 2] [--tokens 128]
-//   [--threads 2] [--modes off,ngram,auto] [--kv hybrid|aliased|returned] [--json FILE] [--markdown FILE]; PYTHON (default python) runs
+//   [--threads 2] [--modes off,ngram,auto] [--kv appended|hybrid|aliased|returned] [--json FILE] [--markdown FILE]; PYTHON (default python) runs
 //   the Python side.
 import { spawn } from "node:child_process";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
@@ -33,7 +33,7 @@ const median = (v) => { const s = [...v].sort((a, b) => a - b); const m = s.leng
 
 const loadAtStart = loadavg(); // what else ran: timings mean little on a loaded machine
 const prompts = readFileSync(join(REPO, "edgespec/bench/prompts/default.jsonl"), "utf-8").trim().split("\n").map((l) => JSON.parse(l));
-const kvScheme = option("--kv", "hybrid"); // the JS KV scheme (engine/backend/kv.js)
+const kvScheme = option("--kv", "appended"); // the JS KV scheme (engine/backend/kv.js)
 const model = await loadNode(dir, { threads, kvScheme });
 const python = spawn(process.env.PYTHON ?? "python", [join(REPO, "android_demo/bench/python_worker.py"), dir, String(threads)],
   { cwd: REPO, env: { ...process.env, PYTHONPATH: REPO }, stdio: ["pipe", "pipe", "inherit"] });

@@ -2,8 +2,9 @@
 // (edgespec/models/contract.py, recorded in the manifest under `graph_contract`) and the inputs it feeds.
 import { ModelFormatError } from "./errors.js";
 
-export const GRAPH_CONTRACT_VERSION = 3;  // 2: extra_embeds (PPD prompt rows) in default exports, fed [1, 0, d] here;
-                                          // 3: only skippableLayers() take a layer plan
+export const GRAPH_CONTRACT_VERSION = 4;  // 2: extra_embeds (PPD prompt rows) in default exports, fed [1, 0, d] here;
+                                          // 3: only skippableLayers() take a layer plan;
+                                          // 4: new_key.i / new_value.i outputs (kv.js AppendedKv)
 export const MANIFEST = "edgespec.json";
 const FED = ["input_ids", "position_ids", "attention_bias", "seqlens_k", "total_sequence_length", "logits_index"];
 

@@ -1,5 +1,5 @@
 // Loading an export in node with onnxruntime-node (tests, benchmarks): files checked against the
-// manifest (size + sha256), the graph contract checked, the KV cache aliased in place.
+// manifest (size + sha256), the graph contract checked, the KV cache kept in the engine's own buffers.
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -37,7 +37,7 @@ export async function readExport(dir, { verify = true } = {}) {
 }
 
 /** Open an export directory: {threads, context (KV length, default the manifest's max_len), kvScheme}. */
-export async function loadNode(dir, { threads = 2, context = null, kvScheme = "hybrid", verify = true } = {}) {
+export async function loadNode(dir, { threads = 2, context = null, kvScheme = "appended", verify = true } = {}) {
   const manifest = await readExport(dir, { verify });
   const session = await ort.InferenceSession.create(join(dir, manifest.graph.file), {
     intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: "all" });

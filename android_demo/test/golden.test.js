@@ -62,9 +62,10 @@ describe("golden traces of smollm2-135m's default export", () => {
     }
   });
 
-  // hybrid (node's default) switching at 40 rows: the 37-token case switches to aliased mid-trace, the
-  // 18-token one switches back after the reset and again mid-trace, the 7-token one stays returned
-  for (const kvScheme of ["aliased", "returned", "hybrid"]) {
+  // appended is node's default (model.backend, used by the speculative tests below: keep and rollback);
+  // hybrid switching at 40 rows: the 37-token case switches to aliased mid-trace, the 18-token one switches
+  // back after the reset and again mid-trace, the 7-token one stays returned
+  for (const kvScheme of ["appended", "aliased", "returned", "hybrid"]) {
     it(`plain greedy equals the golden tokens and logits (KV scheme ${kvScheme})`, async (t) => {
       const backend = new OrtBackend(model.backend.ort, model.backend.session, model.manifest.config,
         model.backend.maxLen, { kvScheme });

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from ..config import ModelConfig
 from ..errors import EdgespecError, ModelFormatError
 
-GRAPH_CONTRACT_VERSION = 3  # 2: extra_embeds in default exports, always fed; 3: only skippable_layers() take a plan
+GRAPH_CONTRACT_VERSION = 4  # 2: extra_embeds in default exports, always fed; 3: only skippable_layers() take a plan;
+                            # 4: new_key.i / new_value.i outputs (the rows a pass wrote)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ def graph_outputs(config: ModelConfig) -> list[TensorSpec]:
             specs.append(TensorSpec(f"present_{kind}.{i}", "float32", (1, kv, "kv_len", hd),
                                     f"layer {i}'s {kind} cache with the T new rows written at [past, S) "
                                     f"(the past_{kind}.{i} buffer itself when bound to it)"))
+    for i in range(L):
+        for kind in ("key", "value"):
+            specs.append(TensorSpec(f"new_{kind}.{i}", "float32", (1, kv, "T", hd),
+                                    f"the T rows this pass wrote into present_{kind}.{i} (rows [past, S)): for "
+                                    "runtimes without IOBinding, which keep the cache themselves and fetch these "
+                                    "instead of present_* (onnxruntime-node copies every output it returns)"))
     return specs
 
 

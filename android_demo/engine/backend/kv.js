@@ -8,8 +8,13 @@
 //   ReturnedKv  onnxruntime-web WASM: it never writes pre-allocated outputs back, so past_* holds exactly
 //               the P cached rows and the returned present_* (P + T rows) becomes the next past.
 //   GpuKv       onnxruntime-web WebGPU: GPU buffers bound as both past_* and present_* (in place on the GPU).
-//   HybridKv    onnxruntime-node's default: ReturnedKv while the cache is short, AliasedKv beyond SWITCH rows.
-// All three: rollback(n) is a length change; keep(start, indices) moves rows start+indices[j] to start+j.
+//   AppendedKv  onnxruntime-node's default: one Float32Array per tensor at a capacity, fed as the past (longer
+//               than the valid rows: GroupQueryAttention reads only seqlens_k + 1 - T of them) and never as an
+//               output; the pass returns only its T new rows (new_key.i / new_value.i, graph contract 4),
+//               written into the arrays here. onnxruntime-node copies every output it returns into a new
+//               ArrayBuffer, so the other node schemes pay for the whole cache on every pass.
+//   HybridKv    ReturnedKv while the cache is short, AliasedKv beyond SWITCH rows (node's default before).
+// All: rollback(n) is a length change; keep(start, indices) moves rows start+indices[j] to start+j.
 
 // 64, not 256: at 600-800 cached rows one-row passes ran 2-3.5% faster (4 of 4 paired processes, qwen 0.5b;
 // benchmarks/js-engine.md); regrowing copies the cache once per 64 tokens, far less than the copy-back it saves.
@@ -41,16 +46,21 @@ const keepMoves = (start, indices) => {
   return { src, dst };
 };
 
-/** The in-place schemes: one buffer per tensor, bound as past and present, grown in chunks. */
+/** The schemes that keep one buffer per tensor at a capacity grown in chunks. */
 class InPlaceKv {
-  /** {feeds, fetches} for a pass that appends T rows to the `length` valid ones. */
-  bind(T) {
+  /** Room for T more rows after the `length` valid ones. */
+  reserve(T) {
     const need = this.length + T;
     if (need > this.cap) {
       const cap = Math.min(this.maxLen, Math.ceil(need / CHUNK) * CHUNK);
       this.grow(cap);
       this.cap = cap;
     }
+  }
+
+  /** {feeds, fetches} for a pass that appends T rows: each buffer bound as past and present (written in place). */
+  bind(T) {
+    this.reserve(T);
     const feeds = {}, fetches = {};
     this.names.forEach(([past, present], i) => {
       const t = this.bound(i);
@@ -84,6 +94,30 @@ export class AliasedKv extends InPlaceKv {
     const { src, dst } = keepMoves(start, indices);
     if (src.length) for (const d of this.data) moveRows(d, this.heads, this.cap, this.hd, src, dst);
     this.length = start + indices.length;
+  }
+}
+
+export class AppendedKv extends AliasedKv {
+  /** {feeds, fetches}: the buffers as the past; fetches is a list of output names (the T new rows of each). */
+  bind(T) {
+    this.reserve(T);
+    const feeds = {};
+    this.names.forEach(([past], i) => { feeds[past] = this.bound(i); });
+    return { feeds, fetches: this.newRows };
+  }
+
+  get newRows() {
+    this.fetchNames ??= this.names.map(([past]) => past.replace(/^past_/, "new_"));
+    return this.fetchNames;
+  }
+
+  accept(outputs, T) {
+    const { heads, hd, cap, length } = this;
+    this.newRows.forEach((name, i) => {
+      const rows = outputs[name].data, data = this.data[i]; // rows: [1, heads, T, hd]
+      for (let h = 0; h < heads; h++) data.set(rows.subarray(h * T * hd, (h + 1) * T * hd), (h * cap + length) * hd);
+    });
+    this.length += T;
   }
 }
 

@@ -2,7 +2,7 @@
 // module is passed in). It feeds the graph exactly as edgespec/runtimes/ort.py does (the graph contract
 // in the manifest names every input) and keeps the KV cache with the runtime's scheme (kv.js).
 import { ContextOverflowError, EdgespecError } from "../errors.js";
-import { AliasedKv, GpuKv, HybridKv, ReturnedKv } from "./kv.js";
+import { AliasedKv, AppendedKv, GpuKv, HybridKv, ReturnedKv } from "./kv.js";
 
 /** Logits of the requested rows: row(i) is a Float32Array view of the vocabulary. */
 export class Logits {
@@ -22,6 +22,7 @@ export class Logits {
 }
 
 const KV_SCHEMES = {
+  appended: (ort, names, c, maxLen) => new AppendedKv(ort, names, c.num_kv_heads, c.head_dim, maxLen),
   aliased: (ort, names, c, maxLen) => new AliasedKv(ort, names, c.num_kv_heads, c.head_dim, maxLen),
   returned: (ort, names, c) => new ReturnedKv(ort, names, c.num_kv_heads, c.head_dim),
   hybrid: (ort, names, c, maxLen) => new HybridKv(ort, names, c.num_kv_heads, c.head_dim, maxLen),
@@ -31,8 +32,8 @@ const KV_SCHEMES = {
 export class OrtBackend {
   /**
    * session: an InferenceSession of the export's model.onnx; config: the manifest's config;
-   * kvScheme: "hybrid" (node: returned while short, then aliased), "aliased", "returned" (web WASM) or
-   * "gpu" (web WebGPU, needs `device`).
+   * kvScheme: "appended" (node: own buffers, only the new rows fetched), "hybrid" (returned while short, then
+   * aliased), "aliased", "returned" (web WASM) or "gpu" (web WebGPU, needs `device`).
    */
   constructor(ort, session, config, maxLen, { kvScheme = "aliased", device = null, name = "ort-node" } = {}) {
     if (!KV_SCHEMES[kvScheme]) throw new EdgespecError(`unknown KV scheme '${kvScheme}'; expected ${Object.keys(KV_SCHEMES).join(", ")}`);
@@ -97,8 +98,10 @@ export class OrtBackend {
       throw new EdgespecError("this export has no layer plans (made without --layer-plans): layer-skip drafting needs an export with them");
     }
     const kv = this.kv.bind(T);
-    const outputs = await this.session.run({ ...feeds, ...kv.feeds },
-      Object.keys(kv.fetches).length ? { logits: null, ...kv.fetches } : undefined);
+    // fetches: output names (only those are returned), pre-allocated outputs by name, or none (every output)
+    const fetches = Array.isArray(kv.fetches) ? ["logits", ...kv.fetches]
+      : Object.keys(kv.fetches).length ? { logits: null, ...kv.fetches } : undefined;
+    const outputs = await this.session.run({ ...feeds, ...kv.feeds }, fetches);
     this.kv.accept(outputs, T);
     this.lastStart = P;
     const logits = outputs.logits;

@@ -13,6 +13,8 @@ outputs are the graph contract's (models/contract.py, versioned); in short:
                                       tokens); always fed, [1,0,d] when there are none
            past_key.i / past_value.i  [1, n_kv, kv_len, head_dim]   kv_len <= max_len, the runtime's choice
   outputs  logits [N, vocab]          present_key.i / present_value.i  [1, n_kv, kv_len, head_dim]
+           new_key.i / new_value.i    [1, n_kv, T, head_dim]: present's rows [past, S), for runtimes that
+                                      keep the cache themselves (no IOBinding: onnxruntime-node, -web WASM)
 
 KV cache: com.microsoft GroupQueryAttention writes the new rows [P, P+T) into a
 max-length buffer; binding present_* to the same OrtValue as past_* (IOBinding)
@@ -122,6 +124,18 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
             normed = _layer_nodes(g, c, i, h, (f"h.{i}", f"present_key.{i}", f"present_value.{i}"),
                                   normed_in=normed, next_norm=next_norm)
         h = f"h.{i}"
+
+    # The rows this pass wrote, as outputs of their own: onnxruntime-node copies every output it returns into a
+    # new ArrayBuffer, so the JS engine feeds its own buffers as the past and fetches these T rows instead of the
+    # whole present (benchmarks/js-engine.md). A runtime that binds present_* never fetches them, and onnxruntime
+    # then does not run these nodes.
+    T = g.node("Shape", ["position_ids"], start=1, end=2)  # [1]
+    S = g.node("Reshape", [g.node("Cast", ["total_sequence_length"], to=TensorProto.INT64),
+                           g.constant("shape1", np.array([1], np.int64))])
+    start, axes2 = g.node("Sub", [S, T]), g.constant("axes2", np.array([2], np.int64))
+    for i in range(L):
+        for kind in ("key", "value"):
+            g.node("Slice", [f"present_{kind}.{i}", start, S, axes2], [f"new_{kind}.{i}"])
 
     if normed is not None:  # [N, d]: only the rows someone reads
         normed = g.node("Gather", [normed, "logits_index"])
