@@ -218,7 +218,7 @@ def test_new_rows_are_the_rows_the_pass_wrote_and_a_longer_past_reads_only_its_v
     exact = present  # 6 rows
     stale = [np.concatenate([p, np.full((1, kv, 20, hd), 7.0, np.float32)], axis=2) for p in present]  # 26 rows
     logits_exact, present_exact, new_exact = run(tokens[6:9], 6, exact)
-    logits_long, present_long, new_long = run(tokens[6:9], 6, stale)
+    logits_long, _, new_long = run(tokens[6:9], 6, stale)
     np.testing.assert_array_equal(logits_long, logits_exact)
     expected = LlamaReference(config, weights).forward(tokens)[6:9]
     assert np.abs(logits_long - expected).max() <= TOL

@@ -98,17 +98,17 @@ export class AliasedKv extends InPlaceKv {
 }
 
 export class AppendedKv extends AliasedKv {
+  constructor(ort, names, heads, hd, maxLen) {
+    super(ort, names, heads, hd, maxLen);
+    this.newRows = names.map(([past]) => past.replace(/^past_/, "new_")); // the outputs fetched: T rows each
+  }
+
   /** {feeds, fetches}: the buffers as the past; fetches is a list of output names (the T new rows of each). */
   bind(T) {
     this.reserve(T);
     const feeds = {};
     this.names.forEach(([past], i) => { feeds[past] = this.bound(i); });
     return { feeds, fetches: this.newRows };
-  }
-
-  get newRows() {
-    this.fetchNames ??= this.names.map(([past]) => past.replace(/^past_/, "new_"));
-    return this.fetchNames;
   }
 
   accept(outputs, T) {
