@@ -74,13 +74,41 @@ def test_acceptance_is_kept_per_bucket_so_long_matches_get_long_drafts():
 
 
 def test_ngram_bucket_names_the_match_length_and_propose_reuses_the_lookup():
-    from edgespec.speculative.drafters.ngram import NgramDrafter
+    from edgespec.speculative.drafters.ngram import PRIORS, NgramDrafter
 
     drafter = NgramDrafter(min_ngram=1)
     context = [5, 6, 7, 8, 9, 5, 6, 7]
     assert drafter.bucket(context) == "ngram/n3"  # [5, 6, 7] occurred before, followed by 8
     assert drafter.propose(context, 2).tokens == [8, 9]
     assert drafter.bucket([1, 2, 3]) is None  # nothing seen before: no candidate this step
+    long = list(range(10, 20)) + [0] + list(range(10, 19))
+    assert drafter.bucket(long) == "ngram/n7+" and drafter.last_match == 8  # 10..18 seen before (max_ngram 8)
+    assert drafter.bucket(long[:-4]) == "ngram/n4-6"  # 10..14
+    assert set(PRIORS) == {"ngram/n1", "ngram/n2", "ngram/n3", "ngram/n4-6", "ngram/n7+"}
+
+
+def test_acceptance_with_measured_priors_starts_there_and_learns_at_their_weight():
+    a = Acceptance(prior=0.8, deeper=0.9, weight=8.0, decay=1.0)
+    assert a.rates(3) == [0.8, 0.9, 0.9]  # nothing tried: every depth at its prior
+    a.observe(drafted=2, accepted=0)  # depth 1 tried and missed, depth 2 never reached
+    assert a.rates(2) == [(0 + 8 * 0.8) / (1 + 8), 0.9]
+    for _ in range(400):
+        a.observe(drafted=1, accepted=0)
+    assert a.rate(1) < 0.02  # the prior is worth 8 drafts, not more
+
+
+def test_a_bucket_with_a_measured_prior_survives_an_unlucky_first_miss():
+    """Without priors one missed draft of a 7-token match drops its estimate to 0.25 and the controller stops
+    drafting it (the bucket is starved of the trials that would correct it); with the measured prior it drafts on."""
+    from edgespec.speculative.drafters.ngram import PRIORS
+
+    for priors, drafts_after_a_miss in ((PRIORS, True), ({}, False)):
+        controller = Controller(CostModel([1, 2, 4, 8, 16], [0.014, 0.0173, 0.026, 0.0438, 0.0794]),
+                                free={"ngram"}, priors=dict(priors))
+        assert controller.plan(["ngram"], {"ngram": "ngram/n7+"})[1] >= 1
+        controller.observe("ngram", drafted=4, accepted=0, draft_s=0.0, verify_T=5, verify_s=0.03, bucket="ngram/n7+")
+        name, k = controller.plan(["ngram"], {"ngram": "ngram/n7+"})
+        assert (name == "ngram" and k >= 3) == drafts_after_a_miss, (priors, name, k)
 
 
 def test_reprobing_is_rarer_where_a_two_token_pass_is_dear():

@@ -69,15 +69,27 @@ export class CostModel {
   }
 }
 
-/** Decayed per-depth acceptance counts of one drafter, with a weak prior. */
+/**
+ * Decayed per-depth acceptance counts of one drafter, with a prior. Without `deeper` the prior is weak (worth one
+ * draft) and a depth never tried borrows the rate of the deepest one tried above it; with `deeper` (a drafter that
+ * knows its buckets: n-gram match lengths) every depth starts from a measured rate worth `weight` drafts:
+ *   a_d = (hits_d + weight * p_d) / (trials_d + weight),   p_1 = prior, p_d = deeper for d > 1
+ */
 export class Acceptance {
-  constructor(prior = 0.5, decay = 0.97) {
-    Object.assign(this, { prior, decay, hits: [], trials: [] });
+  constructor(prior = 0.5, decay = 0.97, { deeper = null, weight = 1 } = {}) {
+    Object.assign(this, { prior, decay, deeper, weight, hits: [], trials: [] });
   }
 
-  /** a_1..a_depth; a depth never tried borrows the rate of the deepest one tried above it. */
+  /** a_1..a_depth. */
   rates(depth) {
     const out = [];
+    if (this.deeper !== null) {
+      for (let d = 0; d < depth; d++) {
+        const p = d === 0 ? this.prior : this.deeper;
+        out.push(((this.hits[d] ?? 0) + this.weight * p) / ((this.trials[d] ?? 0) + this.weight));
+      }
+      return out;
+    }
     let current = this.prior;
     for (let d = 0; d < depth; d++) {
       if (d < this.trials.length && this.trials[d] >= 1) current = (this.hits[d] + this.prior) / (this.trials[d] + 1);
@@ -112,9 +124,12 @@ export class Acceptance {
 }
 
 export class Controller {
-  /** passRows: drafter -> (k -> rows of its verify pass for k drafts), default k + 1 (PPD's prompt rows add more). */
-  constructor(cost, { maxBudget = 16, probeEvery = 16, free = [], passRows = {} } = {}) {
-    Object.assign(this, { cost, maxBudget, probeEvery, passRows });
+  /**
+   * passRows: drafter -> (k -> rows of its verify pass for k drafts), default k + 1 (PPD's prompt rows add more).
+   * priors: bucket -> [first-token rate, deeper rate, worth in drafts], where its acceptance starts (ngram.js PRIORS).
+   */
+  constructor(cost, { maxBudget = 16, probeEvery = 16, free = [], passRows = {}, priors = {} } = {}) {
+    Object.assign(this, { cost, maxBudget, probeEvery, passRows, priors });
     this.acceptance = new Map();
     this.draftSeconds = new Map(); // per drafted token, decayed
     this.plainSteps = 0;
@@ -122,7 +137,11 @@ export class Controller {
   }
 
   acceptanceOf(bucket) {
-    if (!this.acceptance.has(bucket)) this.acceptance.set(bucket, new Acceptance());
+    if (!this.acceptance.has(bucket)) {
+      const prior = this.priors[bucket];
+      this.acceptance.set(bucket, prior === undefined ? new Acceptance()
+        : new Acceptance(prior[0], 0.97, { deeper: prior[1], weight: prior[2] }));
+    }
     return this.acceptance.get(bucket);
   }
 

@@ -2,7 +2,8 @@
 // turns, the minimum of the reps, never cheaper for more rows. A scripted clock makes it exact.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { CostModel } from "../engine/controller.js";
+import { Acceptance, Controller, CostModel } from "../engine/controller.js";
+import { NgramDrafter, PRIORS } from "../engine/drafters/ngram.js";
 
 /** A backend whose forward of T rows takes script(T, call) seconds on a fake clock. */
 function scriptedBackend(script) {
@@ -32,4 +33,33 @@ test("cost curve: a burst in the measured rounds does not raise a size's time", 
   const { backend, clock } = scriptedBackend((T, call) => (call >= 5 && call <= 8 ? 10 * T : T)); // round 1 slowed
   const cost = await CostModel.measure(backend, [1, 2], [1, 2, 4, 8], 3, clock);
   assert.deepEqual(cost.seconds, [1, 2, 4, 8]);
+});
+
+test("n-gram buckets: the match length's tier, as ngram.py names them", () => {
+  const drafter = new NgramDrafter({ minNgram: 1 });
+  assert.equal(drafter.bucket([5, 6, 7, 8, 9, 5, 6, 7]), "ngram/n3");
+  const long = [...Array(10).keys()].map((i) => 10 + i).concat([0], [...Array(9).keys()].map((i) => 10 + i));
+  assert.equal(drafter.bucket(long), "ngram/n7+");
+  assert.equal(drafter.lastMatch, 8);
+  assert.equal(drafter.bucket(long.slice(0, -4)), "ngram/n4-6");
+  assert.equal(drafter.bucket([1, 2, 3]), null);
+});
+
+test("acceptance with a measured prior starts there and learns at its weight (as controller.py)", () => {
+  const a = new Acceptance(0.8, 1.0, { deeper: 0.9, weight: 8 });
+  assert.deepEqual(a.rates(3), [0.8, 0.9, 0.9]);
+  a.observe(2, 0);
+  assert.deepEqual(a.rates(2), [(8 * 0.8) / 9, 0.9]);
+});
+
+test("a bucket with a measured prior survives an unlucky first miss; without priors it is starved", () => {
+  for (const [priors, draftsOn] of [[PRIORS, true], [{}, false]]) {
+    const controller = new Controller(new CostModel([1, 2, 4, 8, 16], [0.014, 0.0173, 0.026, 0.0438, 0.0794]),
+      { free: ["ngram"], priors });
+    const buckets = new Map([["ngram", "ngram/n7+"]]);
+    assert.ok(controller.plan(["ngram"], buckets).k >= 1);
+    controller.observe("ngram", 4, 0, 0, 5, 0.03, "ngram/n7+");
+    const { name, k } = controller.plan(["ngram"], buckets);
+    assert.equal(name === "ngram" && k >= 3, draftsOn);
+  }
 });

@@ -67,23 +67,40 @@ class CostModel:
 
 @dataclass
 class Acceptance:
-    """Decayed per-depth acceptance counts of one drafter, with a weak prior."""
+    """Decayed per-depth acceptance counts of one drafter, with a prior.
+
+    Without `deeper` the prior is weak (worth one draft) and a depth never tried borrows the rate of the
+    deepest one tried above it. With `deeper` (a drafter that knows its buckets, e.g. n-gram match lengths)
+    every depth starts from a measured rate worth `weight` drafts:
+        a_d = (hits_d + weight * p_d) / (trials_d + weight),   p_1 = prior, p_d = deeper for d > 1
+    so a bucket whose first drafts miss by bad luck is not starved of the trials that would correct it."""
 
     prior: float = 0.5
     decay: float = 0.97
     hits: list[float] = field(default_factory=list)
     trials: list[float] = field(default_factory=list)
+    deeper: float | None = None  # P(depth d kept | d-1 kept) before any draft, d > 1
+    weight: float = 1.0  # the prior's worth, in drafts (with `deeper`)
 
     def rates(self, depth: int) -> list[float]:
-        """a_1 .. a_depth. A depth never tried borrows the rate of the deepest one tried above it: once a
-        draft is being copied it tends to go on being copied, and a fixed prior would keep K from ever
-        growing past what was tried."""
+        """a_1 .. a_depth."""
+        if self.deeper is not None:
+            return [(self._hits(d) + self.weight * (self.prior if d == 0 else self.deeper)) /
+                    (self._trials(d) + self.weight) for d in range(depth)]
+        # once a draft is being copied it tends to go on being copied, and a fixed prior would keep K from
+        # ever growing past what was tried
         out, current = [], self.prior
         for d in range(depth):
             if d < len(self.trials) and self.trials[d] >= 1.0:
                 current = (self.hits[d] + self.prior) / (self.trials[d] + 1.0)
             out.append(current)
         return out
+
+    def _hits(self, d: int) -> float:
+        return self.hits[d] if d < len(self.hits) else 0.0
+
+    def _trials(self, d: int) -> float:
+        return self.trials[d] if d < len(self.trials) else 0.0
 
     def rate(self, depth: int) -> float:  # depth counts from 1
         return self.rates(depth)[-1]
@@ -122,6 +139,16 @@ class Controller:
     plain_steps: int = 0
     free: set = field(default_factory=set)  # drafters that cost nothing to ask (n-gram lookup)
     pass_rows: dict = field(default_factory=dict)  # drafter -> rows of its verify pass for k drafts (default k+1)
+    # bucket -> (first-token rate, deeper rate, worth in drafts): where its acceptance starts (NgramDrafter.PRIORS)
+    priors: dict = field(default_factory=dict)
+
+    def acceptance_of(self, bucket: str) -> Acceptance:
+        found = self.acceptance.get(bucket)
+        if found is None:
+            prior = self.priors.get(bucket)
+            found = self.acceptance[bucket] = Acceptance() if prior is None else \
+                Acceptance(prior=prior[0], deeper=prior[1], weight=prior[2])
+        return found
 
     def plan(self, names: list[str], buckets: dict[str, str] | None = None) -> tuple[str | None, int]:
         """(drafter, K) with the highest expected tokens per second; (None, 0) = a plain step.
@@ -131,7 +158,7 @@ class Controller:
         buckets = buckets or {}
         best, best_rate = (None, 0), 1.0 / self.cost.pass_seconds(1)
         for name in names:
-            acceptance = self.acceptance.setdefault(buckets.get(name, name), Acceptance())
+            acceptance = self.acceptance_of(buckets.get(name, name))
             per_token = 0.0 if name in self.free else self.draft_seconds.get(name, 0.5 * self.cost.pass_seconds(1))
             expected = acceptance.expected_tokens_upto(self.max_budget)
             rows = self.pass_rows.get(name, _chain_rows)  # PPD's prompt rows make its pass bigger than k + 1
@@ -152,7 +179,7 @@ class Controller:
     def observe(self, name: str, drafted: int, accepted: int, draft_s: float, verify_T: int, verify_s: float,
                 bucket: str | None = None):
         if drafted:
-            self.acceptance.setdefault(bucket or name, Acceptance()).observe(drafted, accepted)
+            self.acceptance_of(bucket or name).observe(drafted, accepted)
             if name not in self.free:
                 per_token = draft_s / drafted
                 old = self.draft_seconds.get(name, per_token)

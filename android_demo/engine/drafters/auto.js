@@ -4,7 +4,7 @@
 // measured cost curve and the acceptance it observes. Untrained layer-skip is not a candidate here: Python
 // adds it only where `edgespec tune` measured that it pays on that machine, and the page has no tuning.
 import { CALIBRATION_SIZES, CALIBRATION_TEXT, ControlledDrafter, Controller, CostModel } from "../controller.js";
-import { NgramDrafter } from "./ngram.js";
+import { NgramDrafter, PRIORS } from "./ngram.js";
 import { PPDDrafter } from "./ppd.js";
 import { S3DDrafter } from "./skip.js";
 
@@ -29,5 +29,6 @@ export async function autoDrafter(backend, encode, { maxBudget = 16, sizes = CAL
     drafters.set("s3d", s3d instanceof S3DDrafter ? s3d
       : new S3DDrafter(backend, backend.config.num_layers, s3d.skip, s3d.rows, s3d.hidden));
   }
-  return new ControlledDrafter(drafters, new Controller(cost, { maxBudget, free: ["ngram", "ppd"], passRows }));
+  return new ControlledDrafter(drafters, new Controller(cost, { maxBudget, free: ["ngram", "ppd"], passRows,
+    priors: PRIORS }));
 }

@@ -2,14 +2,24 @@
 // earlier occurrences of the current suffix. Free (no model call): an index from every n-gram of the
 // context (n = maxNgram..minNgram) to the positions right after its occurrences, updated incrementally.
 // The longest suffix seen before wins; up to `branches` distinct continuations (most recent first)
-// share their common prefixes in one tree.
+// share their common prefixes in one tree. For `auto` the match length names the controller's acceptance bucket,
+// each starting from the acceptance measured for it (PRIORS; the numbers and how they were measured: ngram.py).
 import { DraftTree } from "../tree.js";
+
+// [shortest match length of the bucket, its name], longest first
+export const BUCKETS = [[7, "ngram/n7+"], [4, "ngram/n4-6"], [3, "ngram/n3"], [2, "ngram/n2"], [1, "ngram/n1"]];
+const PRIOR_WEIGHT = 8; // worth 8 drafts: one unlucky miss does not stop a bucket from being drafted
+// bucket -> [P(first token kept), P(a deeper token kept | the one before was), worth in drafts]
+export const PRIORS = {
+  "ngram/n1": [0.25, 0.55, PRIOR_WEIGHT], "ngram/n2": [0.5, 0.7, PRIOR_WEIGHT], "ngram/n3": [0.55, 0.8, PRIOR_WEIGHT],
+  "ngram/n4-6": [0.8, 0.85, PRIOR_WEIGHT], "ngram/n7+": [0.9, 0.9, PRIOR_WEIGHT],
+};
 
 const key = (tokens) => tokens.join(",");
 const sameList = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class NgramDrafter {
-  constructor({ maxNgram = 4, minNgram = 1, branches = 3, maxDepth = 8 } = {}) {
+  constructor({ maxNgram = 8, minNgram = 1, branches = 3, maxDepth = 8 } = {}) {
     Object.assign(this, { maxNgram, minNgram, branches, maxDepth });
     this.name = "ngram";
     this.reset();
@@ -64,11 +74,11 @@ export class NgramDrafter {
     return [];
   }
 
-  /** For the controller: "ngram/n<match length>", or null when no suffix occurred before. */
+  /** For the controller: the match length's bucket (BUCKETS), or null when no suffix occurred before. */
   bucket(context) {
     const found = this.candidates(context, this.maxDepth);
     this.lookedUp = { length: context.length, depth: this.maxDepth, found };
-    return found.length ? `ngram/n${this.lastMatch}` : null;
+    return found.length ? BUCKETS.find(([shortest]) => this.lastMatch >= shortest)[1] : null;
   }
 
   propose(context, budget) {

@@ -41,4 +41,5 @@ def auto_drafter(backend, num_layers: int, cost: CostModel, layerskip: dict | No
         log.info("spec auto: the %s backend cannot run the trained %s drafter(s); not used", backend.name,
                  ", ".join(missing))
     return ControlledDrafter(drafters, Controller(cost, max_budget=max_budget, free={"ngram", "ppd"},
-                                                  draft_seconds=draft_seconds, pass_rows=rows))
+                                                  draft_seconds=draft_seconds, pass_rows=rows,
+                                                  priors=dict(NgramDrafter.priors)))
