@@ -20,6 +20,7 @@ import sys
 
 from edgespec.speculative.controller import Controller, CostModel
 from edgespec.speculative.drafters.ngram import NgramDrafter
+from edgespec.speculative.verify import verify_greedy
 
 BUDGET = 8  # auto's draft budget (speculative/drafters/select.py)
 DEFAULT_CURVE = {"sizes": [1, 2, 3, 4, 6, 8, 12, 16],
@@ -46,14 +47,12 @@ def generate(export: str, tokens: int, out: str, extra: list[str]) -> None:
 
 
 def kept(tree, future: list[int]) -> int:
-    """Drafted tokens a greedy verify pass keeps: the tree path that equals the output's next tokens."""
-    node, n = -1, 0
-    for token in future:
-        child = next((c for c in tree.children(node) if tree.tokens[c] == token), None)
-        if child is None:
-            break
-        node, n = child, n + 1
-    return n
+    """Drafted tokens the engine's greedy verification keeps when the target's next tokens are `future`: its
+    prediction at row r (after the root-to-r path) is the output's token at that path's depth."""
+    def target_token(row: int) -> int:
+        depth = len(tree.path(row - 1)) if row else 0
+        return future[depth] if depth < len(future) else -1
+    return len(verify_greedy(tree, target_token)[0])
 
 
 def replay(rows: list[dict], cost: CostModel, priors: dict | None, oracle: bool = False) -> list[float]:
@@ -90,11 +89,11 @@ def replay(rows: list[dict], cost: CostModel, priors: dict | None, oracle: bool 
 
 
 def report(rows: list[dict], cost: CostModel) -> None:
-    policies = {"shipped priors": NgramDrafter.priors, "no priors": None, "oracle": "oracle"}
-    for name, priors in policies.items():
+    policies = (("shipped priors", NgramDrafter.priors, False), ("no priors", None, False), ("oracle", None, True))
+    for name, priors, oracle in policies:
         for subset in dict.fromkeys(r["set"] for r in rows):
             chosen = [r for r in rows if r["set"] == subset]
-            speedups = replay(chosen, cost, None if priors == "oracle" else priors, oracle=priors == "oracle")
+            speedups = replay(chosen, cost, priors, oracle)
             by = {}
             for row, s in zip(chosen, speedups):
                 by.setdefault(row["category"], []).append(s)
