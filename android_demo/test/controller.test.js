@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Acceptance, Controller, CostModel } from "../engine/controller.js";
-import { NgramDrafter, PRIORS } from "../engine/drafters/ngram.js";
+import { BUCKETS, NgramDrafter, PRIORS } from "../engine/drafters/ngram.js";
+import { python } from "./helpers.js";
 
 /** A backend whose forward of T rows takes script(T, call) seconds on a fake clock. */
 function scriptedBackend(script) {
@@ -43,6 +44,13 @@ test("n-gram buckets: the match length's tier, as ngram.py names them", () => {
   assert.equal(drafter.lastMatch, 8);
   assert.equal(drafter.bucket(long.slice(0, -4)), "ngram/n4-6");
   assert.equal(drafter.bucket([1, 2, 3]), null);
+});
+
+test("n-gram buckets and their priors are ngram.py's, value for value", () => {
+  const py = JSON.parse(python("import json; from edgespec.speculative.drafters import ngram; " +
+    "print(json.dumps({'buckets': ngram.BUCKETS, 'priors': ngram.PRIORS}))"));
+  assert.deepEqual(BUCKETS, py.buckets);
+  assert.deepEqual(PRIORS, py.priors);
 });
 
 test("acceptance with a measured prior starts there and learns at its weight (as controller.py)", () => {
