@@ -84,7 +84,43 @@ def test_ngram_bucket_names_the_match_length_and_propose_reuses_the_lookup():
     long = list(range(10, 20)) + [0] + list(range(10, 19))
     assert drafter.bucket(long) == "ngram/n7+" and drafter.last_match == 8  # 10..18 seen before (max_ngram 8)
     assert drafter.bucket(long[:-4]) == "ngram/n4-6"  # 10..14
-    assert set(PRIORS) == {"ngram/n1", "ngram/n2", "ngram/n3", "ngram/n4-6", "ngram/n7+"}
+    assert set(PRIORS) == {"ngram/n1", "ngram/n2", "ngram/n3", "ngram/n4-6", "ngram/n7+", "ngram/split"}
+
+
+def test_auto_ngram_drafts_stop_where_earlier_continuations_part():
+    """[1, 2] was followed by 3 4 5 once and by 3 4 6 later: auto's chain copies the shared 3 4 and stops
+    (the most recent continuation's 6 is rarely what comes next there); fixed n-gram drafting keeps its tree
+    with both branches. Where they part at the first token the context is its own bucket, ngram/split."""
+    from edgespec.speculative.drafters.ngram import NgramDrafter, agreed_depth
+
+    assert agreed_depth([[3, 4, 5], [3, 4, 6]]) == 2 and agreed_depth([[3], [7]]) == 0
+    assert agreed_depth([[3, 4]]) is None and agreed_depth([]) is None
+    context = [9, 1, 2, 3, 4, 5, 9, 1, 2, 3, 4, 6, 9, 1, 2]
+    auto, fixed = NgramDrafter.for_auto(), NgramDrafter(min_ngram=1)
+    assert auto.bucket(context) == fixed.bucket(context) == "ngram/n3"  # [9, 1, 2], followed by 3 4 5 and 3 4 6
+    assert auto.propose(context, 6).tokens == [3, 4]
+    tree = fixed.propose(context, 8)
+    assert tree.tokens == [3, 4, 6, 9, 1, 2, 5, 9] and tree.depth() == 6  # 5 branches off after 3 4
+    assert auto.propose(context, 2).tokens == [3, 4]  # they agree within K: the whole chain
+    split = [1, 7, 2, 1, 5, 3, 1]  # 1 was followed by 7, then by 5
+    assert auto.bucket(split) == "ngram/split" and auto.propose(split, 1).tokens == [5]
+
+
+def test_auto_ngram_learns_whether_drafts_should_stop_where_continuations_part():
+    """The drafter scores its prediction at the parting depth against the text as it grows (drafted or not):
+    where such tokens turn out to be kept (a model repeating itself), drafts go on through the parting point."""
+    from edgespec.speculative.drafters.ngram import STOP_BELOW, NgramDrafter
+
+    context = [9, 1, 2, 3, 4, 5, 9, 1, 2, 3, 4, 6, 9, 1, 2]  # 3 4 6 predicted (most recent), 3 4 5 seen before
+    for then, scored in (([3, 4, 6], [1.0, 1.0]), ([3, 4, 5], [0.0, 1.0])):
+        auto = NgramDrafter.for_auto()
+        assert auto.divergence_rate() < STOP_BELOW and auto.bucket(context) == "ngram/n3"
+        auto.bucket(context + then)
+        assert auto.divergence == scored, then
+    auto.divergence = [30.0, 30.0]  # such tokens were kept
+    assert auto.divergence_rate() > STOP_BELOW and auto.propose(context, 6).tokens == [3, 4, 6, 9, 1, 2]
+    auto.reset()
+    assert auto.divergence == [30.0, 30.0]  # kept across generations, as the controller's estimates are
 
 
 def test_acceptance_with_measured_priors_starts_there_and_learns_at_their_weight():

@@ -32,8 +32,9 @@ def main() -> None:
         request = json.loads(line)
         if request.get("calibrate"):  # the JS side sends the calibration prompt's ids (same tokenizer)
             cost = measure_cost_model(backend, request["calibrate"], reps=3)
-            drafters["auto"] = lambda: ControlledDrafter({"ngram": NgramDrafter(min_ngram=1)},
-                                                         Controller(cost, max_budget=8, free={"ngram"}))
+            drafters["auto"] = lambda: ControlledDrafter({"ngram": NgramDrafter.for_auto()},
+                                                         Controller(cost, max_budget=8, free={"ngram"},
+                                                                    priors=dict(NgramDrafter.priors)))
             drafters["ngram"] = NgramDrafter
             kinds = {d.get("kind") for d in manifest.get("drafters", []) if d.get("file")}
             if "ppd" in kinds:

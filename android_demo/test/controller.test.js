@@ -53,6 +53,37 @@ test("n-gram buckets and their priors are ngram.py's, value for value", () => {
   assert.deepEqual(PRIORS, py.priors);
 });
 
+test("auto's n-gram drafts stop where earlier continuations part, as ngram.py's do", () => {
+  const cases = [
+    [[9, 1, 2, 3, 4, 5, 9, 1, 2, 3, 4, 6, 9, 1, 2], 6], [[9, 1, 2, 3, 4, 5, 9, 1, 2, 3, 4, 6, 9, 1, 2], 8],
+    [[9, 1, 2, 3, 4, 5, 9, 1, 2, 3, 4, 6, 9, 1, 2], 2], [[1, 7, 2, 1, 5, 3, 1], 1], [[1, 7, 2, 1, 5, 3, 1], 4],
+    [[5, 6, 7, 8, 9, 5, 6, 7], 3], [[1, 2, 3], 2],
+  ];
+  const run = (make, context, budget) => { const d = make(); return [d.bucket(context), d.propose(context, budget).tokens]; };
+  const js = cases.map(([c, k]) => [run(() => NgramDrafter.forAuto(), c, k), run(() => new NgramDrafter(), c, k)]);
+  const py = JSON.parse(python("import json; from edgespec.speculative.drafters.ngram import NgramDrafter as N\n" +
+    `cases = ${JSON.stringify(cases)}\n` +
+    "def run(d, c, k): return [d.bucket(c), d.propose(c, k).tokens]\n" +
+    "print(json.dumps([[run(N.for_auto(), c, k), run(N(), c, k)] for c, k in cases]))"));
+  assert.deepEqual(js, py);
+  assert.deepEqual(js[0][0], ["ngram/n3", [3, 4]], "auto stops where 3 4 5 and 3 4 6 part");
+  assert.deepEqual(js[3][0], ["ngram/split", [5]], "1 was followed by 7, then by 5");
+});
+
+test("auto's n-gram drafter scores its parting-point predictions as ngram.py's does", () => {
+  const context = [9, 1, 2, 3, 4, 5, 9, 1, 2, 3, 4, 6, 9, 1, 2];
+  const steps = [context, context.concat([3, 4, 6]), context.concat([3, 4, 6, 9, 1, 2, 3, 4, 5]), context.concat([3, 4, 5])];
+  const js = NgramDrafter.forAuto();
+  const scored = steps.map((c) => { js.bucket(c); return [...js.divergence, js.divergenceRate()]; });
+  const py = JSON.parse(python("import json; from edgespec.speculative.drafters.ngram import NgramDrafter\n" +
+    `d = NgramDrafter.for_auto()\nsteps = ${JSON.stringify(steps)}\n` +
+    "print(json.dumps([(d.bucket(c), [*d.divergence, d.divergence_rate()])[1] for c in steps]))"));
+  assert.deepEqual(scored, py);
+  assert.deepEqual(scored[1].slice(0, 2), [1, 1], "the 6 predicted at the parting point came");
+  js.divergence = [30, 30];
+  assert.deepEqual(js.propose(context, 6).tokens, [3, 4, 6, 9, 1, 2], "kept often: drafts go through");
+});
+
 test("acceptance with a measured prior starts there and learns at its weight (as controller.py)", () => {
   const a = new Acceptance(0.8, 1.0, { deeper: 0.9, weight: 8 });
   assert.deepEqual(a.rates(3), [0.8, 0.9, 0.9]);

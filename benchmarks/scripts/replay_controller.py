@@ -60,9 +60,10 @@ def replay(rows: list[dict], cost: CostModel, priors: dict | None, oracle: bool 
     its controller across generations, as the bench runs its prompts)."""
     controller = Controller(CostModel(cost.sizes, cost.seconds), max_budget=BUDGET, free={"ngram"},
                             priors=dict(priors or {}))
-    speedups = []
+    speedups, drafter = [], NgramDrafter.for_auto()  # one per loaded model, reset per generation, as the engine's
     for row in rows:
-        drafter, prompt, out = NgramDrafter(min_ngram=1), row["prompt"], row["output"]
+        drafter.reset()
+        prompt, out = row["prompt"], row["output"]
         t, seconds = 1, 0.0  # out[0] comes from the prefill
         while t < len(out):
             context = prompt + out[:t]

@@ -17,7 +17,7 @@ export async function autoDrafter(backend, encode, { maxBudget = 16, sizes = CAL
   s3d = null, cost = null } = {}) {
   cost ??= await CostModel.measure(backend, encode(CALIBRATION_TEXT), sizes, reps);
   // matches of every length are candidates: acceptance is kept per match length
-  const drafters = new Map([["ngram", new NgramDrafter({ minNgram: 1 })]]);
+  const drafters = new Map([["ngram", NgramDrafter.forAuto()]]);
   const passRows = {};
   if (ppd !== null) {
     const drafter = ppd instanceof PPDDrafter ? ppd : new PPDDrafter(ppd.rows, ppd.hidden);

@@ -20,9 +20,7 @@ def auto_drafter(backend, num_layers: int, cost: CostModel, layerskip: dict | No
                  max_budget: int = 16, trained: dict | None = None) -> ControlledDrafter:
     """cost: this device's cost curve; layerskip: the calibration record (None: no layer plans here);
     trained: the export's trained drafters, kind -> (rows, record)."""
-    # matches of every length are candidates: the controller keeps acceptance per match length, so
-    # 1-token matches are drafted only where they are followed (copying a long text), not on chat
-    drafters, draft_seconds = {"ngram": NgramDrafter(min_ngram=1)}, {}
+    drafters, draft_seconds = {"ngram": NgramDrafter.for_auto()}, {}
     if layerskip is not None and layerskip["pays"]:
         drafters["layerskip"] = LayerSkipDrafter.from_record(backend, num_layers, layerskip)
         if layerskip.get("draft_cost"):  # measured by the quick search: a better start than the default guess
