@@ -1,8 +1,9 @@
 """The Python side of bench/node-vs-python.js: the same export decoded by edgespec's own engine.
 
 Reads JSON lines {"prompt_ids", "spec": off|ngram|auto|ppd|s3d, "tokens"} on stdin and answers
-{"tokens", "decode_s", "drafted", "accepted"} on stdout. `auto` is built as the JS engine builds it (the controller over
-the n-gram drafter with a freshly measured cost curve), so both sides run the same algorithm.
+{"tokens", "decode_s", "drafted", "accepted"} on stdout. `auto` is edgespec's own `auto_drafter` with no trained or
+layer-skip drafters, as the JS engine's autoDrafter is built here (the controller over the n-gram drafter with a
+freshly measured cost curve), so both sides run the same algorithm.
 Usage (from the repo root): PYTHONPATH=. python android_demo/bench/python_worker.py EXPORT_DIR THREADS
 """
 
@@ -15,7 +16,7 @@ from edgespec.export.trained import load_drafter
 from edgespec.runtimes.ort import OrtBackend
 from edgespec.sampling import Sampler, SamplingParams
 from edgespec.speculative.calibration.costs import measure_cost_model
-from edgespec.speculative.controller import ControlledDrafter, Controller
+from edgespec.speculative.drafters.combined import auto_drafter
 from edgespec.speculative.drafters.ngram import NgramDrafter
 from edgespec.speculative.drafters.ppd import PPDDrafter
 from edgespec.speculative.drafters.s3d import S3DDrafter
@@ -32,9 +33,7 @@ def main() -> None:
         request = json.loads(line)
         if request.get("calibrate"):  # the JS side sends the calibration prompt's ids (same tokenizer)
             cost = measure_cost_model(backend, request["calibrate"], reps=3)
-            drafters["auto"] = lambda: ControlledDrafter({"ngram": NgramDrafter.for_auto()},
-                                                         Controller(cost, max_budget=8, free={"ngram"},
-                                                                    priors=dict(NgramDrafter.priors)))
+            drafters["auto"] = lambda: auto_drafter(backend, backend.config.num_layers, cost, None, max_budget=8)
             drafters["ngram"] = NgramDrafter
             kinds = {d.get("kind") for d in manifest.get("drafters", []) if d.get("file")}
             if "ppd" in kinds:

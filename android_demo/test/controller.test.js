@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Acceptance, Controller, CostModel } from "../engine/controller.js";
-import { BUCKETS, NgramDrafter, PRIORS } from "../engine/drafters/ngram.js";
+import { BUCKETS, DIVERGENCE_PRIOR, NgramDrafter, PRIORS, STOP_BELOW } from "../engine/drafters/ngram.js";
 import { python } from "./helpers.js";
 
 /** A backend whose forward of T rows takes script(T, call) seconds on a fake clock. */
@@ -46,11 +46,13 @@ test("n-gram buckets: the match length's tier, as ngram.py names them", () => {
   assert.equal(drafter.bucket([1, 2, 3]), null);
 });
 
-test("n-gram buckets and their priors are ngram.py's, value for value", () => {
+test("n-gram buckets, their priors and the parting-point constants are ngram.py's, value for value", () => {
   const py = JSON.parse(python("import json; from edgespec.speculative.drafters import ngram; " +
-    "print(json.dumps({'buckets': ngram.BUCKETS, 'priors': ngram.PRIORS}))"));
+    "print(json.dumps({'buckets': ngram.BUCKETS, 'priors': ngram.PRIORS, " +
+    "'divergence_prior': ngram.DIVERGENCE_PRIOR, 'stop_below': ngram.STOP_BELOW}))"));
   assert.deepEqual(BUCKETS, py.buckets);
   assert.deepEqual(PRIORS, py.priors);
+  assert.deepEqual([DIVERGENCE_PRIOR, STOP_BELOW], [py.divergence_prior, py.stop_below]);
 });
 
 test("auto's n-gram drafts stop where earlier continuations part, as ngram.py's do", () => {

@@ -13,9 +13,9 @@ import { DraftTree } from "../tree.js";
 // [shortest match length of the bucket, its name], longest first
 export const BUCKETS = [[7, "ngram/n7+"], [4, "ngram/n4-6"], [3, "ngram/n3"], [2, "ngram/n2"], [1, "ngram/n1"]];
 export const SPLIT = "ngram/split"; // the earlier occurrences were followed by different tokens
-const PRIOR_WEIGHT = 8;
+const PRIOR_WEIGHT = 8; // worth 8 drafts: one unlucky miss does not stop a bucket from being drafted
 export const DIVERGENCE_PRIOR = 0.1; // P(the first continuation's token kept where continuations part), worth PRIOR_WEIGHT
-export const STOP_BELOW = 0.3; // stop a draft where continuations part while that rate is below this // worth 8 drafts: one unlucky miss does not stop a bucket from being drafted
+export const STOP_BELOW = 0.3; // stop a draft where continuations part while that rate is below this
 // bucket -> [P(first token kept), P(a deeper token kept | the one before was), worth in drafts]
 export const PRIORS = {
   "ngram/n1": [0.25, 0.55, PRIOR_WEIGHT], "ngram/n2": [0.5, 0.7, PRIOR_WEIGHT], "ngram/n3": [0.55, 0.8, PRIOR_WEIGHT],
