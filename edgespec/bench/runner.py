@@ -114,10 +114,22 @@ def _weights_per_token(export_dir: Path, gguf: Path, genai_model: str | None, st
     if static_dir:  # the same weights, with fp16 offset terms
         static = read_manifest(static_dir, verify=False)
         sizes["edgespec-static"] = static["files"][static["static"]["data"]]["size"] - embedding_bytes(static)
-    if genai_model:  # its data file holds an fp32 embedding table that decoding does not read
-        data = sum(p.stat().st_size for p in Path(genai_model).glob("*.onnx*"))
-        sizes["onnxruntime-genai"] = data - c["vocab_size"] * c["hidden_size"] * 4
+    if genai_model:
+        sizes["onnxruntime-genai"] = genai_weights_per_token(Path(genai_model))
     return sizes
+
+
+def genai_weights_per_token(model_dir: Path) -> int:
+    """The same for an onnxruntime-genai model directory: its files but a separate fp32 embedding table, which
+    decoding does not read (with tied embeddings, e.g. smollm2, its builder gathers rows from the int4 lm_head
+    and stores no table)."""
+    import onnx
+
+    decoder = json.loads((model_dir / "genai_config.json").read_text())["model"]["decoder"]
+    graph = onnx.load(str(model_dir / decoder["filename"]), load_external_data=False).graph
+    table = sum(next((int(e.value) for e in init.external_data if e.key == "length"), len(init.raw_data))
+                for init in graph.initializer if init.name == "model.embed_tokens.weight")
+    return sum(p.stat().st_size for p in model_dir.glob("*.onnx*")) - table
 
 
 def resolve_backends(model: str, names: list[str], threads: int) -> list[str]:
