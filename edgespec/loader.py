@@ -24,7 +24,7 @@ from .config import ModelConfig
 from .export.manifest import manifest_config, read_manifest
 from .formats import open_weights
 from .formats.gguf_header import read_gguf_header
-from .quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE
+from .quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE, RECIPE_VERSION
 from .models import family
 from .models.contract import GRAPH_CONTRACT_VERSION, check_manifest
 from .models.static_contract import STATIC_CONTRACT_VERSION
@@ -133,9 +133,10 @@ def _key(sha: str, architecture: str, fmt: str, full_context: bool, layer_plans:
     versions = ""
     if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
         versions = (f"graph{family(architecture).graph_version}:contract{GRAPH_CONTRACT_VERSION}"
-                    f":recipe-{DEFAULT_RECIPE}-calibration{CALIBRATION_VERSION}")  # a new default recipe: re-export
+                    f":recipe-{DEFAULT_RECIPE}{RECIPE_VERSION}-calibration{CALIBRATION_VERSION}")  # new plan: re-export
     elif fmt == "npu":  # static graphs (`export --target npu`): their own builder and contract versions
-        versions = f"static{family(architecture).static_graph_version}:contract{STATIC_CONTRACT_VERSION}"
+        versions = (f"static{family(architecture).static_graph_version}:contract{STATIC_CONTRACT_VERSION}"
+                    f":recipe-{DEFAULT_RECIPE}{RECIPE_VERSION}")
     plans = layer_plans and fmt == "onnx"
     variant = f"{':fullctx' if full_context else ''}{':layer-plans' if plans else ''}"
     return hashlib.sha256(f"{sha}:{fmt}:{versions}{variant}".encode()).hexdigest()[:12]

@@ -178,8 +178,11 @@ def manifest_lines(directory) -> list[str]:
 
 def _plan_lines(plan: dict, tensors: dict) -> list[str]:
     """One line per group: its choice and the int4 KL that decided it (the manifest has each tensor)."""
+    genai = plan.get("genai_int4_bytes")  # exports before 2026-12-06 do not record it
+    versus = f" (onnxruntime-genai's int4 model of it: ~{genai / 1e6:.0f} MB with its RoPE caches)" if genai else ""
     lines = [f"bytes/token:  {plan['bytes_per_token'] / 1e6:.0f} MB = {plan['bytes_vs_all_int4']:.3f}x all-int4 "
-             f"({plan['all_int4_bytes'] / 1e6:.0f} MB); budget {plan['budget_bytes'] / 1e6:.0f} MB; calibration "
+             f"({plan['all_int4_bytes'] / 1e6:.0f} MB){versus}; budget "
+             f"{plan['budget_bytes'] / 1e6:.0f} MB; calibration "
              f"{plan['calibration_tokens']} tokens, KL on {plan['kl_tokens']}; {plan['seconds']} s"]
     errors: dict[str, list[float]] = {}
     for entry in tensors.values():

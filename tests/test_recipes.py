@@ -12,7 +12,7 @@ from edgespec.formats import open_weights
 from edgespec.quant import int4
 from edgespec.quant.gptq import gptq_int4, hessian, inverse_factor, output_error
 from edgespec.quant.linear import QuantizedLinear, offset_int8
-from edgespec.quant.recipe import RECIPES, Recipe, int4_bytes, packed_bytes
+from edgespec.quant.recipe import RECIPES, Recipe, int4_bytes, packed_bytes, peer_int4_bytes
 
 from .test_formats import write_tiny_hf
 from .test_quant import run_matmulnbits
@@ -221,3 +221,35 @@ def test_gptq_refuses_a_block_that_does_not_divide_the_inputs_as_round_to_neares
     for quantize_with in (lambda: int4.quantize(w, 64), lambda: gptq_int4(w, hessian(x), 64)):
         with pytest.raises(EdgespecError, match="K=96 columns cannot be split into int4 blocks of 64"):
             quantize_with()
+
+
+def test_the_budget_is_relative_to_onnxruntime_genais_int4_bytes(tiny_source):
+    """balanced's budget: 1.0975x what onnxruntime-genai's int4 model reads (symmetric int4, fp32 scales, its RoPE
+    caches over the whole context), less what the bench counts beside our planned weights."""
+    c = tiny_source.config
+    made = plan(tiny_source, budget_factor=1.0975).summary
+    shapes = [(c.num_heads * c.head_dim + 2 * c.num_kv_heads * c.head_dim, c.hidden_size),
+              (c.hidden_size, c.num_heads * c.head_dim), (2 * c.intermediate_size, c.hidden_size),
+              (c.hidden_size, c.intermediate_size)] * c.num_layers + [(c.vocab_size, c.hidden_size)]
+    matmuls = sum(n * k // 2 + n * (k // 32) * 4 for n, k in shapes)  # 4-bit levels + one fp32 scale per 32
+    assert made["genai_int4_bytes"] == matmuls + peer_fixed(c)
+    assert made["budget_bytes"] == int(1.0975 * made["genai_int4_bytes"]) - made["bytes_beside_plan"]
+    # a tiny model's RoPE table (4096 positions) is more than the 9.5% margin: below the least plan, nothing raised
+    assert made["budget_bytes"] < made["bytes_per_token"] and made["groups_kept_high"] == []
+
+
+def peer_fixed(c) -> int:
+    rope = 2 * c.max_position_embeddings * (c.head_dim // 2) * 4
+    biases = c.num_layers * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim if c.attention_bias else 0
+    return rope + 4 * ((2 * c.num_layers + 1) * c.hidden_size + biases)
+
+
+def test_the_genai_estimate_matches_its_builders_model_of_smollm2(smollm2_gguf):
+    """peer_int4_bytes against the model onnxruntime-genai 0.18.0's builder made of this GGUF (`-p int4`,
+    benchmarks/plain-decode.md): 86,287,616 bytes of initializers (its model.onnx.data, 2026-12-06)."""
+    source = open_weights(smollm2_gguf)
+    c = source.config
+    q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    shapes = [(q + 2 * kv, c.hidden_size), (c.hidden_size, q), (2 * c.intermediate_size, c.hidden_size),
+              (c.hidden_size, c.intermediate_size)] * c.num_layers + [(c.vocab_size, c.hidden_size)]
+    assert peer_int4_bytes(shapes, c) == 86_287_616

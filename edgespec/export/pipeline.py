@@ -293,7 +293,8 @@ def _strategies(source, options: ExportOptions, tokenizer, ref=None):
         # a tied embedding reads its rows from one lm_head table (QNN HTP runs the split's 8-bit MatMulNBits
         # and Concat: checked in its simulator)
         plan = plan_precision(source, tokens, recipe, layers, lm_head, options.bytes_budget, options.block_size,
-                              cache, split_lm_head=options.embed != "tied")
+                              cache, split_lm_head=options.embed != "tied",
+                              max_len=min(options.context(), source.config.max_position_embeddings))
         layers.planned = lm_head.planned = plan.int4
         lm_head.high_rows = plan.high_rows
         return layers, lm_head, plan

@@ -43,10 +43,11 @@ from ..models.llama.reference import KVCache, causal_mask, rms_norm
 from ..progress import Progress
 from ..quant.gptq import gptq_int4, hessian, output_error
 from ..quant.int4 import PackedInt4, dequantize, quantize, take_rows
-from ..quant.recipe import Recipe, int4_bytes, packed_bytes
+from ..quant.recipe import Recipe, int4_bytes, norm_bias_bytes, packed_bytes, peer_int4_bytes, rope_bytes
 
 log = logging.getLogger(__name__)
 
+ALIGNMENT_PER_WEIGHT = 4096  # page-alignment padding per weight in model.onnx.data (measured 2.4-3.9 KB)
 PROJECTIONS = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o_in", "gate": "ffn_in", "up": "ffn_in",
                "down": "down_in"}
 
@@ -84,23 +85,27 @@ class Plan:
 
 
 def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, bytes_budget: int | None = None,
-                   block: int = 32, cache_file: Path | None = None, split_lm_head: bool = True) -> Plan:
+                   block: int = 32, cache_file: Path | None = None, split_lm_head: bool = True,
+                   max_len: int = 4096) -> Plan:
     """tokens: calibration text (calibration_tokens); high_linear / lm_head_linear: QuantizedLinear
     strategies whose pack() is the high route. cache_file: the calibration (int4 weights, KL per group)
     is saved there and reused, so another budget or recipe of the same source costs no new calibration.
-    split_lm_head=False: the lm_head is one group (a tied embedding reads its rows from one int4 table)."""
+    split_lm_head=False: the lm_head is one group (a tied embedding reads its rows from one int4 table).
+    max_len: the export's context (its RoPE tables count in its bytes per token, as the bench counts them)."""
     started = time.monotonic()
     config = source.config
     lm_name = "lm_head" if "lm_head" in LazyWeights(source) else "embed"
 
     groups: dict[str, list[str]] = {}  # group -> requantizable weights
     fixed_bytes, all_int4 = 0, 0
+    shapes = []  # [n, k] of every projection and the lm_head
     least = 0  # the least any plan reads: every requantizable weight int4 (known before calibrating)
     records: dict[str, dict] = {}
     for i in range(config.num_layers):
         for kind in PROJECTIONS:
             name = f"layers.{i}.{kind}"
             shape = _shape(source, name)
+            shapes.append(shape)
             all_int4 += int4_bytes(*shape)
             if _requantizable(source, name):
                 groups.setdefault(group_of(i, PROJECTIONS[kind]), []).append(name)
@@ -108,6 +113,7 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
             else:
                 fixed_bytes += _record_high(records, high_linear, name, group_of(i, PROJECTIONS[kind]))
     shape = _shape(source, lm_name)
+    shapes.append(shape)
     all_int4 += int4_bytes(*shape)
     segments = lm_head_segments(config.vocab_size, recipe.lm_head_rows)
     if _requantizable(source, lm_name):
@@ -144,7 +150,13 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
     elif "lm_head" in segments and len(segments) > 1:
         del groups["lm_head"], segments["lm_head"]
 
-    budget = bytes_budget if bytes_budget is not None else int(recipe.budget * all_int4)
+    # the recipe's budget is relative to onnxruntime-genai's int4 model as the bench counts bytes, so what the
+    # bench counts beside the planned weights comes off it: our RoPE tables, norms and biases, and the data
+    # file's page alignment
+    genai_bytes = peer_int4_bytes(shapes, config)
+    beside = 2 * rope_bytes(config, min(max_len, config.max_position_embeddings)) + norm_bias_bytes(config) \
+        + ALIGNMENT_PER_WEIGHT * len(shapes)
+    budget = bytes_budget if bytes_budget is not None else int(recipe.budget * genai_bytes) - beside
     low_bytes, high_bytes = {}, {}  # (group, weight) -> bytes of that weight's rows in the group
     groups_of: dict[str, list[str]] = {}  # weight -> its groups (the lm_head: one per segment)
     for g, names in groups.items():
@@ -185,6 +197,7 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
             plan.high_rows[lm_name] = n_high
     plan.tensors = records
     plan.summary = {"recipe": recipe.name, "budget_bytes": budget, "all_int4_bytes": all_int4,
+                    "genai_int4_bytes": genai_bytes, "bytes_beside_plan": beside,
                     "bytes_per_token": total, "bytes_vs_all_int4": round(total / all_int4, 4),
                     "groups_kept_high": raised, "groups_int4": [g for g in groups if g not in raised],
                     "group_int4_kl": {g: round(kl[g], 6) for g in groups},
