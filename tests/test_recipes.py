@@ -253,3 +253,37 @@ def test_the_genai_estimate_matches_its_builders_model_of_smollm2(smollm2_gguf):
     shapes = [(q + 2 * kv, c.hidden_size), (c.hidden_size, q), (2 * c.intermediate_size, c.hidden_size),
               (c.hidden_size, c.intermediate_size)] * c.num_layers + [(c.vocab_size, c.hidden_size)]
     assert peer_int4_bytes(shapes, c) == 86_287_616
+
+
+def test_raised_five_to_eight_bit_levels_are_reblocked_to_int8_and_run_as_the_gguf_does(tmp_path):
+    """int8_block: Q5_0 / Q5_1 / Q8_0 levels (blocks of 32, Q5_1 with an offset term) stored as int8 in the widest
+    block <= 128 that divides K, without an offset term; onnxruntime's MatMulNBits on them stays within a small
+    part of one GGUF step of the GGUF weight's product. Where no wider block fits and there is no offset term to
+    fold, the levels are kept exactly. Without int8_block they are always kept exactly."""
+    import gguf
+
+    from .test_formats import write_tiny_gguf
+
+    Q = gguf.GGMLQuantizationType
+    config = TINY_CONFIGS["llama"]  # hidden 64, intermediate 96: K = 64 for gate/up, 96 for down
+    qtypes = {"layers.0.gate": Q.Q5_0, "layers.0.up": Q.Q5_1, "layers.1.down": Q.Q8_0, "layers.2.down": Q.Q5_1}
+    write_tiny_gguf(tmp_path / "m.gguf", config, random_weights(config), quantized=qtypes)
+    source = open_weights(tmp_path / "m.gguf")
+    rng = np.random.default_rng(0)
+    for name in qtypes:
+        weight = source.tensor(name)  # the GGUF's own dequantized levels
+        K = weight.shape[1]
+        exact, offset = QuantizedLinear(source, 8).pack(name, record=False)
+        assert exact.block == 32 and (offset is not None) == (qtypes[name] == Q.Q5_1)
+        packed, none = QuantizedLinear(source, 8, int8_block=128).pack(name, record=False)
+        assert none is None and packed.bits == 8
+        assert packed.block == (64 if K == 64 else 32)
+        if name == "layers.1.down":  # Q8_0, K = 96: nothing to gain, kept exactly
+            assert np.array_equal(packed.blob, exact.blob) and np.array_equal(packed.scales, exact.scales)
+        if K == 64:
+            assert packed.blob.nbytes + packed.scales.nbytes < exact.blob.nbytes + exact.scales.nbytes
+        step = np.abs(weight).max() / 15  # about one Q5 step of the widest block
+        assert np.abs(int4.dequantize(packed) - weight).max() <= step / 8
+        x = rng.standard_normal((3, K)).astype(np.float32)
+        got = run_matmulnbits(packed, x)
+        assert np.allclose(got, x @ weight.T, atol=step / 8 * np.abs(x).sum(1).max())

@@ -26,7 +26,7 @@ from ..models.onnx_builder import ExternalData, fp16_linear, gemm_linear
 from ..quant.int4 import BLOCK_SIZES
 from ..quant.linear import QuantizedEmbedding, TiedEmbedding, QuantizedLinear
 from ..quant.gptq import GPTQ_VERSION
-from ..quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE, RECIPES, get_recipe
+from ..quant.recipe import CALIBRATION_VERSION, DEFAULT_RECIPE, INT8_BLOCK, RECIPES, get_recipe
 from ..runtimes.ort import OrtBackend
 from ..tokenizer import tokenizer_for
 from .gguf_writer import GGUF_TYPES, write_gguf
@@ -282,8 +282,13 @@ def _strategies(source, options: ExportOptions, tokenizer, ref=None):
     if options.precision == "fp16":
         return fp16_linear, fp16_linear, None
     if options.planned:  # high route = GGUF levels (int8 for float weights); GPTQ int4 where the plan says
-        layers = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
-        lm_head = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True)
+        # raised 5..8-bit levels as int8 in blocks of 128 where onnxruntime's int8-activation kernel runs them
+        # (the CPU at accuracy level 4); the web's and the NPU's kernels keep the GGUF's own blocks
+        int8_block = INT8_BLOCK if options.target == "cpu" and options.accuracy_level == 4 else None
+        layers = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True,
+                                 int8_block=int8_block)
+        lm_head = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True,
+                                  int8_block=int8_block)
         recipe = get_recipe(options.recipe)
         tokens = calibration_tokens(tokenizer, recipe.calib_tokens)
         cache = None if ref is None else hub.cache_dir() / "calibration" / (

@@ -57,7 +57,10 @@ RECIPES = {r.name: r for r in (
                    "token", 1.0),
 )}
 DEFAULT_RECIPE = "balanced"
-RECIPE_VERSION = 2  # bump when a recipe plans differently from the same calibration: cached exports are remade
+RECIPE_VERSION = 3  # bump when a recipe plans differently from the same calibration: cached exports are remade
+# The planned recipes' raised 5..8-bit GGUF levels as int8 in blocks of up to this many inputs, on the CPU (see
+# QuantizedLinear.int8_block): qwen 0.5b's default raises five layers instead of three within the same bytes
+INT8_BLOCK = 128
 CALIBRATION_VERSION = 4  # bump when GPTQ or the KL measurement changes: cached calibrations are then redone
 
 
