@@ -228,14 +228,18 @@ def test_the_budget_is_relative_to_onnxruntime_genais_int4_bytes(tiny_source):
     caches over the whole context), less what the bench counts beside our planned weights."""
     c = tiny_source.config
     made = plan(tiny_source, budget_factor=1.0975).summary
-    shapes = [(c.num_heads * c.head_dim + 2 * c.num_kv_heads * c.head_dim, c.hidden_size),
-              (c.hidden_size, c.num_heads * c.head_dim), (2 * c.intermediate_size, c.hidden_size),
-              (c.hidden_size, c.intermediate_size)] * c.num_layers + [(c.vocab_size, c.hidden_size)]
-    matmuls = sum(n * k // 2 + n * (k // 32) * 4 for n, k in shapes)  # 4-bit levels + one fp32 scale per 32
+    matmuls = sum(n * k // 2 + n * (k // 32) * 4 for n, k in stacked_shapes(c))  # 4-bit levels + an fp32 scale per 32
     assert made["genai_int4_bytes"] == matmuls + peer_fixed(c)
     assert made["budget_bytes"] == int(1.0975 * made["genai_int4_bytes"]) - made["bytes_beside_plan"]
     # a tiny model's RoPE table (4096 positions) is more than the 9.5% margin: below the least plan, nothing raised
     assert made["budget_bytes"] < made["bytes_per_token"] and made["groups_kept_high"] == []
+
+
+def stacked_shapes(c) -> list[tuple[int, int]]:
+    """[n, k] of every projection as genai's builder stacks them (q/k/v, o, gate/up, down) and of the lm_head."""
+    q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    return [(q + 2 * kv, c.hidden_size), (c.hidden_size, q), (2 * c.intermediate_size, c.hidden_size),
+            (c.hidden_size, c.intermediate_size)] * c.num_layers + [(c.vocab_size, c.hidden_size)]
 
 
 def peer_fixed(c) -> int:
@@ -247,12 +251,8 @@ def peer_fixed(c) -> int:
 def test_the_genai_estimate_matches_its_builders_model_of_smollm2(smollm2_gguf):
     """peer_int4_bytes against the model onnxruntime-genai 0.18.0's builder made of this GGUF (`-p int4`,
     benchmarks/plain-decode.md): 86,287,616 bytes of initializers (its model.onnx.data, 2026-12-06)."""
-    source = open_weights(smollm2_gguf)
-    c = source.config
-    q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
-    shapes = [(q + 2 * kv, c.hidden_size), (c.hidden_size, q), (2 * c.intermediate_size, c.hidden_size),
-              (c.hidden_size, c.intermediate_size)] * c.num_layers + [(c.vocab_size, c.hidden_size)]
-    assert peer_int4_bytes(shapes, c) == 86_287_616
+    c = open_weights(smollm2_gguf).config
+    assert peer_int4_bytes(stacked_shapes(c), c) == 86_287_616
 
 
 def test_raised_five_to_eight_bit_levels_are_reblocked_to_int8_and_run_as_the_gguf_does(tmp_path):

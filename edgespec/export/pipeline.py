@@ -299,7 +299,7 @@ def _strategies(source, options: ExportOptions, tokenizer, ref=None):
         # and Concat: checked in its simulator)
         plan = plan_precision(source, tokens, recipe, layers, lm_head, options.bytes_budget, options.block_size,
                               cache, split_lm_head=options.embed != "tied",
-                              max_len=min(options.context(), source.config.max_position_embeddings))
+                              max_len=options.context())
         layers.planned = lm_head.planned = plan.int4
         lm_head.high_rows = plan.high_rows
         return layers, lm_head, plan

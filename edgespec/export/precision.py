@@ -91,7 +91,7 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
     strategies whose pack() is the high route. cache_file: the calibration (int4 weights, KL per group)
     is saved there and reused, so another budget or recipe of the same source costs no new calibration.
     split_lm_head=False: the lm_head is one group (a tied embedding reads its rows from one int4 table).
-    max_len: the export's context (its RoPE tables count in its bytes per token, as the bench counts them)."""
+    max_len: the export's context asked for (its RoPE tables, cut to the model's, count in its bytes per token)."""
     started = time.monotonic()
     config = source.config
     lm_name = "lm_head" if "lm_head" in LazyWeights(source) else "embed"

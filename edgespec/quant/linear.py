@@ -20,8 +20,8 @@ from ..errors import EdgespecError
 from ..models import family
 from ..formats.quants import is_block_format
 from .ggml_blocks import to_matmulnbits
-from .int4 import (BLOCK_SIZES, PackedInt4, dequantize, error_report, pack_zero_points, quantize, quantize_int8, take_rows,
-                   unpack_nibbles)
+from .int4 import (BLOCK_SIZES, PackedInt4, dequantize, error_report, pack_zero_points, quantize, quantize_int8,
+                   take_rows, unpack_nibbles)
 
 log = logging.getLogger(__name__)
 

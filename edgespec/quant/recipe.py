@@ -6,11 +6,10 @@ points; fp32 RoPE caches over the model's whole context), as `edgespec bench` co
 decode step reads but the embedding table (peer_int4_bytes; measured against the builder's own models,
 onnxruntime-genai 0.18.0: smollm2-135m 86.29 MB estimated / 86.51 counted, qwen2.5-coder-0.5b 317.40 / 317.59,
 qwen2.5-coder-1.5b 982.09 / 982.31; the rest is its model.onnx). The planner (export/precision.py) starts from
-every requantizable weight at GPTQ int4 and keeps the GGUF's own levels (int8 for 5..8-bit formats, int4 +
-offset term for Q4_1/Q4_K) for the groups whose measured KL to the fp32 reference per extra byte is largest,
-while the budget holds.
-Q4_0, Q4_1 and Q4_K weights always keep their levels (exact; Q4_0 smaller than asymmetric int4, Q4_1/Q4_K
-1.03x it with the offset term).
+every requantizable weight at GPTQ int4 and keeps the GGUF's own levels (int8 for 5..8-bit formats, in blocks
+of 128 on the CPU: INT8_BLOCK; int4 + offset term for Q4_1/Q4_K) for the groups whose measured KL to the fp32
+reference per extra byte is largest, while the budget holds. Q4_0, Q4_1 and Q4_K weights always keep their
+levels (exact; Q4_0 smaller than asymmetric int4, Q4_1/Q4_K 1.03x it with the offset term).
 
     faithful  every GGUF level kept, lm_head int8 (no requantization; 1.4-1.7x the bytes)
     balanced  <= 1.0975x onnxruntime-genai's bytes per token, the lm_head planned in row segments (the default:
@@ -19,7 +18,7 @@ Q4_0, Q4_1 and Q4_K weights always keep their levels (exact; Q4_0 smaller than a
               genai's symmetric bytes) plus the offset terms of kept Q4_1/Q4_K levels
 
 Until 2026-12-06 the budget was 1.09x our own asymmetric all-int4 count, which let smollm2-135m's plan read
-1.105x genai's model (its symmetric layers are 2.4% smaller than ours, and our RoPE table is a larger share
+1.103x genai's model (its symmetric layers are 2.4% smaller than ours, and our RoPE table is a larger share
 of a small model): the bar was then checked against our count of genai's recipe, not genai's model.
 Other recipes (a web preset, a phone preset) are more entries in RECIPES.
 """
