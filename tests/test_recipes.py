@@ -287,3 +287,51 @@ def test_raised_five_to_eight_bit_levels_are_reblocked_to_int8_and_run_as_the_gg
         x = rng.standard_normal((3, K)).astype(np.float32)
         got = run_matmulnbits(packed, x)
         assert np.allclose(got, x @ weight.T, atol=step / 8 * np.abs(x).sum(1).max())
+
+
+def test_a_folded_offset_term_runs_as_the_separate_int8_one(tmp_path):
+    """fold_offsets: a Q4_1 weight's per-block offset term, folded into its own 4-bit MatMulNBits over [x, s, s]
+    (one kernel instead of two and an Add), gives the separate int8 offset term's product in onnxruntime; both
+    are within a small part of one Q4_1 step of the GGUF weight's. K = 64 and 96 (2 and 3 block sums, padded to
+    a whole block of 32), T = 1 and 3 rows."""
+    import gguf
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgespec.models.onnx_builder import GraphBuilder
+
+    from .test_formats import write_tiny_gguf
+    from .test_quant import _model
+
+    Q = gguf.GGMLQuantizationType
+    config = TINY_CONFIGS["llama"]  # hidden 64, intermediate 96
+    qtypes = {"layers.0.gate": Q.Q4_1, "layers.0.down": Q.Q4_1}
+    write_tiny_gguf(tmp_path / "m.gguf", config, random_weights(config), quantized=qtypes)
+    source = open_weights(tmp_path / "m.gguf")
+    rng = np.random.default_rng(3)
+
+    def run(linear, name, x):
+        g = GraphBuilder({}, linear)
+        linear(g, "x", name, "y")
+        graph = helper.make_graph(g.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", K])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], g.initializers)
+        session = ort.InferenceSession(_model(graph).SerializeToString())
+        return session.run(None, {"x": x})[0], [n.op_type for n in g.nodes]
+
+    for name in qtypes:
+        weight = source.tensor(name)
+        K = weight.shape[1]
+        separate = QuantizedLinear(source, 8, accuracy_level=0, int8_offsets=True)
+        folded = QuantizedLinear(source, 8, accuracy_level=0, int8_offsets=True, fold_offsets=True)
+        packed, offset = folded.pack(name, record=False)
+        assert offset is not None and folded.folds(packed)
+        for T in (1, 3):
+            x = rng.standard_normal((T, K)).astype(np.float32)
+            want, want_ops = run(separate, name, x)
+            got, ops = run(folded, name, x)
+            assert want_ops.count("MatMulNBits") == 2 and "Add" in want_ops
+            assert ops.count("MatMulNBits") == 1 and "Add" not in ops
+            scale = np.abs(x).sum(1, keepdims=True)
+            assert np.allclose(got, want, atol=1e-5 * scale.max())
+            step = np.abs(weight).max() / 15
+            assert np.all(np.abs(got - x @ weight.T) <= step / 8 * scale)

@@ -285,10 +285,11 @@ def _strategies(source, options: ExportOptions, tokenizer, ref=None):
         # raised 5..8-bit levels as int8 in blocks of 128 where onnxruntime's int8-activation kernel runs them
         # (the CPU at accuracy level 4); the web's and the NPU's kernels keep the GGUF's own blocks
         int8_block = INT8_BLOCK if options.target == "cpu" and options.accuracy_level == 4 else None
+        fold = int8_block is not None  # the int8 offset terms folded in: measured on the CPU's kernel only
         layers = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True,
-                                 int8_block=int8_block)
+                                 int8_block=int8_block, fold_offsets=fold)
         lm_head = QuantizedLinear(source, 8, options.block_size, options.accuracy_level, int8_offsets=True,
-                                  int8_block=int8_block)
+                                  int8_block=int8_block, fold_offsets=fold)
         recipe = get_recipe(options.recipe)
         tokens = calibration_tokens(tokenizer, recipe.calib_tokens)
         cache = None if ref is None else hub.cache_dir() / "calibration" / (

@@ -163,11 +163,13 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
         for n in names:
             groups_of.setdefault(n, []).append(g)
     for n, in_groups in groups_of.items():  # the high route converted once per weight, one weight at a time
-        packed, offset = (lm_head_linear if n == lm_name else high_linear).pack(n, record=False, planned=False)
+        linear = lm_head_linear if n == lm_name else high_linear
+        packed, offset = linear.pack(n, record=False, planned=False)
         for g in in_groups:
             rows = slice(*segments[g]) if g in segments else slice(None)
             low_bytes[g, n] = packed_bytes(take_rows(int4[n], rows))
-            high_bytes[g, n] = packed_bytes(take_rows(packed, rows), None if offset is None else offset[rows])
+            high_bytes[g, n] = packed_bytes(take_rows(packed, rows), None if offset is None else offset[rows],
+                                            fold=linear.folds(packed))
     low = {g: sum(low_bytes[g, n] for n in names) for g, names in groups.items()}
     high = {g: sum(high_bytes[g, n] for n in names) for g, names in groups.items()}
     total = fixed_bytes + sum(low.values())
@@ -390,5 +392,6 @@ def group_of(layer: int, point: str) -> str:
 
 def _record_high(records: dict, linear, name: str, group: str) -> int:
     packed, offset = linear.pack(name, record=False)
-    records[name] = {"group": group, "choice": "high", "bytes": packed_bytes(packed, offset)}
+    records[name] = {"group": group, "choice": "high",
+                     "bytes": packed_bytes(packed, offset, fold=linear.folds(packed))}
     return records[name]["bytes"]

@@ -20,8 +20,8 @@ from ..errors import EdgespecError
 from ..models import family
 from ..formats.quants import is_block_format
 from .ggml_blocks import to_matmulnbits
-from .int4 import (BLOCK_SIZES, PackedInt4, dequantize, error_report, pack_zero_points, quantize, quantize_int8,
-                   take_rows, unpack_nibbles)
+from .int4 import (BLOCK_SIZES, PackedInt4, dequantize, error_report, pack_nibbles, pack_zero_points, quantize,
+                   quantize_int8, take_rows, unpack_nibbles)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ class QuantizedLinear:
     # less for Q5_1/Q5_K, one rounding of at most 1/16 of a Q5 step; onnxruntime's int8 kernel takes the time
     # of the bytes (qwen 0.5b's gate/up: 225 us at block 32, 190 at 128). The planned recipes on the CPU.
     int8_block: int | None = None
+    # A 4-bit weight's int8 offset term (Q4_1/Q4_K) folded into its own MatMulNBits (fold_offset): one kernel
+    # call instead of two and an Add; smollm2's plain decode 1.10-1.15x. The planned recipes on the CPU.
+    fold_offsets: bool = False
 
     # canonical -> n: rows [0, n) on the high route (GGUF levels), the others the planned int4 (export/precision.py)
     high_rows: dict = field(default_factory=dict)
@@ -100,6 +103,8 @@ class QuantizedLinear:
 
     def _emit(self, g, x: str, name: str, packed: PackedInt4, offset: np.ndarray | None, out: str,
               bias: str | None = None) -> None:
+        if offset is not None and self.folds(packed):
+            x, packed, offset = _with_block_sums(g, x, packed), fold_offset(packed, offset), None
         f = self.float_type
         zero_points = packed.zero_points
         if zero_points is not None and zero_points.dtype != np.uint8:
@@ -114,9 +119,7 @@ class QuantizedLinear:
                block_size=packed.block, accuracy_level=self.accuracy_level)
         if offset is not None:  # + (block sums of x) @ offset^T
             k_blocks = packed.K // packed.block
-            shape = g.constant(f"block_shape.{k_blocks}.{packed.block}", np.array([-1, k_blocks, packed.block]))
-            sums = g.node("ReduceSum", [g.node("Reshape", [x, shape]), g.constant("axis_last", np.array([-1]))],
-                          keepdims=0)
+            sums = _block_sums(g, x, packed)
             if self.int8_offsets:
                 q = offset_int8(offset)
                 correction = g.node("MatMulNBits", [sums, g.constant(name + ".block_offset.q", q.blob),
@@ -127,6 +130,10 @@ class QuantizedLinear:
                 correction = g.node("MatMul", [sums, g.constant(name + ".block_offset",
                                                                 np.ascontiguousarray(offset.T, dtype=f))])
             g.node("Add", [main, correction], [out])
+
+    def folds(self, packed: PackedInt4) -> bool:
+        """Whether this weight's offset term (if it has one) is folded into its MatMulNBits."""
+        return self.fold_offsets and self.int8_offsets and packed.bits == 4
 
     def pack(self, canonical: str, record: bool = True, planned: bool = True) -> tuple[PackedInt4, np.ndarray | None]:
         """(packed weight, per-block offset [N, K/block] or None). record=False: leave no report entry.
@@ -336,6 +343,52 @@ def offset_int8(offset: np.ndarray) -> PackedInt4:
     padded[:, :k] = offset
     q = quantize_int8(padded, block)
     return PackedInt4(n, k, block, q.blob, q.scales, None, 8)
+
+
+def fold_offset(packed: PackedInt4, offset: np.ndarray) -> PackedInt4:
+    """A 4-bit weight W [N, K] with its per-block offset term O [N, K/block] as one 4-bit weight over the
+    input [x, s, s] (s: x's block sums padded to P, a multiple of the block): O is quantized as offset_int8
+    does (symmetric int8 levels u = 128 + round(O / d) per block of `block` groups), and u's two nibbles
+    become two 4-bit blocks with the same input, since
+        d * (u - 128) = 16 d * (hi - 8) + d * (lo - 0),   u = 16 hi + lo
+    so the sum over groups is the int8 offset term's, bit for bit in the weights."""
+    n, groups = offset.shape
+    b = packed.block
+    p = -(-groups // b) * b
+    padded = np.zeros((n, p), np.float32)
+    padded[:, :groups] = offset
+    q = quantize_int8(padded, b)  # blob [N, P/b, b] levels, scales [N * P/b]
+    hi, lo = q.blob >> 4, q.blob & 0x0F
+    d = q.scales.reshape(n, p // b)
+    k_blocks = packed.K // b
+    if packed.zero_points is None:
+        zp = np.full((n, k_blocks), 8, np.uint8)
+    else:
+        zp = unpack_nibbles(packed.zero_points.reshape(n, -1))[:, :k_blocks]
+    ones = np.ones_like(d, np.uint8)
+    return PackedInt4(n, packed.K + 2 * p, b,
+                      np.concatenate([packed.blob, pack_nibbles(hi), pack_nibbles(lo)], axis=1),
+                      np.concatenate([packed.scales.reshape(n, k_blocks), 16 * d, d], axis=1).reshape(-1)
+                      .astype(np.float32),
+                      pack_zero_points(np.concatenate([zp, 8 * ones, 0 * ones], axis=1)), 4)
+
+
+def _block_sums(g, x: str, packed: PackedInt4) -> str:
+    """The sums of x [T, K] over each block of the weight's inputs: [T, K/block]."""
+    b, groups = packed.block, packed.K // packed.block
+    shape = g.constant(f"block_shape.{groups}.{b}", np.array([-1, groups, b]))
+    return g.node("ReduceSum", [g.node("Reshape", [x, shape]), g.constant("axis_last", np.array([-1]))], keepdims=0)
+
+
+def _with_block_sums(g, x: str, packed: PackedInt4) -> str:
+    """[x, s, s] for fold_offset: s = the block sums of x [T, K/block], zero-padded to whole blocks."""
+    b, groups = packed.block, packed.K // packed.block
+    sums = _block_sums(g, x, packed)
+    pad = -(-groups // b) * b - groups
+    if pad:
+        sums = g.node("Pad", [sums, g.constant(f"pad_end.{pad}", np.array([0, pad])), "",
+                              g.constant("axis_last", np.array([-1]))])
+    return g.node("Concat", [x, sums, sums], axis=-1)
 
 
 def offset_bytes(offset: np.ndarray | None, int8: bool) -> int:

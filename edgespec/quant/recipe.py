@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import EdgespecError
-from .linear import offset_bytes
+from .linear import fold_offset, offset_bytes
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ RECIPES = {r.name: r for r in (
                    "token", 1.0),
 )}
 DEFAULT_RECIPE = "balanced"
-RECIPE_VERSION = 3  # bump when a recipe plans differently from the same calibration: cached exports are remade
+RECIPE_VERSION = 4  # bump when a recipe plans differently from the same calibration: cached exports are remade
 # The planned recipes' raised 5..8-bit GGUF levels as int8 in blocks of up to this many inputs, on the CPU (see
 # QuantizedLinear.int8_block): qwen 0.5b's default raises five layers instead of three within the same bytes
 INT8_BLOCK = 128
@@ -95,8 +95,11 @@ def norm_bias_bytes(config) -> int:
     return 4 * (norms + biases)
 
 
-def packed_bytes(packed, offset=None, int8_offsets: bool = True) -> int:
-    """Bytes a MatMulNBits weight (and its per-block offset term, if any) reads per token."""
+def packed_bytes(packed, offset=None, int8_offsets: bool = True, fold: bool = False) -> int:
+    """Bytes a MatMulNBits weight (and its per-block offset term, if any) reads per token.
+    fold: the offset term is folded into the weight (linear.fold_offset)."""
+    if fold and offset is not None:
+        packed, offset = fold_offset(packed, offset), None
     total = packed.blob.nbytes + packed.scales.nbytes
     if packed.zero_points is not None:
         total += packed.zero_points.nbytes
