@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from edgespec.export.precision import PROJECTIONS, BudgetBelowLeastError, group_
 from edgespec.formats import open_weights
 from edgespec.quant import int4
 from edgespec.quant.gptq import gptq_int4, hessian, inverse_factor, output_error
-from edgespec.quant.linear import QuantizedLinear, offset_int8
+from edgespec.quant.linear import QuantizedLinear, fold_offset, offset_int8
 from edgespec.quant.recipe import RECIPES, Recipe, int4_bytes, packed_bytes, peer_int4_bytes
 
 from .test_formats import write_tiny_hf
@@ -291,9 +293,9 @@ def test_raised_five_to_eight_bit_levels_are_reblocked_to_int8_and_run_as_the_gg
 
 def test_a_folded_offset_term_runs_as_the_separate_int8_one(tmp_path):
     """fold_offsets: a Q4_1 weight's per-block offset term, folded into its own 4-bit MatMulNBits over [x, s, s]
-    (one kernel instead of two and an Add), gives the separate int8 offset term's product in onnxruntime; both
-    are within a small part of one Q4_1 step of the GGUF weight's. K = 64 and 96 (2 and 3 block sums, padded to
-    a whole block of 32), T = 1 and 3 rows."""
+    (one kernel instead of two and an Add), adds no zero points where the weight has none, and gives the separate
+    int8 term's product in onnxruntime, both within a small part of one Q4_1 step of the GGUF weight's. K = 64 and 96 (2 and 3 block
+    sums, padded to a whole block of 32), T = 1 and 3 rows; with and without the weight's own zero points."""
     import gguf
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -324,14 +326,27 @@ def test_a_folded_offset_term_runs_as_the_separate_int8_one(tmp_path):
         separate = QuantizedLinear(source, 8, accuracy_level=0, int8_offsets=True)
         folded = QuantizedLinear(source, 8, accuracy_level=0, int8_offsets=True, fold_offsets=True)
         packed, offset = folded.pack(name, record=False)
-        assert offset is not None and folded.folds(packed)
+        assert offset is not None and folded.folds(packed) and packed.zero_points is None
+        assert fold_offset(packed, offset).zero_points is None  # Q4_1's implied zero point: none added
+        explicit = replace(packed, zero_points=int4.pack_zero_points(np.full((packed.N, K // 32), 8)))
+        x = rng.standard_normal((2, K)).astype(np.float32)
+        sums = np.zeros((2, 32), np.float32)
+        sums[:, :K // 32] = x.reshape(2, -1, 32).sum(-1)
+        x_sums = np.concatenate([x, sums, sums], axis=1)
+        assert np.allclose(run_matmulnbits(fold_offset(explicit, offset), x_sums),
+                           run_matmulnbits(fold_offset(packed, offset), x_sums), atol=1e-5)
         for T in (1, 3):
             x = rng.standard_normal((T, K)).astype(np.float32)
             want, want_ops = run(separate, name, x)
             got, ops = run(folded, name, x)
             assert want_ops.count("MatMulNBits") == 2 and "Add" in want_ops
             assert ops.count("MatMulNBits") == 1 and "Add" not in ops
-            scale = np.abs(x).sum(1, keepdims=True)
-            assert np.allclose(got, want, atol=1e-5 * scale.max())
-            step = np.abs(weight).max() / 15
-            assert np.all(np.abs(got - x @ weight.T) <= step / 8 * scale)
+            step, scale = np.abs(weight).max() / 15, np.abs(x).sum(1, keepdims=True)
+            for y in (got, want):
+                assert np.all(np.abs(y - x @ weight.T) <= step / 16 * scale)
+            # with block sums of one sign a level off in the folded offset would add up: at most half of
+            # its step d (max |O| / 119 per row here: one block of groups) per unit of block sum
+            positive = np.abs(x)
+            half_step = np.abs(offset).max(1) / 119 / 2
+            bound = half_step[None, :] * positive.sum(1, keepdims=True) + 1e-5 * np.abs(positive @ weight.T)
+            assert np.all(np.abs(run(folded, name, positive)[0] - positive @ weight.T) <= bound)

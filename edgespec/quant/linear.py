@@ -133,7 +133,8 @@ class QuantizedLinear:
 
     def folds(self, packed: PackedInt4) -> bool:
         """Whether this weight's offset term (if it has one) is folded into its MatMulNBits."""
-        return self.fold_offsets and self.int8_offsets and packed.bits == 4
+        return self.fold_offsets and self.int8_offsets and packed.bits == 4 and \
+            (packed.zero_points is None or packed.zero_points.dtype == np.uint8)
 
     def pack(self, canonical: str, record: bool = True, planned: bool = True) -> tuple[PackedInt4, np.ndarray | None]:
         """(packed weight, per-block offset [N, K/block] or None). record=False: leave no report entry.
@@ -347,30 +348,28 @@ def offset_int8(offset: np.ndarray) -> PackedInt4:
 
 def fold_offset(packed: PackedInt4, offset: np.ndarray) -> PackedInt4:
     """A 4-bit weight W [N, K] with its per-block offset term O [N, K/block] as one 4-bit weight over the
-    input [x, s, s] (s: x's block sums padded to P, a multiple of the block): O is quantized as offset_int8
-    does (symmetric int8 levels u = 128 + round(O / d) per block of `block` groups), and u's two nibbles
-    become two 4-bit blocks with the same input, since
-        d * (u - 128) = 16 d * (hi - 8) + d * (lo - 0),   u = 16 hi + lo
-    so the sum over groups is the int8 offset term's, bit for bit in the weights."""
+    input [x, s, s] (s: x's block sums, zero-padded to P, a whole number of blocks). O is quantized to levels
+    v = round(O / d) in [-119, 119] per block of `block` groups (int8 as offset_int8, a scale 127/119 wider), and
+    u = v + 136 in [17, 255] splits into two nibbles that are two 4-bit blocks at the implied zero point 8:
+        d * v = 16 d * (hi - 8) + d * (lo - 8),   u = 16 hi + lo
+    so the weight keeps its zero points as they are (none for Q4_1: no bytes added there)."""
     n, groups = offset.shape
     b = packed.block
     p = -(-groups // b) * b
-    padded = np.zeros((n, p), np.float32)
-    padded[:, :groups] = offset
-    q = quantize_int8(padded, b)  # blob [N, P/b, b] levels, scales [N * P/b]
-    hi, lo = q.blob >> 4, q.blob & 0x0F
-    d = q.scales.reshape(n, p // b)
+    padded = np.zeros((n, p // b, b), np.float32)
+    padded.reshape(n, p)[:, :groups] = offset
+    d = np.abs(padded).max(-1) / 119.0  # [N, P/b]
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
+    u = (np.clip(np.round(padded * inv[..., None]), -119, 119) + 136).astype(np.uint8)
     k_blocks = packed.K // b
-    if packed.zero_points is None:
-        zp = np.full((n, k_blocks), 8, np.uint8)
-    else:
-        zp = unpack_nibbles(packed.zero_points.reshape(n, -1))[:, :k_blocks]
-    ones = np.ones_like(d, np.uint8)
+    zero_points = None
+    if packed.zero_points is not None:
+        levels = unpack_nibbles(packed.zero_points.reshape(n, -1))[:, :k_blocks]
+        zero_points = pack_zero_points(np.concatenate([levels, np.full((n, 2 * (p // b)), 8, np.uint8)], axis=1))
     return PackedInt4(n, packed.K + 2 * p, b,
-                      np.concatenate([packed.blob, pack_nibbles(hi), pack_nibbles(lo)], axis=1),
+                      np.concatenate([packed.blob, pack_nibbles(u >> 4), pack_nibbles(u & 0x0F)], axis=1),
                       np.concatenate([packed.scales.reshape(n, k_blocks), 16 * d, d], axis=1).reshape(-1)
-                      .astype(np.float32),
-                      pack_zero_points(np.concatenate([zp, 8 * ones, 0 * ones], axis=1)), 4)
+                      .astype(np.float32), zero_points, 4)
 
 
 def _block_sums(g, x: str, packed: PackedInt4) -> str:
