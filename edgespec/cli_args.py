@@ -65,7 +65,8 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
                         "weights; --target web uses 1: the browser computes fp32)")
     p.add_argument("--recipe", default=None,
                    help="int4: faithful (every GGUF level kept) | balanced (default: GPTQ int4 where the measured "
-                        "KL cost per byte is lowest, <= 1.09x the all-int4 bytes per token) | fast (all GPTQ int4)")
+                        "KL cost per byte is lowest, the GGUF's levels elsewhere, within 1.0975x the bytes per token "
+                        "of onnxruntime-genai's int4 model) | fast (GPTQ int4 but the exact 4-bit GGUF levels)")
     p.add_argument("--bytes-budget", default=None,
                    help="bytes per token for balanced/fast instead of the recipe's own (e.g. 350M)")
     p.add_argument("--lm-head", default=None, help="int8 | int4 | fp32 (with --recipe faithful or --requantize)")

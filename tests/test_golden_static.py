@@ -25,8 +25,12 @@ from .test_golden import compare
 
 pytestmark = pytest.mark.realmodel
 # measured (2026-12-05, lm_head rows 0-8191 at their Q8_0 levels in both exports): 0.09-0.82 at 121 of 123
-# compared steps, 1.05 and 1.09 at two (fp16 against int8 activations)
-STATIC_LOGIT_TOL = 1.25
+# compared steps, 1.05 and 1.09 at two (fp16 against int8 activations). Re-measured 2026-12-06 after the dynamic
+# export's offset terms were folded into its weights (its top-20 logits teacher-forced on these cases: mean
+# |error| against the fp32 reference 0.286 -> 0.298, max 1.80 -> 2.27; the static graphs keep exact fp32 offset
+# terms): 0.12-0.91 at the 46 steps before the cases diverge, 1.34 at chat-capital's step 1, the near-tie (golden
+# gap 0.145) where the static graph picks the other token
+STATIC_LOGIT_TOL = 1.5
 
 
 def test_golden_traces_replay_on_the_static_graphs(smollm2_static):
