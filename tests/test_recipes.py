@@ -297,13 +297,11 @@ def test_a_folded_offset_term_runs_as_the_separate_int8_one(tmp_path):
     int8 term's product in onnxruntime, both within a small part of one Q4_1 step of the GGUF weight's. K = 64 and 96 (2 and 3 block
     sums, padded to a whole block of 32), T = 1 and 3 rows; with and without the weight's own zero points."""
     import gguf
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
 
     from edgespec.models.onnx_builder import GraphBuilder
 
     from .test_formats import write_tiny_gguf
-    from .test_quant import _model
+    from .test_quant import _run_builder
 
     Q = gguf.GGMLQuantizationType
     config = TINY_CONFIGS["llama"]  # hidden 64, intermediate 96
@@ -313,12 +311,9 @@ def test_a_folded_offset_term_runs_as_the_separate_int8_one(tmp_path):
     rng = np.random.default_rng(3)
 
     def run(linear, name, x):
-        g = GraphBuilder({}, linear)
+        g = GraphBuilder({})
         linear(g, "x", name, "y")
-        graph = helper.make_graph(g.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", K])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], g.initializers)
-        session = ort.InferenceSession(_model(graph).SerializeToString())
-        return session.run(None, {"x": x})[0], [n.op_type for n in g.nodes]
+        return _run_builder(g, x, None), [n.op_type for n in g.nodes]
 
     for name in qtypes:
         weight = source.tensor(name)

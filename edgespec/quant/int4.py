@@ -86,15 +86,15 @@ def pack_zero_points(zp: np.ndarray) -> np.ndarray:
     return pack_nibbles(zp).reshape(-1)
 
 
-def quantize_int8(w: np.ndarray, block: int = 32) -> PackedInt4:
-    """Symmetric int8 per block (levels 1..255 around the implied zero point 128)."""
+def quantize_int8(w: np.ndarray, block: int = 32, max_level: int = 127) -> PackedInt4:
+    """Symmetric int8 per block (levels 128 +- max_level around the implied zero point 128: 1..255 by default)."""
     w = np.asarray(w, dtype=np.float32)
     check_blocks(w.shape, block)
     N, K = w.shape
     blocks = w.reshape(N, K // block, block)
-    scale = np.abs(blocks).max(-1) / 127.0
+    scale = np.abs(blocks).max(-1) / float(max_level)
     inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale != 0)
-    q = np.clip(np.round(blocks * inv[..., None]), -127, 127) + 128
+    q = np.clip(np.round(blocks * inv[..., None]), -max_level, max_level) + 128
     return PackedInt4(N, K, block, q.astype(np.uint8), scale.reshape(-1).astype(np.float32), bits=8)
 
 

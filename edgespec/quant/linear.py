@@ -356,11 +356,10 @@ def fold_offset(packed: PackedInt4, offset: np.ndarray) -> PackedInt4:
     n, groups = offset.shape
     b = packed.block
     p = -(-groups // b) * b
-    padded = np.zeros((n, p // b, b), np.float32)
-    padded.reshape(n, p)[:, :groups] = offset
-    d = np.abs(padded).max(-1) / 119.0  # [N, P/b]
-    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
-    u = (np.clip(np.round(padded * inv[..., None]), -119, 119) + 136).astype(np.uint8)
+    padded = np.zeros((n, p), np.float32)
+    padded[:, :groups] = offset
+    q = quantize_int8(padded, b, max_level=119)  # levels v + 128
+    u, d = q.blob + 8, q.scales.reshape(n, p // b)
     k_blocks = packed.K // b
     zero_points = None
     if packed.zero_points is not None:
