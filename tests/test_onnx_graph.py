@@ -54,6 +54,20 @@ def test_logits_index_returns_only_requested_rows(pair):
     assert np.abs(got - expected[[9, 3]]).max() <= TOL
 
 
+def test_logits_past_the_backends_buffer_come_from_onnxruntime_and_returned_logits_are_not_overwritten(pair,
+                                                                                                     monkeypatch):
+    import edgespec.runtimes.ort as ort_runtime
+
+    decoder, ref, _ = pair
+    tokens = tokens_for(ref.config, 12)
+    expected = ref.forward(tokens)
+    monkeypatch.setattr(ort_runtime, "LOGITS_BUFFER_ROWS", 4)  # 9 rows: onnxruntime's own output
+    first = decoder.forward(tokens[:9])
+    rows = [decoder.forward(tokens[i:i + 1]) for i in range(9, 12)]  # 1 row each: the backend's buffer
+    assert np.abs(first - expected[:9]).max() <= TOL
+    assert np.abs(np.concatenate(rows) - expected[9:]).max() <= TOL  # each pass's rows kept, not the last pass's
+
+
 def test_rollback_is_bit_identical(pair):
     decoder, ref, _ = pair
     tokens = tokens_for(ref.config, 16)

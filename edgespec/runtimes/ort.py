@@ -24,6 +24,8 @@ from .base import BufferCache
 
 log = logging.getLogger(__name__)
 
+LOGITS_BUFFER_ROWS = 64  # rows of logits a pass may write into the backend's own buffer (a draft tree's verify fits)
+
 # --device name -> onnxruntime execution provider
 DEVICES = {
     "cpu": "CPUExecutionProvider",
@@ -77,7 +79,10 @@ class OrtBackend(BufferCache):
         self.has_extra_embeds = "extra_embeds" in names
         self._no_extra = np.zeros((1, 0, config.hidden_size), np.float32)
         self.binding = self.session.io_binding()
-        self.binding.bind_output("logits")
+        # decode and verify passes write their logits into this buffer: reading them through get_outputs() wraps
+        # every bound output (the KV buffers too) in an OrtValue, ~0.2 ms per step on smollm2 (2.5% of a step)
+        self._logits = np.empty((LOGITS_BUFFER_ROWS, config.vocab_size), np.float32)
+        self.binding.bind_output("logits")  # bound first: get_outputs()[0] is the logits when onnxruntime allocates
         for i in range(config.num_layers):
             for j, kind in enumerate(("key", "value")):
                 value = ort.OrtValue.ortvalue_from_numpy(self.kv[2 * i + j])
@@ -132,10 +137,14 @@ class OrtBackend(BufferCache):
                                 "export it again")
         for name, value in feeds.items():
             self.binding.bind_cpu_input(name, value)
-        self.binding.bind_output("logits")  # re-bound each run: its row count changes
+        out = self._logits[:len(rows)] if len(rows) <= LOGITS_BUFFER_ROWS else None  # else onnxruntime allocates
+        if out is None:
+            self.binding.bind_output("logits")
+        else:  # re-bound each run: its row count changes
+            self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(out))
         self.session.run_with_iobinding(self.binding)
         self._last_start, self.cache_len = P, P + T
-        return self.binding.get_outputs()[0].numpy()
+        return self.binding.get_outputs()[0].numpy() if out is None else out.copy()  # the buffer is reused
 
     def _move_rows(self, start: int, indices: np.ndarray) -> None:
         for buffer in self.kv:  # fancy indexing copies first, so overlapping moves are safe
