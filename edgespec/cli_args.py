@@ -72,7 +72,8 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--lm-head", default=None, help="int8 | int4 | fp32 (with --recipe faithful or --requantize)")
     p.add_argument("--embed", help="fp16 | fp32 | fp16-widened (fp16 values stored as fp32) | quantized (the GGUF's "
                                    "own levels as int8 + fp32 scales) | tied (rows read from the lm_head's quantized "
-                                   "weight: one table, the smallest file) (default fp16; --target web: tied)")
+                                   "weight: one table, the smallest file) (default: quantized for --int4 on the cpu "
+                                   "target, fp16 for --target npu and the float precisions; --target web: tied)")
     p.add_argument("--max-len", type=int, help="context length of the KV buffers (default 4096; 1024 for --target npu)")
     p.add_argument("--target", default="cpu", choices=sorted(TARGETS),
                    help="cpu (default): dynamic shapes for onnxruntime; npu: static shapes, one graph per row bucket, "

@@ -57,6 +57,28 @@ def test_target_web_maps_to_a_tied_embedding_and_flags_win(monkeypatch):
     assert seen.pop("options").embed == "fp32"
 
 
+def test_the_default_embedding_is_the_ggufs_levels_on_the_cpu_and_fp16_where_that_graph_is_not_built(monkeypatch):
+    """`edgespec export` and the loader's first-use export (ExportOptions() with no embed) resolve the same default,
+    and the manifest records the choice, not None."""
+    import edgespec.cli as cli
+    import edgespec.export.pipeline as pipeline
+    from edgespec.export.pipeline import ExportOptions
+
+    assert ExportOptions().embed == "quantized"
+    assert ExportOptions(target="npu").embed == ExportOptions(precision="fp16").embed == "fp16"
+    assert ExportOptions(format="gguf").embed == "fp16"
+    for options in (ExportOptions(), ExportOptions(target="npu"), ExportOptions(precision="fp32")):
+        options.check()  # every default passes its own compatibility check
+    seen = []
+    monkeypatch.setattr(pipeline, "export", lambda model, output, options, force: seen.append(options))
+    monkeypatch.setattr(cli.manage, "manifest_lines", lambda out: [])
+    parser = build_parser()
+    for flags in ([], ["--target", "npu"], ["--fp16"]):
+        args = parser.parse_args(["export", "smollm2-135m", "-o", "x", *flags])
+        args.func(args)
+    assert [o.embed for o in seen] == ["quantized", "fp16", "fp16"]
+
+
 def test_a_quantized_embedding_is_refused_where_the_graph_cannot_take_it():
     from edgespec.errors import EdgespecError
     from edgespec.export.pipeline import ExportOptions

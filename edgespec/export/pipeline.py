@@ -49,13 +49,21 @@ EMBED_CHOICES = ("fp16", "fp32", "fp16-widened", "quantized", "tied")
 GRAPH_TARGETS = ("cpu", "npu")  # dynamic shapes for onnxruntime, or static graphs per row bucket
 
 
+def default_embed(precision: str, fmt: str, target: str) -> str:
+    """The embedding table's form when --embed is not given: an int4 ONNX export for the CPU keeps the GGUF's own
+    levels as int8 ("quantized": its values exactly, half the fp16 table's bytes, so the data file is 11-19%
+    smaller and the load peak lower; benchmarks/recipes.md, stop 37). The static (NPU) graphs and the float
+    precisions keep fp16: "quantized" was not built for them."""
+    return "quantized" if precision == "int4" and fmt == "onnx" and target == "cpu" else "fp16"
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     precision: str = "int4"
     block_size: int = 32  # for weights that must be requantized (float sources)
     accuracy_level: int = 4  # MatMulNBits on int4 weights: 4 = int8 activations (fast), 0/1 = fp32
     lm_head: str | None = None  # int8 (default) | int4 | fp32, for --recipe faithful and --requantize
-    embed: str = "fp16"
+    embed: str | None = None  # None: default_embed(); resolved when made, so manifests and keys name the choice
     max_len: int | None = None  # KV buffer length (context): 4096, or the static window (1024) for --target npu
     validate_tokens: int = 256
     compare_llamacpp: bool = True  # validation also runs llama.cpp on a GGUF source (a report; slow on 2 cores)
@@ -76,6 +84,10 @@ class ExportOptions:
             get_recipe(self.recipe).budget is not None
     target: str = "cpu"  # cpu: dynamic shapes (onnxruntime); npu: static graphs per row bucket (export/static.py)
     buckets: tuple[int, ...] = DEFAULT_BUCKETS  # --target npu: rows per graph
+
+    def __post_init__(self):
+        if self.embed is None:  # frozen: set once, here
+            object.__setattr__(self, "embed", default_embed(self.precision, self.format, self.target))
 
     def context(self) -> int:
         return self.max_len or (DEFAULT_WINDOW if self.target == "npu" else 4096)

@@ -56,7 +56,9 @@ RECIPES = {r.name: r for r in (
                    "token", 1.0),
 )}
 DEFAULT_RECIPE = "balanced"
-RECIPE_VERSION = 4  # bump when a recipe plans differently from the same calibration: cached exports are remade
+# bump when a recipe plans differently from the same calibration, or the default export stores a weight otherwise:
+# cached exports are remade (5: the embedding table as the GGUF's own levels, export/pipeline.py::default_embed)
+RECIPE_VERSION = 5
 # The planned recipes' raised 5..8-bit GGUF levels as int8 in blocks of up to this many inputs, on the CPU (see
 # QuantizedLinear.int8_block): qwen 0.5b's default raises five layers instead of three within the same bytes
 INT8_BLOCK = 128
