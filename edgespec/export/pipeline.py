@@ -52,8 +52,9 @@ GRAPH_TARGETS = ("cpu", "npu")  # dynamic shapes for onnxruntime, or static grap
 def default_embed(precision: str, fmt: str, target: str) -> str:
     """The embedding table's form when --embed is not given: an int4 ONNX export for the CPU keeps the GGUF's own
     levels as int8 ("quantized": its values exactly, half the fp16 table's bytes, so the data file is 11-19%
-    smaller and the load peak lower; benchmarks/recipes.md, stop 37). The static (NPU) graphs and the float
-    precisions keep fp16: "quantized" was not built for them."""
+    smaller; the load peak is the same, since only the rows read of either table become resident; benchmarks/
+    recipes.md, stop 37). The static (NPU) graphs and the float precisions keep fp16: "quantized" was not built
+    for them."""
     return "quantized" if precision == "int4" and fmt == "onnx" and target == "cpu" else "fp16"
 
 
