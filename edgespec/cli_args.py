@@ -66,9 +66,10 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--recipe", default=None,
                    help="int4: faithful (every GGUF level kept) | balanced (default: GPTQ int4 where the measured "
                         "KL cost per byte is lowest, the GGUF's levels elsewhere, within 1.0975x the bytes per token "
-                        "of onnxruntime-genai's int4 model) | fast (GPTQ int4 but the exact 4-bit GGUF levels)")
+                        "of onnxruntime-genai's int4 model) | fast (GPTQ int4 but the exact 4-bit GGUF levels) | "
+                        "compact (fast with symmetric int4, genai's format, within its bytes per token)")
     p.add_argument("--bytes-budget", default=None,
-                   help="bytes per token for balanced/fast instead of the recipe's own (e.g. 350M)")
+                   help="bytes per token for balanced/fast/compact instead of the recipe's own (e.g. 350M)")
     p.add_argument("--lm-head", default=None, help="int8 | int4 | fp32 (with --recipe faithful or --requantize)")
     p.add_argument("--embed", help="fp16 | fp32 | fp16-widened (fp16 values stored as fp32) | quantized (the GGUF's "
                                    "own levels as int8 + fp32 scales) | tied (rows read from the lm_head's quantized "

@@ -36,8 +36,9 @@ def test_inverse_factor_is_the_upper_cholesky_of_the_damped_inverse():
     assert np.all(np.tril(u, -1) == 0) and not dead.any()
 
 
-@pytest.mark.parametrize("block", [16, 32, 64, 128])
-def test_gptq_packs_for_matmulnbits_and_beats_round_to_nearest_on_held_out_rows(block):
+@pytest.mark.parametrize("block, symmetric", [(16, False), (32, False), (64, False), (128, False), (32, True),
+                                              (128, True)])
+def test_gptq_packs_for_matmulnbits_and_beats_round_to_nearest_on_held_out_rows(block, symmetric):
     rng = np.random.default_rng(block)
     w = rng.standard_normal((96, 256)).astype(np.float32)
     # an outlier late in every block: a block's range must come from all of its columns (blocks wider than
@@ -45,14 +46,15 @@ def test_gptq_packs_for_matmulnbits_and_beats_round_to_nearest_on_held_out_rows(
     w[:, block - 3::block] *= 8
     x = correlated(rng, 1400, 256)
     fit, held_out = x[:1024], x[1024:]
-    packed = gptq_int4(w, hessian(fit), block)
+    packed = gptq_int4(w, hessian(fit), block, symmetric=symmetric)
+    assert (packed.zero_points is None) == symmetric  # symmetric: onnxruntime-genai's format, the implied 8
     # the layout is MatMulNBits': onnxruntime computes x @ dequantize(packed)^T
     np.testing.assert_allclose(run_matmulnbits(packed, held_out), held_out @ int4.dequantize(packed).T,
                                rtol=1e-4, atol=1e-3)
     gptq = output_error(held_out, w, int4.dequantize(packed))
-    rtn = output_error(held_out, w, int4.dequantize(int4.quantize(w, block)))
+    rtn = output_error(held_out, w, int4.dequantize(int4.quantize(w, block, symmetric)))
     assert gptq < 0.8 * rtn, (gptq, rtn)
-    assert packed_bytes(packed) == int4_bytes(96, 256, block)
+    assert packed_bytes(packed) == int4_bytes(96, 256, block, zero_points=not symmetric)
 
 
 def test_dead_inputs_are_zeroed_not_divided_by():
@@ -117,6 +119,25 @@ def test_plan_keeps_high_precision_by_measured_kl_within_the_budget(tiny_source)
         assert record["choice"] in ("high", "int4") and "group_int4_kl" in record and record["bytes"] > 0
         assert (record["choice"] == "int4") == (name in one.int4)
         assert record["int4_method"] == "gptq"  # 128 calibration rows >= 96 inputs (ffn_down: 128)
+
+
+def test_a_symmetric_recipe_plans_int4_without_zero_points_and_counts_their_bytes(tiny_source, tmp_path):
+    """`compact`'s kind of recipe: every requantized weight symmetric (genai's format); the least a plan can read
+    is then the symmetric count, and it is what the all-int4 plan reads. Its calibration is cached and reused."""
+    def symmetric_plan(budget):
+        recipe = Recipe("test", "tiny", 1.1, calib_tokens=160, kl_tokens=32, top_k=8, symmetric=True)
+        tokens = np.random.default_rng(3).integers(0, tiny_source.config.vocab_size, 160)
+        linear = QuantizedLinear(tiny_source, 8, 32, 4, int8_offsets=True)
+        return plan_precision(tiny_source, tokens, recipe, linear, linear, budget,
+                              cache_file=tmp_path / "symmetric.npz")
+
+    least = least_budget(symmetric_plan)
+    low, again = symmetric_plan(least), symmetric_plan(least)  # calibrated, then read from the cache
+    assert low.int4 and all(p.zero_points is None for p in low.int4.values())
+    assert all(np.array_equal(again.int4[n].blob, p.blob) and again.int4[n].zero_points is None
+               for n, p in low.int4.items())
+    assert low.summary["bytes_per_token"] == least < least_budget(lambda budget: plan(tiny_source, bytes_budget=budget))
+    assert RECIPES["compact"].symmetric and RECIPES["compact"].budget <= 1.0  # no more bytes than genai's model
 
 
 def test_recipe_options_are_checked():

@@ -113,7 +113,7 @@ class ExportOptions:
         if self.bytes_budget is not None and (self.bytes_budget <= 0 or self.recipe not in RECIPES
                                               or not self.planned):
             problems.append(f"--bytes-budget {self.bytes_budget} needs a positive size and a planned recipe "
-                            f"(balanced or fast), not '{self.recipe}'")
+                            f"(balanced, fast or compact), not '{self.recipe}'")
         if self.embed not in EMBED_CHOICES:
             problems.append(f"embed '{self.embed}' is not one of {EMBED_CHOICES}")
         if self.precision != "int4" and (self.lm_head not in (None, "int8") or self.embed != "fp16"
@@ -308,7 +308,8 @@ def _strategies(source, options: ExportOptions, tokenizer, ref=None):
         cache = None if ref is None else hub.cache_dir() / "calibration" / (
             f"{ref.name}-" + hub.source_key(ref.path, CALIBRATION_VERSION, GPTQ_VERSION, recipe.calib_tokens,
                                             recipe.kl_tokens, recipe.top_k, recipe.lm_head_rows, options.block_size,
-                                            hash(tuple(tokens))) + ".npz")
+                                            hash(tuple(tokens)), *(("symmetric",) if recipe.symmetric else ())) +
+            ".npz")
         # a tied embedding reads its rows from one lm_head table (QNN HTP runs the split's 8-bit MatMulNBits
         # and Concat: checked in its simulator)
         plan = plan_precision(source, tokens, recipe, layers, lm_head, options.bytes_budget, options.block_size,

@@ -109,7 +109,7 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
             all_int4 += int4_bytes(*shape)
             if _requantizable(source, name):
                 groups.setdefault(group_of(i, PROJECTIONS[kind]), []).append(name)
-                least += int4_bytes(*shape, block)
+                least += int4_bytes(*shape, block, not recipe.symmetric)
             else:
                 fixed_bytes += _record_high(records, high_linear, name, group_of(i, PROJECTIONS[kind]))
     shape = _shape(source, lm_name)
@@ -118,7 +118,7 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
     segments = lm_head_segments(config.vocab_size, recipe.lm_head_rows)
     if _requantizable(source, lm_name):
         groups.update({g: [lm_name] for g in segments})
-        least += int4_bytes(*shape, block)
+        least += int4_bytes(*shape, block, not recipe.symmetric)
     else:
         fixed_bytes += _record_high(records, lm_head_linear, lm_name, "lm_head")
         segments = {}
@@ -173,6 +173,10 @@ def plan_precision(source, tokens, recipe: Recipe, high_linear, lm_head_linear, 
     low = {g: sum(low_bytes[g, n] for n in names) for g, names in groups.items()}
     high = {g: sum(high_bytes[g, n] for n in names) for g, names in groups.items()}
     total = fixed_bytes + sum(low.values())
+    if total > budget:  # a recipe's budget (an explicit one was refused above): the least plan, said so
+        log.warning("precision: recipe %s's budget (%.1f MB per token) is below the least this model reads "
+                    "(%.1f MB: every requantizable weight int4, its 4-bit GGUF levels kept exact); exporting that",
+                    recipe.name, budget / 1e6, total / 1e6)
     raised = _raise(groups, kl, low, high, budget - total, _prefix_order(segments))
     total += sum(high[g] - low[g] for g in raised)
 
@@ -272,7 +276,8 @@ def _calibrate(source, tokens, recipe: Recipe, groups: dict, block: int, lm_name
                 quantized = {}
                 for name in groups.get(group, []):
                     point = PROJECTIONS[name.rsplit(".", 1)[1]]
-                    int4[name], method = _int4(layer_w[name], seen[point][t_kl:], hessians, point, block)
+                    int4[name], method = _int4(layer_w[name], seen[point][t_kl:], hessians, point, block,
+                                               recipe.symmetric)
                     quantized[name] = dequantize(int4[name])
                     measured[name] = {"group": group, "int4_method": method, "int4_output_error":
                                      round(output_error(seen[point][:t_kl], layer_w[name], quantized[name]), 5)}
@@ -290,7 +295,7 @@ def _calibrate(source, tokens, recipe: Recipe, groups: dict, block: int, lm_name
         for g, state in variants.items():
             kl[g] = _kl(ref_logits, rms_norm(state, final_norm, config.rms_norm_eps) @ lm[vocab].T)
         if segments:
-            int4[lm_name], method = _int4(lm, normed[t_kl:], {}, "lm_in", block)
+            int4[lm_name], method = _int4(lm, normed[t_kl:], {}, "lm_in", block, recipe.symmetric)
             rows = dequantize(take_rows(int4[lm_name], vocab))
             for g, (start, end) in segments.items():  # this segment's rows int4, the others fp32
                 inside = ((vocab >= start) & (vocab < end))[:, None]
@@ -308,7 +313,8 @@ def _save(path: Path, int4: dict, kl: dict, measured: dict, kl_vocab: int) -> No
     arrays = {"meta": np.array(json.dumps({"kl": kl, "measured": measured, "kl_vocab": kl_vocab}))}
     for name, p in int4.items():
         arrays[f"{name}|blob"], arrays[f"{name}|scales"] = p.blob, p.scales
-        arrays[f"{name}|zero_points"] = p.zero_points
+        if p.zero_points is not None:  # symmetric int4 has none (None would be a pickled object array)
+            arrays[f"{name}|zero_points"] = p.zero_points
         arrays[f"{name}|shape"] = np.array([p.N, p.K, p.block, p.bits])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / (path.name + ".partial.npz")
@@ -324,8 +330,8 @@ def _load(path: Path):
             if key.endswith("|shape"):
                 name = key[:-6]
                 n, k, block, bits = (int(v) for v in f[key])
-                int4[name] = PackedInt4(n, k, block, f[f"{name}|blob"], f[f"{name}|scales"],
-                                        f[f"{name}|zero_points"], bits)
+                zero_points = f[f"{name}|zero_points"] if f"{name}|zero_points" in f.files else None
+                int4[name] = PackedInt4(n, k, block, f[f"{name}|blob"], f[f"{name}|scales"], zero_points, bits)
     return int4, meta["kl"], meta["measured"], meta["kl_vocab"]
 
 
@@ -335,14 +341,14 @@ def _covers(cached, groups: dict) -> bool:
     return set(groups) <= set(kl) and all(n in int4 for names in groups.values() for n in names)
 
 
-def _int4(w: np.ndarray, x: np.ndarray, hessians: dict, point: str, block: int):
+def _int4(w: np.ndarray, x: np.ndarray, hessians: dict, point: str, block: int, symmetric: bool = False):
     """(PackedInt4, method): GPTQ with the Hessian of x (shared per input point) when x has at least as
-    many rows as w has inputs, else round-to-nearest (asymmetric min/max)."""
+    many rows as w has inputs, else round-to-nearest (min/max, or symmetric: the largest magnitude)."""
     if len(x) < w.shape[1]:
-        return quantize(w, block), "rtn"
+        return quantize(w, block, symmetric), "rtn"
     if point not in hessians:
         hessians[point] = hessian(x)
-    return gptq_int4(w, hessians[point], block), "gptq"
+    return gptq_int4(w, hessians[point], block, symmetric=symmetric), "gptq"
 
 
 def _layer(model, i: int, h: np.ndarray) -> np.ndarray:

@@ -13,7 +13,9 @@ columns with the window's own Hessian block (error is spread within a window onl
 factorization costs K^3, 25x more for a 4864-wide H than for five 1024-wide blocks, and takes
 seconds per layer on a busy 2-core machine.
 Output: MatMulNBits' asymmetric int4 layout (block along K, 4-bit zero points), whose
-block parameters are chosen from the already error-updated weights of each block.
+block parameters are chosen from the already error-updated weights of each block; or, symmetric, its layout
+without zero points (the implied 8; onnxruntime-genai's format, 0.125 bits per weight fewer), the block's
+largest-magnitude weight mapped to -8 as Q4_0 and int4.quantize(symmetric=True) do.
 
 Why our own and not onnxruntime.quantization's: its GPTQ (`neural_compressor.weight_only.gptq`)
 returns fake-quantized floats, not the levels/scales/zero points MatMulNBits stores, picks block
@@ -58,8 +60,9 @@ def inverse_factor(h: np.ndarray, damp: float = DAMP) -> tuple[np.ndarray, np.nd
         return np.linalg.inv(lower)[::-1, ::-1].astype(np.float32), dead
 
 
-def gptq_int4(w: np.ndarray, h: np.ndarray, block: int = 32, damp: float = DAMP, window: int = WINDOW) -> PackedInt4:
-    """w [N, K] float, h [K, K] = X^T X of its inputs -> asymmetric int4 PackedInt4."""
+def gptq_int4(w: np.ndarray, h: np.ndarray, block: int = 32, damp: float = DAMP, window: int = WINDOW,
+              symmetric: bool = False) -> PackedInt4:
+    """w [N, K] float, h [K, K] = X^T X of its inputs -> int4 PackedInt4 (asymmetric, or symmetric: no zero points)."""
     w = np.asarray(w, np.float32)
     check_blocks(w.shape, block)  # as round-to-nearest does: an error that names K, not an IndexError
     N, K = w.shape
@@ -72,12 +75,13 @@ def gptq_int4(w: np.ndarray, h: np.ndarray, block: int = 32, damp: float = DAMP,
         blocks = slice(c // block, cols.stop // block)
         for r in range(0, N, SLAB):
             rows = slice(r, min(r + SLAB, N))
-            levels[rows, cols], scales[rows, blocks], zeros[rows, blocks] = _gptq_rows(w[rows, cols], u, dead, block)
+            levels[rows, cols], scales[rows, blocks], zeros[rows, blocks] = _gptq_rows(w[rows, cols], u, dead, block,
+                                                                                       symmetric)
     blob = pack_nibbles(levels.reshape(N, K // block, block))
-    return PackedInt4(N, K, block, blob, scales.reshape(-1), pack_zero_points(zeros))
+    return PackedInt4(N, K, block, blob, scales.reshape(-1), None if symmetric else pack_zero_points(zeros))
 
 
-def _gptq_rows(w: np.ndarray, u: np.ndarray, dead: np.ndarray, block: int):
+def _gptq_rows(w: np.ndarray, u: np.ndarray, dead: np.ndarray, block: int, symmetric: bool = False):
     Wt = np.ascontiguousarray(w.T)  # [K, N]: a column of w is a contiguous row here
     Wt[dead] = 0.0
     K, N = Wt.shape
@@ -96,10 +100,14 @@ def _gptq_rows(w: np.ndarray, u: np.ndarray, dead: np.ndarray, block: int):
             col = c1 + i
             if col % block == 0:  # this block's range from its error-updated weights
                 g = W1[i:i + block]
-                lo, hi = np.minimum(g.min(0), 0.0), np.maximum(g.max(0), 0.0)
-                scale = (hi - lo) / 15.0
-                safe = np.where(scale == 0, 1.0, scale)
-                zp = np.clip(np.round(-lo / safe), 0, 15)
+                if symmetric:  # the largest-magnitude weight (with its sign) -> level 0, i.e. -8
+                    scale = np.take_along_axis(g, np.abs(g).argmax(0)[None], 0)[0] / -8.0
+                    safe, zp = np.where(scale == 0, 1.0, scale), np.full(scale.shape, 8.0, np.float32)
+                else:
+                    lo, hi = np.minimum(g.min(0), 0.0), np.maximum(g.max(0), 0.0)
+                    scale = (hi - lo) / 15.0
+                    safe = np.where(scale == 0, 1.0, scale)
+                    zp = np.clip(np.round(-lo / safe), 0, 15)
                 scales[col // block], zeros[col // block] = scale, zp
             q = np.clip(np.round(W1[i] / safe) + zp, 0, 15)
             levels[col] = q
