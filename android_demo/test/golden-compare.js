@@ -20,6 +20,36 @@ export function checkTokens(trace, got, golden, label) {
 }
 
 /**
+ * A speculative greedy run `got` against the plain greedy tokens `plain` after `promptIds`, with
+ * tests/test_spec_real.py's rule: a T-token pass rounds differently from a 1-token pass (int8 activations), so
+ * the runs may part only at a near-tie: where the top-1/top-2 gap (gapAt(step, plain's 1-token-pass logits);
+ * by default those logits' own) is below the measured difference between the 1-token-pass and the
+ * multi-token-pass logits for the same input. Returns how many tokens agree.
+ */
+export async function checkSpeculative(backend, promptIds, plain, got, label, gapAt = (_, one) => topGap(one)) {
+  const first = plain.findIndex((t, i) => got[i] !== t);
+  if (first < 0) return plain.length;
+  const prefix = [...promptIds, ...plain.slice(0, first)];
+  backend.reset(); // plain's numerics: the prompt, then one token per pass
+  let one = (await backend.forward(promptIds, { logitsFor: [promptIds.length - 1] })).row(0);
+  for (const token of plain.slice(0, first)) one = Float32Array.from((await backend.forward([token])).row(0));
+  backend.reset(); // the same input through one multi-token pass
+  const many = (await backend.forward(prefix, { logitsFor: [prefix.length - 1] })).row(0);
+  backend.reset();
+  let rounding = 0;
+  for (let v = 0; v < one.length; v++) rounding = Math.max(rounding, Math.abs(one[v] - many[v]));
+  const gap = gapAt(first, one);
+  assert.ok(gap < rounding, `${label}: diverged at token ${first} with top-1/top-2 gap ${gap} >= pass difference ${rounding}`);
+  return first;
+}
+
+function topGap(logits) {
+  let a = -Infinity, b = -Infinity;
+  for (const v of logits) if (v > a) [a, b] = [v, a]; else if (v > b) b = v;
+  return a - b;
+}
+
+/**
  * The replay's logits of each golden top id are within logit_abs of the golden's, for the first `n + 1`
  * steps (step n chose the token that differed). rowLogit(step, id) -> the replay's logit.
  */

@@ -10,7 +10,8 @@ import { NgramDrafter } from "../engine/drafters/ngram.js";
 import { decode, SpecStats } from "../engine/engine.js";
 import { loadNode } from "../engine/node.js";
 import { Sampler } from "../engine/sampling.js";
-import { checkExportIdentity, checkLogits, checkTokens as checkTokensOf } from "./golden-compare.js";
+import { checkExportIdentity, checkLogits, checkSpeculative as checkSpeculativeRun, checkTokens as checkTokensOf }
+  from "./golden-compare.js";
 import { exportDir, golden, recording } from "./helpers.js";
 
 let model, trace;
@@ -23,29 +24,9 @@ before(async () => {
   checkExportIdentity(trace, model.manifest, dir);
 });
 
-/**
- * Speculative greedy vs the golden (plain) tokens, with tests/test_spec_real.py's rule: a T-token pass rounds
- * differently from a 1-token pass (int8 activations), so a divergence is allowed only where the golden
- * top-1/top-2 gap is below the measured difference between the 1-token-pass and multi-token-pass logits
- * for the same input. Returns how many tokens agree.
- */
-async function checkSpeculative(got, golden, label) {
-  const first = golden.tokens.findIndex((t, i) => got[i] !== t);
-  if (first < 0) return golden.tokens.length;
-  const backend = model.backend;
-  const prefix = [...golden.prompt_ids, ...golden.tokens.slice(0, first)];
-  backend.reset(); // plain's numerics: the prompt, then one token per pass
-  let one = (await backend.forward(golden.prompt_ids, { logitsFor: [golden.prompt_ids.length - 1] })).row(0);
-  for (const token of golden.tokens.slice(0, first)) one = Float32Array.from((await backend.forward([token])).row(0));
-  backend.reset(); // the same input through one multi-token pass
-  const many = (await backend.forward(prefix, { logitsFor: [prefix.length - 1] })).row(0);
-  backend.reset();
-  let rounding = 0;
-  for (let v = 0; v < one.length; v++) rounding = Math.max(rounding, Math.abs(one[v] - many[v]));
-  const gap = golden.steps[first].top_logits[0] - golden.steps[first].top_logits[1];
-  assert.ok(gap < rounding, `${label}: diverged at token ${first} with golden top-1/top-2 gap ${gap} >= pass difference ${rounding}`);
-  return first;
-}
+/** Speculative greedy vs the golden (plain) tokens, judged at the golden's own top-1/top-2 gaps. */
+const checkSpeculative = (got, golden, label) => checkSpeculativeRun(model.backend, golden.prompt_ids, golden.tokens,
+  got, label, (step) => golden.steps[step].top_logits[0] - golden.steps[step].top_logits[1]);
 
 async function greedy(backend, ids, drafter, stats = new SpecStats()) {
   const out = [];

@@ -1,6 +1,7 @@
 // PPD (trained prompt tokens riding on the verify pass) in the JS engine: the drafter file written by the
 // Python side is read and checked as export/trained.py checks it, and speculative output equals plain
-// output on smollm2's default export (bit for bit in exact mode) with prompt rows that know the answer
+// output on smollm2's default export (bit for bit in exact mode; greedy up to near-ties of multi-token
+// passes, the rule of golden-compare.js's checkSpeculative) with prompt rows that know the answer
 // most of the time (as tests/test_ppd.py's OraclePPD), so drafts are accepted and rejected.
 import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -14,6 +15,7 @@ import { ModelFormatError } from "../engine/errors.js";
 import { readNpy } from "../engine/npz.js";
 import { Sampler } from "../engine/sampling.js";
 import { treeLayout } from "../engine/tree.js";
+import { checkSpeculative } from "./golden-compare.js";
 import { openFixture, python } from "./helpers.js";
 
 let model, trace, scratch;
@@ -106,7 +108,9 @@ describe("PPD in the JS engine", () => {
       const spec = await run(c.prompt_ids, drafter, exact, stats);
       t.diagnostic(`${c.name}: ${stats.accepted} of ${stats.drafted} drafts accepted in ${stats.steps} passes`);
       assert.ok(stats.accepted > 10 && stats.accepted < stats.drafted, JSON.stringify(stats));
-      assert.deepEqual(spec, plain, `${c.name}: PPD speculative != plain`);
+      if (exact) assert.deepEqual(spec, plain, `${c.name}: PPD speculative != plain`);
+      else t.diagnostic(`${c.name}: ${await checkSpeculative(model.backend, c.prompt_ids, plain, spec,
+        `${c.name}: PPD speculative vs plain`)} of ${plain.length} tokens equal plain's`);
     });
   }
 
