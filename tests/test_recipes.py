@@ -93,8 +93,8 @@ def least_budget(make_plan) -> int:
     return refused.value.least
 
 
-def plan(source, budget_factor=None, bytes_budget=None, cache_file=None):
-    recipe = Recipe("test", "tiny", budget_factor or 1.1, calib_tokens=160, kl_tokens=32, top_k=8)
+def plan(source, budget_factor=None, bytes_budget=None, cache_file=None, symmetric=False):
+    recipe = Recipe("test", "tiny", budget_factor or 1.1, calib_tokens=160, kl_tokens=32, top_k=8, symmetric=symmetric)
     tokens = np.random.default_rng(3).integers(0, source.config.vocab_size, 160)
     linear = QuantizedLinear(source, 8, 32, 4, int8_offsets=True)
     return plan_precision(source, tokens, recipe, linear, linear, bytes_budget, cache_file=cache_file)
@@ -125,11 +125,7 @@ def test_a_symmetric_recipe_plans_int4_without_zero_points_and_counts_their_byte
     """`compact`'s kind of recipe: every requantized weight symmetric (genai's format); the least a plan can read
     is then the symmetric count, and it is what the all-int4 plan reads. Its calibration is cached and reused."""
     def symmetric_plan(budget):
-        recipe = Recipe("test", "tiny", 1.1, calib_tokens=160, kl_tokens=32, top_k=8, symmetric=True)
-        tokens = np.random.default_rng(3).integers(0, tiny_source.config.vocab_size, 160)
-        linear = QuantizedLinear(tiny_source, 8, 32, 4, int8_offsets=True)
-        return plan_precision(tiny_source, tokens, recipe, linear, linear, budget,
-                              cache_file=tmp_path / "symmetric.npz")
+        return plan(tiny_source, bytes_budget=budget, cache_file=tmp_path / "symmetric.npz", symmetric=True)
 
     least = least_budget(symmetric_plan)
     low, again = symmetric_plan(least), symmetric_plan(least)  # calibrated, then read from the cache
