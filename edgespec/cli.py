@@ -104,8 +104,8 @@ def cmd_export(args) -> int:
     from .memory import parse_size
 
     preset = TARGETS[args.target]  # flags the user gave win over the target's preset
-    chosen = {key: getattr(args, key) for key in ("lm_head", "embed", "accuracy_level", "layer_plans")
-              if getattr(args, key) is not None}
+    flags = ("lm_head", "embed", "accuracy_level", "layer_plans", "new_rows")
+    chosen = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
     options = ExportOptions(precision=args.precision, block_size=args.block_size,
                             **{**preset, **chosen}, max_len=args.max_len,
                             validate_tokens=args.validate_tokens, format=args.format, requantize=args.requantize,

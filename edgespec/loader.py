@@ -112,24 +112,24 @@ def _source_config(kind: str, path: str, _size: int, _mtime_ns: int) -> ModelCon
 
 
 def export_key(ref: hub.ModelRef, fmt: str = "onnx", full_context: bool = False,
-               layer_plans: bool = False) -> tuple[str, str]:
+               layer_plans: bool = False, new_rows: bool = False) -> tuple[str, str]:
     """(directory name, key) of a default export of `ref`, keyed by the source's content (sha256) and,
     for ONNX, the family's graph version and the graph contract: the known model with these bytes names
     it, whatever path or name it was given by. full_context: the variant whose RoPE table covers the
     model's whole context (made when --context asks for more than the default export's). layer_plans:
-    the variant with an If per middle layer (`--spec layerskip | s3d` need it; it costs every plain step)."""
+    the variant with an If per middle layer (`--spec layerskip | s3d` need it; it costs every plain step).
+    new_rows: the variant with the new-row outputs (`--new-rows`, for the JS engine on onnxruntime-node)."""
     sha = hub.content_sha256(ref)
     known = hub.known_by_content(sha)
     # the architecture names the graph builder's version; a GGUF for llama.cpp has none (nor a header to read
     # when the source is an HF directory)
     architecture = source_config(ref).architecture if fmt in ("onnx", "npu") else ""
-    key = _key(sha, architecture, fmt, full_context, layer_plans)
-    plans = layer_plans and fmt == "onnx"
-    kind = ("int4-plans" if plans else "int4") if fmt == "onnx" else fmt
+    key = _key(sha, architecture, fmt, full_context, layer_plans, new_rows)
+    kind = "int4" + ("-plans" if layer_plans else "") + ("-rows" if new_rows else "") if fmt == "onnx" else fmt
     return f"{known.name if known else ref.name}-{kind}-{key}", key
 
 
-def _key(sha: str, architecture: str, fmt: str, full_context: bool, layer_plans: bool) -> str:
+def _key(sha: str, architecture: str, fmt: str, full_context: bool, layer_plans: bool, new_rows: bool) -> str:
     versions = ""
     if fmt == "onnx":  # rebuilt when the family's graph or the graph contract changes
         versions = (f"graph{family(architecture).graph_version}:contract{GRAPH_CONTRACT_VERSION}"
@@ -137,12 +137,13 @@ def _key(sha: str, architecture: str, fmt: str, full_context: bool, layer_plans:
     elif fmt == "npu":  # static graphs (`export --target npu`): their own builder and contract versions
         versions = (f"static{family(architecture).static_graph_version}:contract{STATIC_CONTRACT_VERSION}"
                     f":recipe-{DEFAULT_RECIPE}{RECIPE_VERSION}")
-    plans = layer_plans and fmt == "onnx"
-    variant = f"{':fullctx' if full_context else ''}{':layer-plans' if plans else ''}"
+    onnx = fmt == "onnx"
+    variant = f"{':fullctx' if full_context else ''}{':layer-plans' if layer_plans and onnx else ''}" \
+              f"{':new-rows' if new_rows and onnx else ''}"
     return hashlib.sha256(f"{sha}:{fmt}:{versions}{variant}".encode()).hexdigest()[:12]
 
 
-CACHED_EXPORT_NAME = re.compile(r"-(int4|int4-plans|npu|gguf)-([0-9a-f]{12})$")
+CACHED_EXPORT_NAME = re.compile(r"-(int4(?:-plans)?(?:-rows)?|npu|gguf)-([0-9a-f]{12})$")
 
 
 def is_stale_export(directory: Path, manifest: dict) -> bool:
@@ -155,19 +156,20 @@ def is_stale_export(directory: Path, manifest: dict) -> bool:
         return False
     fmt = "onnx" if match[1].startswith("int4") else match[1]
     try:
-        current = {_key(sha, manifest["architecture"], fmt, full, plans)
-                   for full in (False, True) for plans in (False, True)}
+        current = {_key(sha, manifest["architecture"], fmt, full, plans, rows)
+                   for full in (False, True) for plans in (False, True) for rows in (False, True)}
     except EdgespecError:  # a family this version no longer knows: nothing can open it
         return True
     return match[2] not in current
 
 
-def find_export(ref: hub.ModelRef, fmt: str = "onnx", context: int = 0, layer_plans: bool = False) -> Path | None:
+def find_export(ref: hub.ModelRef, fmt: str = "onnx", context: int = 0, layer_plans: bool = False,
+                new_rows: bool = False) -> Path | None:
     """The cached default export of these bytes that holds `context` tokens, whatever it was called when
     it was made (the default one first, then the whole-context one)."""
     exports = hub.cache_dir() / "exports"
     for full in (False, True):
-        name, key = export_key(ref, fmt, full, layer_plans)
+        name, key = export_key(ref, fmt, full, layer_plans, new_rows)
         for out in [exports / name, *sorted(exports.glob(f"*-{key}"))]:
             if (out / "edgespec.json").is_file() and read_manifest(out, verify=False)["max_len"] >= context:
                 return out
@@ -175,15 +177,16 @@ def find_export(ref: hub.ModelRef, fmt: str = "onnx", context: int = 0, layer_pl
 
 
 def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, context: int = 0,
-                  layer_plans: bool = False) -> Path:
+                  layer_plans: bool = False, new_rows: bool = False) -> Path:
     """The default export of a source, made once: fmt "onnx" (int4, dynamic shapes), "npu" (int4 static
     graphs, `--target npu`) or "gguf" (a Q4_0/Q8_0 GGUF for llama.cpp), with a
     progress line and an estimate instead of the export's step-by-step log (that stays in the manifest).
     A context beyond the default export's (4096) gets an export for the model's whole context (only its
     RoPE table is longer); beyond the model's own maximum, a clear error before any work. layer_plans:
-    the ONNX variant with an If per middle layer (layer-skip and S3D drafting), a directory of its own."""
-    layer_plans = layer_plans and fmt == "onnx"  # the other formats have no layer plans
-    found = find_export(ref, fmt, context, layer_plans)
+    the ONNX variant with an If per middle layer (layer-skip and S3D drafting), a directory of its own;
+    new_rows: the ONNX variant with the new-row outputs (the JS engine's "appended" KV scheme on node)."""
+    layer_plans, new_rows = layer_plans and fmt == "onnx", new_rows and fmt == "onnx"  # ONNX graphs' options
+    found = find_export(ref, fmt, context, layer_plans, new_rows)
     if found is not None:
         return found
     # imported here: onnx takes 0.5-5 s to import, and every start with a cached export needs none of it;
@@ -194,20 +197,21 @@ def cached_export(ref: hub.ModelRef, fmt: str = "onnx", progress: bool = True, c
     # comparison: on 2 cores the full report (`edgespec export`) took 110 of a first chat's 130 s
     first_use = dict(validate_tokens=FIRST_USE_VALIDATE_TOKENS, compare_llamacpp=False)
     options = ExportOptions(target="npu", **first_use) if fmt == "npu" else \
-        ExportOptions(format=fmt, layer_plans=layer_plans, **first_use)
+        ExportOptions(format=fmt, layer_plans=layer_plans, new_rows=new_rows, **first_use)
     full = fmt == "onnx" and context > options.context()
     if full:
         limit = source_config(ref).max_position_embeddings
         check_context(context, limit, ref.name)
         options = replace(options, max_len=limit)
-    out = hub.cache_dir() / "exports" / export_key(ref, fmt, full, layer_plans)[0]
+    out = hub.cache_dir() / "exports" / export_key(ref, fmt, full, layer_plans, new_rows)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     with hub.cache_lock(out, f"exporting {ref.name}"):  # another process exporting it: wait, then use its export
         if (out / "edgespec.json").is_file():
             return out
         estimate = max(10.0, hub.weights_bytes(ref) / 1e6 * EXPORT_SECONDS_PER_MB.get(fmt, 0.1))
         log.info("first use of %s: exporting it to %s in %s (once, about %.0f s)", ref.name,
-                 {"onnx": "int4 ONNX" + (" with layer plans" if layer_plans else ""),
+                 {"onnx": "int4 ONNX" + (" with layer plans" if layer_plans else "")
+                  + (" with new-row outputs" if new_rows else ""),
                   "npu": "static int4 ONNX (NPU)"}.get(fmt, "GGUF"), out, estimate)
         known = hub.known_by_content(hub.content_sha256(ref))  # a known model's bytes under any path: its name
         export(known.name if known else str(ref.path), out, force=True, options=options, progress=progress,

@@ -217,13 +217,21 @@ def test_info_never_downloads(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_list_and_rm(empty_cache, smollm2_export):
+def test_list_and_rm(empty_cache, smollm2_export, smollm2_gguf):
     (empty_cache / "exports").mkdir()
     (empty_cache / "exports" / smollm2_export.name).symlink_to(smollm2_export)  # the real export, linked
     listed = run_cli("list", cache=empty_cache).stdout.decode()
     assert "smollm2-135m " in listed and "98 MB" in listed and "pulled from PyPI" in listed
     assert smollm2_export.name in listed and "export (onnxruntime int4) of smollm2-135m" in listed
     assert "STALE" not in listed
+    # a current variant's name (the new-row outputs, with layer plans) is not stale either: its key is this version's
+    from edgespec import hub
+    from edgespec.loader import export_key
+    variant = export_key(hub.ModelRef("gguf", smollm2_gguf, "smollm2-135m"), layer_plans=True, new_rows=True)[0]
+    assert "-int4-plans-rows-" in variant
+    (empty_cache / "exports" / variant).symlink_to(smollm2_export)  # the key is read from the name and manifest
+    assert "STALE" not in run_cli("list", cache=empty_cache).stdout.decode()
+    (empty_cache / "exports" / variant).unlink()
     # a first-use export made by another version (its key is not this version's): marked, and `rm --stale` takes it
     old = empty_cache / "exports" / "smollm2-135m-int4-000000000000"
     old.symlink_to(smollm2_export)

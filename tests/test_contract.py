@@ -33,11 +33,15 @@ def _stated(specs) -> list[tuple]:
 
 @pytest.mark.parametrize("layer_plans", [True, False])
 @pytest.mark.parametrize("extra", [False, True])
-def test_the_builder_produces_exactly_the_contract(layer_plans, extra):
+@pytest.mark.parametrize("new_rows", [False, True])
+def test_the_builder_produces_exactly_the_contract(layer_plans, extra, new_rows):
     config = TINY_CONFIGS["llama"]
-    graph = build_graph(config, random_weights(config), 64, layer_plans=layer_plans, extra_embeds=extra).graph
+    graph = build_graph(config, random_weights(config), 64, layer_plans=layer_plans, extra_embeds=extra,
+                        new_rows=new_rows).graph
     assert _described(graph.input) == _stated(graph_inputs(config, layer_plans, extra))
-    assert _described(graph.output) == _stated(graph_outputs(config))
+    assert _described(graph.output) == _stated(graph_outputs(config, new_rows))
+    # without the new-row outputs nothing computes them (onnxruntime runs every node, fetched or not)
+    assert sum(n.op_type == "Slice" for n in graph.node) == (2 * config.num_layers if new_rows else 0)
 
 
 @pytest.fixture(scope="module")

@@ -207,8 +207,8 @@ def test_new_rows_are_the_rows_the_pass_wrote_and_a_longer_past_reads_only_its_v
 
     config = TINY_CONFIGS[arch]
     weights = random_weights(config)
-    session = ort.InferenceSession(build_graph(config, weights, MAX_LEN, extra_embeds=True).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(build_graph(config, weights, MAX_LEN, extra_embeds=True,
+                                               new_rows=True).SerializeToString(), providers=["CPUExecutionProvider"])
     L, kv, hd = config.num_layers, config.num_kv_heads, config.head_dim
     tokens = tokens_for(config, 9)
     names = [f"{kind}.{i}" for i in range(L) for kind in ("key", "value")]

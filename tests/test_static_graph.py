@@ -150,6 +150,8 @@ def test_overflow_and_layer_plans_are_refused(pair):
     (dict(target="gpu"), "--target gpu is not one of cpu, npu"),
     (dict(target="npu", format="gguf"), "--target npu needs --format onnx"),
     (dict(target="npu", buckets=(0, 4)), "buckets >= 1"),
+    (dict(target="npu", new_rows=True), r"--new-rows is an output of the dynamic onnx graph .*not of --target npu"),
+    (dict(format="gguf", new_rows=True), "--new-rows .* not of --target cpu --format gguf"),
 ])
 def test_bad_static_export_options_are_refused(options, message):
     from edgespec.export.pipeline import ExportOptions

@@ -18,7 +18,7 @@ const option = (name, fallback) => { const i = args.indexOf(name); return i < 0 
 const side = option("--side", null), idsFile = option("--ids", join(tmpdir(), "edgespec-alternate-ids.json"));
 const reps = Number(option("--reps", 3)), maxTokens = Number(option("--tokens", 96)), threads = Number(option("--threads", 2));
 const nodeFlags = option("--node-flags", "").split(" ").filter(Boolean);
-const kvScheme = option("--kv", "appended"), jsonOut = option("--json", null), spec = option("--spec", "off");
+const kvScheme = option("--kv", null), jsonOut = option("--json", null), spec = option("--spec", "off");
 if (!["off", "auto"].includes(spec)) throw new Error(`--spec ${spec}: expected off or auto`);
 const dir = resolve(args[0]);
 const median = (v) => { const s = [...v].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
@@ -78,7 +78,7 @@ for ids in json.load(open(ids_file)):
 print(json.dumps(out))
 `;
 const run = (which) => JSON.parse((which === "js"
-  ? execFileSync(process.execPath, [...nodeFlags, fileURLToPath(import.meta.url), dir, "--side", "js", "--ids", idsFile, "--tokens", String(maxTokens), "--threads", String(threads), "--kv", kvScheme, "--spec", spec], { encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] })
+  ? execFileSync(process.execPath, [...nodeFlags, fileURLToPath(import.meta.url), dir, "--side", "js", "--ids", idsFile, "--tokens", String(maxTokens), "--threads", String(threads), ...(kvScheme ? ["--kv", kvScheme] : []), "--spec", spec], { encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] })
   : execFileSync(process.env.PYTHON ?? "python", ["-c", pythonSide, dir, idsFile, String(maxTokens), String(threads), spec,
     JSON.stringify(calibration)], { cwd: REPO, env: { ...process.env, PYTHONPATH: REPO }, encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] })
 ).trim().split("\n").pop());
@@ -102,6 +102,6 @@ if (jsonOut) {
   const versions = JSON.parse(readFileSync(join(REPO, "android_demo/node_modules/onnxruntime-node/package.json"), "utf-8")).version;
   writeFileSync(jsonOut, JSON.stringify({ command: `node bench/alternate.js ${process.argv.slice(2).join(" ")}`, export: dir,
     machine: { cpu: cpus()[0]?.model, logical_cpus: cpus().length, threads, load_average_at_start: loadAtStart, load_average_at_end: loadavg() },
-    versions: { node: process.version, "onnxruntime-node": versions }, kvScheme, spec, tokens: maxTokens, nodeFlags, summary,
+    versions: { node: process.version, "onnxruntime-node": versions }, kvScheme: kvScheme ?? "loadNode default (appended with --new-rows, else hybrid)", spec, tokens: maxTokens, nodeFlags, summary,
     runs: Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, v.map((r) => r.map((x) => x.tps))])) }, null, 1));
 }

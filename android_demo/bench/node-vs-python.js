@@ -33,7 +33,7 @@ const median = (v) => { const s = [...v].sort((a, b) => a - b); const m = s.leng
 
 const loadAtStart = loadavg(); // what else ran: timings mean little on a loaded machine
 const prompts = readFileSync(join(REPO, "edgespec/bench/prompts/default.jsonl"), "utf-8").trim().split("\n").map((l) => JSON.parse(l));
-const kvScheme = option("--kv", "appended"); // the JS KV scheme (engine/backend/kv.js)
+const kvScheme = option("--kv", null); // the JS KV scheme (engine/backend/kv.js); default: loadNode's choice
 const model = await loadNode(dir, { threads, kvScheme });
 const python = spawn(process.env.PYTHON ?? "python", [join(REPO, "android_demo/bench/python_worker.py"), dir, String(threads)],
   { cwd: REPO, env: { ...process.env, PYTHONPATH: REPO }, stdio: ["pipe", "pipe", "inherit"] });

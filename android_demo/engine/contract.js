@@ -2,9 +2,10 @@
 // (edgespec/models/contract.py, recorded in the manifest under `graph_contract`) and the inputs it feeds.
 import { ModelFormatError } from "./errors.js";
 
-export const GRAPH_CONTRACT_VERSION = 4;  // 2: extra_embeds (PPD prompt rows) in default exports, fed [1, 0, d] here;
+export const GRAPH_CONTRACT_VERSION = 5;  // 2: extra_embeds (PPD prompt rows) in default exports, fed [1, 0, d] here;
                                           // 3: only skippableLayers() take a layer plan;
-                                          // 4: new_key.i / new_value.i outputs (kv.js AppendedKv)
+                                          // 4: new_key.i / new_value.i outputs (kv.js AppendedKv);
+                                          // 5: those only in exports made with --new-rows (hasNewRows)
 export const MANIFEST = "edgespec.json";
 const FED = ["input_ids", "position_ids", "attention_bias", "seqlens_k", "total_sequence_length", "logits_index"];
 
@@ -14,6 +15,12 @@ export function skippableLayers(numLayers) {
   const lo = Math.floor(numLayers / 4), out = [];
   for (let i = lo; i < numLayers - lo; i++) out.push(i);
   return out;
+}
+
+/** Whether the session returns the rows each pass wrote (new_key.i / new_value.i: `edgespec export --new-rows`),
+ * which the "appended" KV scheme fetches. */
+export function hasNewRows(session) {
+  return session.outputNames.includes("new_key.0");
 }
 
 /** The sha256 of bytes as hex, as the manifest records every file's (Web Crypto: node and browsers). */

@@ -5,7 +5,7 @@ import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { OrtBackend } from "./backend/ort.js";
-import { checkManifest, checkSession, MANIFEST } from "./contract.js";
+import { checkManifest, checkSession, hasNewRows, MANIFEST } from "./contract.js";
 import { ModelFormatError } from "./errors.js";
 import { Model } from "./model.js";
 import { ChatTokenizer } from "./tokenizer.js";
@@ -36,12 +36,18 @@ export async function readExport(dir, { verify = true } = {}) {
   return manifest;
 }
 
-/** Open an export directory: {threads, context (KV length, default the manifest's max_len), kvScheme}. */
-export async function loadNode(dir, { threads = 2, context = null, kvScheme = "appended", verify = true } = {}) {
+/**
+ * Open an export directory: {threads, context (KV length, default the manifest's max_len), kvScheme}. The KV
+ * scheme defaults to "appended" when the export returns the rows each pass wrote (`edgespec export --new-rows`:
+ * 1.09x on `auto` here, benchmarks/js-engine.md), else "hybrid" (the default export has none: they cost every
+ * pass of the Python engine, which never reads them).
+ */
+export async function loadNode(dir, { threads = 2, context = null, kvScheme = null, verify = true } = {}) {
   const manifest = await readExport(dir, { verify });
   const session = await ort.InferenceSession.create(join(dir, manifest.graph.file), {
     intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: "all" });
   checkSession(session, manifest, dir);
+  kvScheme ??= hasNewRows(session) ? "appended" : "hybrid";
   const maxLen = Math.min(context ?? manifest.max_len, manifest.max_len);
   const backend = new OrtBackend(ort, session, manifest.config, maxLen, { kvScheme, name: `ort-node/${kvScheme}` });
   return new Model(backend, readTokenizer(dir, manifest), manifest,

@@ -14,17 +14,17 @@ export const GOLDEN = process.env.EDGESPEC_GOLDEN ?? join(REPO, "tests/golden/sm
  * The default int4 export of smollm2-135m: $EDGESPEC_JS_EXPORT, else the one the Python tests use
  * (edgespec's export cache, made on first use: `python -m edgespec.cli export smollm2-135m` defaults).
  * layerPlans: its variant with an If per middle layer (`--layer-plans`), which layer-skip and S3D need:
- * $EDGESPEC_JS_PLANS_EXPORT, else the cached one.
+ * $EDGESPEC_JS_PLANS_EXPORT, else the cached one. newRows: its variant with the new-row outputs (`--new-rows`),
+ * which the "appended" KV scheme needs: $EDGESPEC_JS_ROWS_EXPORT, else the cached one.
  */
-export function exportDir({ layerPlans = false } = {}) {
-  const given = layerPlans ? process.env.EDGESPEC_JS_PLANS_EXPORT : process.env.EDGESPEC_JS_EXPORT;
+export function exportDir({ layerPlans = false, newRows = false } = {}) {
+  const given = layerPlans ? process.env.EDGESPEC_JS_PLANS_EXPORT
+    : newRows ? process.env.EDGESPEC_JS_ROWS_EXPORT : process.env.EDGESPEC_JS_EXPORT;
   if (given) return given;
-  const python = process.env.PYTHON ?? "python";
+  const flag = (on) => (on ? "True" : "False");
   const code = "from edgespec import hub; from edgespec.loader import cached_export; " +
-    `print(cached_export(hub.resolve_model('smollm2-135m'), layer_plans=${layerPlans ? "True" : "False"}))`;
-  const out = execFileSync(python, ["-c", code], { cwd: REPO, env: { ...process.env, PYTHONPATH: REPO },
-    encoding: "utf-8", stdio: ["ignore", "pipe", "inherit"] });
-  return out.trim().split("\n").pop();
+    `print(cached_export(hub.resolve_model('smollm2-135m'), layer_plans=${flag(layerPlans)}, new_rows=${flag(newRows)}))`;
+  return python(code).trim().split("\n").pop();
 }
 
 export function golden() {

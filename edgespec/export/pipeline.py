@@ -74,6 +74,9 @@ class ExportOptions:
     # pays for them (~2% on qwen 0.5b, benchmarks/plain-decode.md) and layer-skip drafting gained nothing on 2 cores
     layer_plans: bool = False
     extra_embeds: bool = True  # the extra_embeds input (PPD prompt rows); unfed it is one empty Concat
+    # outputs new_key.i / new_value.i (the rows a pass wrote) for onnxruntime-node's "appended" KV scheme; off by
+    # default: onnxruntime computes them on every pass, 2-5% of a plain step (graph contract 5)
+    new_rows: bool = False
     gguf_type: str | None = None  # --format gguf: Q8_0, Q4_0, F16, F32 (default Q4_0 for int4, F32 for fp32)
     recipe: str = DEFAULT_RECIPE  # int4: how each weight is stored (quant/recipe.py)
     bytes_budget: int | None = None  # bytes per token for the planned recipes, instead of the recipe's own
@@ -132,6 +135,9 @@ class ExportOptions:
         if self.embed in ("quantized", "tied") and (self.target == "npu" or self.format != "onnx"):
             problems.append(f"--embed {self.embed} is built for the dynamic onnx graph, "
                             f"not --target {self.target} --format {self.format}")
+        if self.new_rows and (self.target == "npu" or self.format != "onnx"):
+            problems.append(f"--new-rows is an output of the dynamic onnx graph (for onnxruntime-node), not of "
+                            f"--target {self.target} --format {self.format}")
         if self.embed == "tied" and self.lm_head == "fp32":
             problems.append("--embed tied reads the rows from a quantized lm_head, not --lm-head fp32")
         if problems:
@@ -239,7 +245,8 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
                             embed_dtype=np.float32 if options.precision == "fp32" or options.embed != "fp16"
                             else np.float16, embed_rounding=np.float16 if options.embed == "fp16-widened" else None,
                             external=external, embedding=embedding,
-                            layer_plans=options.layer_plans, extra_embeds=options.extra_embeds)
+                            layer_plans=options.layer_plans, extra_embeds=options.extra_embeds,
+                            new_rows=options.new_rows)
     finally:
         external.close()
     log.info("writing %s", GRAPH_FILE)
@@ -259,7 +266,7 @@ def _write_onnx_export(ref, source, tokenizer, tmp: Path, options: ExportOptions
                                  **({} if plan is None else {"plan": plan.summary, "tensors": plan.tensors})},
                 "graph": {"file": GRAPH_FILE, "inputs": inputs},
                 "graph_contract": manifest_entry(config, layer_plans=options.layer_plans,
-                                                 extra_embeds=options.extra_embeds)}
+                                                 extra_embeds=options.extra_embeds, new_rows=options.new_rows)}
     return artifact, report, build_seconds
 
 

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from ..config import ModelConfig
 from ..errors import EdgespecError, ModelFormatError
 
-GRAPH_CONTRACT_VERSION = 4  # 2: extra_embeds in default exports, always fed; 3: only skippable_layers() take a plan;
-                            # 4: new_key.i / new_value.i outputs (the rows a pass wrote)
+GRAPH_CONTRACT_VERSION = 5  # 2: extra_embeds in default exports, always fed; 3: only skippable_layers() take a plan;
+                            # 4: new_key.i / new_value.i outputs (the rows a pass wrote); 5: those only with --new-rows
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def graph_inputs(config: ModelConfig, layer_plans: bool = False, extra_embeds: b
     return specs
 
 
-def graph_outputs(config: ModelConfig) -> list[TensorSpec]:
+def graph_outputs(config: ModelConfig, new_rows: bool = False) -> list[TensorSpec]:
     L, kv, hd = config.num_layers, config.num_kv_heads, config.head_dim
     specs = [TensorSpec("logits", "float32", ("N", config.vocab_size), "logits of the rows in logits_index")]
     for i in range(L):
@@ -94,20 +94,24 @@ def graph_outputs(config: ModelConfig) -> list[TensorSpec]:
             specs.append(TensorSpec(f"present_{kind}.{i}", "float32", (1, kv, "kv_len", hd),
                                     f"layer {i}'s {kind} cache with the T new rows written at [past, S) "
                                     f"(the past_{kind}.{i} buffer itself when bound to it)"))
-    for i in range(L):
+    for i in range(L if new_rows else 0):
         for kind in ("key", "value"):
             specs.append(TensorSpec(f"new_{kind}.{i}", "float32", (1, kv, "T", hd),
                                     f"the T rows this pass wrote into present_{kind}.{i} (rows [past, S)): for "
                                     "runtimes without IOBinding, which keep the cache themselves and fetch these "
-                                    "instead of present_* (onnxruntime-node copies every output it returns)"))
+                                    "instead of present_* (onnxruntime-node copies every output it returns)",
+                                    optional=True, present_when="exported with --new-rows (not the default since "
+                                                                "contract 5: onnxruntime runs their Slices on "
+                                                                "every pass, 2-5% of a plain step)"))
     return specs
 
 
-def manifest_entry(config: ModelConfig, layer_plans: bool = False, extra_embeds: bool = False) -> dict:
+def manifest_entry(config: ModelConfig, layer_plans: bool = False, extra_embeds: bool = False,
+                   new_rows: bool = False) -> dict:
     """What export writes into the manifest under `graph_contract`."""
     entry = {"version": GRAPH_CONTRACT_VERSION,
              "inputs": [s.as_dict() for s in graph_inputs(config, layer_plans, extra_embeds)],
-             "outputs": [s.as_dict() for s in graph_outputs(config)]}
+             "outputs": [s.as_dict() for s in graph_outputs(config, new_rows)]}
     if layer_plans:
         entry["skippable_layers"] = skippable_layers(config.num_layers)
     return entry

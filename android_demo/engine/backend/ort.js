@@ -1,6 +1,7 @@
 // The onnxruntime backend of the JS engine, for onnxruntime-node and onnxruntime-web alike (the `ort`
 // module is passed in). It feeds the graph exactly as edgespec/runtimes/ort.py does (the graph contract
 // in the manifest names every input) and keeps the KV cache with the runtime's scheme (kv.js).
+import { hasNewRows } from "../contract.js";
 import { ContextOverflowError, EdgespecError } from "../errors.js";
 import { AliasedKv, AppendedKv, GpuKv, HybridKv, ReturnedKv } from "./kv.js";
 
@@ -37,6 +38,10 @@ export class OrtBackend {
    */
   constructor(ort, session, config, maxLen, { kvScheme = "aliased", device = null, name = "ort-node" } = {}) {
     if (!KV_SCHEMES[kvScheme]) throw new EdgespecError(`unknown KV scheme '${kvScheme}'; expected ${Object.keys(KV_SCHEMES).join(", ")}`);
+    if (kvScheme === "appended" && !hasNewRows(session)) {
+      throw new EdgespecError("KV scheme 'appended' fetches new_key.i / new_value.i, which this export does not " +
+        "return (made without --new-rows): export it with --new-rows, or use 'hybrid'");
+    }
     Object.assign(this, { ort, session, config, maxLen, name, kvScheme });
     const names = [];
     for (let i = 0; i < config.num_layers; i++) {

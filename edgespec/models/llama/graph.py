@@ -13,8 +13,9 @@ outputs are the graph contract's (models/contract.py, versioned); in short:
                                       tokens); always fed, [1,0,d] when there are none
            past_key.i / past_value.i  [1, n_kv, kv_len, head_dim]   kv_len <= max_len, the runtime's choice
   outputs  logits [N, vocab]          present_key.i / present_value.i  [1, n_kv, kv_len, head_dim]
-           new_key.i / new_value.i    [1, n_kv, T, head_dim]: present's rows [past, S), for runtimes that
-                                      keep the cache themselves (no IOBinding: the JS engine on onnxruntime-node)
+           new_key.i / new_value.i    [1, n_kv, T, head_dim], only with build_graph(new_rows=True) (`--new-rows`):
+                                      present's rows [past, S), for runtimes that keep the cache themselves
+                                      (no IOBinding: the JS engine on onnxruntime-node)
 
 KV cache: com.microsoft GroupQueryAttention writes the new rows [P, P+T) into a
 max-length buffer; binding present_* to the same OrtValue as past_* (IOBinding)
@@ -65,7 +66,7 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
                 linear: Linear | None = None, lm_head_linear: Linear | None = None,
                 embed_dtype=np.float32, external: ExternalData | None = None,
                 extra_embeds: bool = False, layer_plans: bool = False, embed_rounding=None,
-                embedding=None) -> onnx.ModelProto:
+                embedding=None, new_rows: bool = False) -> onnx.ModelProto:
     """The decoder graph (see the module docstring for its contract).
 
     weights: canonical name -> float32 array (may be a lazy mapping over a weights file).
@@ -81,6 +82,7 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
         cover T_ids + E rows. It must be fed ([1, 0, d] when there are no extra rows).
     layer_plans: wrap each skippable layer in If(layer_mask[i]) (layer-skip drafting); False inlines every
         layer (no layer_mask input; the If nodes cost ~0.1 ms each per pass and block cross-layer fusions).
+    new_rows: add the outputs new_key.i / new_value.i, the rows each pass wrote (for onnxruntime-node).
     """
     c = config
     g = GraphBuilder(weights, linear, external=external)
@@ -91,7 +93,7 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
     L, hd = c.num_layers, c.head_dim
     # Inputs and outputs are the graph contract's (models/contract.py), in its order.
     inputs = [value_info(t) for t in graph_inputs(c, layer_plans, extra_embeds)]
-    outputs = [value_info(t) for t in graph_outputs(c)]
+    outputs = [value_info(t) for t in graph_outputs(c, new_rows)]
 
     inv_freq = rope_inv_freq(hd, c.rope_theta, c.rope_scaling)
     angles = np.arange(max_len, dtype=np.float64)[:, None] * inv_freq[None, :]
@@ -125,17 +127,8 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
                                   normed_in=normed, next_norm=next_norm)
         h = f"h.{i}"
 
-    # The rows this pass wrote, as outputs of their own: onnxruntime-node copies every output it returns into a
-    # new ArrayBuffer, so the JS engine feeds its own buffers as the past and fetches these T rows instead of the
-    # whole present (benchmarks/js-engine.md). onnxruntime runs these Slices on every pass, fetched or not (graph
-    # outputs are not pruned per run): for Python, which binds present_*, that measured within the noise.
-    T = g.node("Shape", ["position_ids"], start=1, end=2)  # [1]
-    S = g.node("Reshape", [g.node("Cast", ["total_sequence_length"], to=TensorProto.INT64),
-                           g.constant("shape1", np.array([1], np.int64))])
-    start, axes2 = g.node("Sub", [S, T]), g.constant("axes2", np.array([2], np.int64))
-    for i in range(L):
-        for kind in ("key", "value"):
-            g.node("Slice", [f"present_{kind}.{i}", start, S, axes2], [f"new_{kind}.{i}"])
+    if new_rows:
+        _new_row_outputs(g, L)
 
     if normed is not None:  # [N, d]: only the rows someone reads
         normed = g.node("Gather", [normed, "logits_index"])
@@ -154,6 +147,21 @@ def build_graph(config: ModelConfig, weights: Mapping[str, np.ndarray], max_len:
                                                     helper.make_opsetid(MS_DOMAIN, 1)])
     model.ir_version = 10
     return model
+
+
+def _new_row_outputs(g: GraphBuilder, num_layers: int) -> None:
+    """The rows this pass wrote, as outputs of their own: onnxruntime-node copies every output it returns into a
+    new ArrayBuffer, so the JS engine feeds its own buffers as the past and fetches these T rows instead of the
+    whole present (benchmarks/js-engine.md: `auto` 1.09x there). onnxruntime runs these Slices on every pass,
+    fetched or not (graph outputs are not pruned per run): 4.7% of a qwen2.5-coder-0.5b plain step and 2% of
+    smollm2's for Python, which binds present_* and never reads them (benchmarks/plain-decode.md), so opt-in."""
+    T = g.node("Shape", ["position_ids"], start=1, end=2)  # [1]
+    S = g.node("Reshape", [g.node("Cast", ["total_sequence_length"], to=TensorProto.INT64),
+                           g.constant("shape1", np.array([1], np.int64))])
+    start, axes2 = g.node("Sub", [S, T]), g.constant("axes2", np.array([2], np.int64))
+    for i in range(num_layers):
+        for kind in ("key", "value"):
+            g.node("Slice", [f"present_{kind}.{i}", start, S, axes2], [f"new_{kind}.{i}"])
 
 
 def _layer_as_branch(outer: GraphBuilder, c: ModelConfig, i: int, h: str) -> None:
