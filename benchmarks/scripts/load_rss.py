@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 OPTION_SETS = {
-    "default": {},
+    "default": {},  # mapped pages released while the session is created (runtimes/mapped_pages.py), since stop 38
+    "pages_kept": {"__release": "0"},
     "disable_prepacking": {"session.disable_prepacking": "1"},
     "device_allocator_for_initializers": {"session.use_device_allocator_for_initializers": "1"},
     "no_arena": {"__arena": "0"},
@@ -22,8 +23,10 @@ CHILD_ORT = r"""
 import json, resource, sys, psutil, numpy as np, onnxruntime as ort
 path, opts = sys.argv[1], json.loads(sys.argv[2])
 o = ort.SessionOptions(); o.intra_op_num_threads = 2
+from edgespec.runtimes import mapped_pages
 for k, v in opts.items():
     if k == "__arena": o.enable_cpu_mem_arena = v == "1"
+    elif k == "__release": mapped_pages.ENABLED = v == "1"
     else: o.add_session_config_entry(k, v)
 real = ort.SessionOptions
 ort.SessionOptions = lambda: o  # the backend's own options, plus the entries under test
@@ -31,11 +34,14 @@ from pathlib import Path
 from edgespec.export.manifest import read_manifest, manifest_config
 from edgespec.runtimes.ort import OrtBackend
 d = Path(path).parent
+import time
+started = time.perf_counter()
 b = OrtBackend(path, manifest_config(read_manifest(d, verify=False)), 256, 2)
+load_s = time.perf_counter() - started
 loaded = psutil.Process().memory_info().rss
 peak_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 b.forward(np.arange(8))
-print(json.dumps({"peak_mb": peak_load, "after_load_mb": loaded / 2**20,
+print(json.dumps({"load_s": load_s, "peak_mb": peak_load, "after_load_mb": loaded / 2**20,
                   "after_forward_mb": psutil.Process().memory_info().rss / 2**20,
                   "peak_forward_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -21,6 +21,7 @@ from ..config import ModelConfig
 from ..errors import ContextOverflowError, EdgespecError
 from ..models.contract import check_skip, skippable_layers
 from .base import BufferCache
+from .mapped_pages import released_while_reading
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ class OrtBackend(BufferCache):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(model_path_or_bytes, options, providers=providers_for(device))
+        # the pages of the weights file onnxruntime has read (and prepacked) leave the resident set as it goes
+        export_dir = Path(model_path_or_bytes).parent if isinstance(model_path_or_bytes, (str, Path)) else None
+        with released_while_reading(export_dir):
+            self.session = ort.InferenceSession(model_path_or_bytes, options, providers=providers_for(device))
         self.weights_bytes = _weights_bytes(model_path_or_bytes)
         shape = (1, config.num_kv_heads, max_len, config.head_dim)
         # The numpy arrays own the memory; the OrtValues view it (and do not keep it alive).
