@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import EdgespecError, MissingDependencyError
 from ..sysinfo import cpu_vendor
+from .mapped_pages import released_while_reading
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class OrtRunner:
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
             options.add_provider_for_devices(qnn_devices(), qnn_options())
             providers = None
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        with released_while_reading(Path(path).parent):  # as runtimes/ort.py: read pages leave the resident set
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
