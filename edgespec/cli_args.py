@@ -91,7 +91,7 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
                         "them: ~2%% on qwen 0.5b, 2 cores; default: every layer inlined, except --target web)")
     p.add_argument("--new-rows", action=argparse.BooleanOptionalAction, default=None,
                    help="outputs new_key.i / new_value.i, the rows each pass wrote, for the JS engine on "
-                        "onnxruntime-node (its faster 'appended' KV scheme); every pass pays for them (2-5%% of a "
+                        "onnxruntime-node (its faster 'appended' KV scheme); every pass pays for them (~2%% of a "
                         "plain step on 2 cores), so they are off by default")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=commands["export"], precision="int4")

@@ -75,7 +75,7 @@ class ExportOptions:
     layer_plans: bool = False
     extra_embeds: bool = True  # the extra_embeds input (PPD prompt rows); unfed it is one empty Concat
     # outputs new_key.i / new_value.i (the rows a pass wrote) for onnxruntime-node's "appended" KV scheme; off by
-    # default: onnxruntime computes them on every pass, 2-5% of a plain step (graph contract 5)
+    # default: onnxruntime computes them on every pass, ~2% of a plain step (graph contract 5)
     new_rows: bool = False
     gguf_type: str | None = None  # --format gguf: Q8_0, Q4_0, F16, F32 (default Q4_0 for int4, F32 for fp32)
     recipe: str = DEFAULT_RECIPE  # int4: how each weight is stored (quant/recipe.py)

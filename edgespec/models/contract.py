@@ -102,7 +102,7 @@ def graph_outputs(config: ModelConfig, new_rows: bool = False) -> list[TensorSpe
                                     "instead of present_* (onnxruntime-node copies every output it returns)",
                                     optional=True, present_when="exported with --new-rows (not the default since "
                                                                 "contract 5: onnxruntime runs their Slices on "
-                                                                "every pass, 2-5% of a plain step)"))
+                                                                "every pass, ~2% of a plain step)"))
     return specs
 
 

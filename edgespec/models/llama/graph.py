@@ -153,8 +153,8 @@ def _new_row_outputs(g: GraphBuilder, num_layers: int) -> None:
     """The rows this pass wrote, as outputs of their own: onnxruntime-node copies every output it returns into a
     new ArrayBuffer, so the JS engine feeds its own buffers as the past and fetches these T rows instead of the
     whole present (benchmarks/js-engine.md: `auto` 1.09x there). onnxruntime runs these Slices on every pass,
-    fetched or not (graph outputs are not pruned per run): 4.7% of a qwen2.5-coder-0.5b plain step and 2% of
-    smollm2's for Python, which binds present_* and never reads them (benchmarks/plain-decode.md), so opt-in."""
+    fetched or not (graph outputs are not pruned per run): ~2% of a plain step (qwen2.5-coder-0.5b 1.8%, smollm2
+    2.4%) for Python, which binds present_* and never reads them (benchmarks/plain-decode.md), so opt-in."""
     T = g.node("Shape", ["position_ids"], start=1, end=2)  # [1]
     S = g.node("Reshape", [g.node("Cast", ["total_sequence_length"], to=TensorProto.INT64),
                            g.constant("shape1", np.array([1], np.int64))])
