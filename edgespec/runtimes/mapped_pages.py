@@ -62,8 +62,11 @@ def released_while_reading(directory: str | Path | None):
     done = threading.Event()
 
     def loop():
-        while not done.wait(INTERVAL_S):
-            _page_out(libc, directory)
+        try:
+            while not done.wait(INTERVAL_S):
+                _page_out(libc, directory)
+        except OSError as e:  # /proc unreadable mid-way: stop advising, the session is unaffected
+            log.debug("stopped paging out %s: %s", directory, e)
 
     worker = threading.Thread(target=loop, name="edgespec-page-out", daemon=True)
     worker.start()
@@ -72,4 +75,7 @@ def released_while_reading(directory: str | Path | None):
     finally:
         done.set()
         worker.join()
-        log.debug("paged out %d mappings of %s", _page_out(libc, directory), directory)
+        try:
+            log.debug("paged out %d mappings of %s", _page_out(libc, directory), directory)
+        except OSError as e:
+            log.debug("could not page out %s: %s", directory, e)
