@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import subprocess
 import sys
 
@@ -35,8 +36,9 @@ def test_read_pages_of_a_file_in_the_directory_leave_the_resident_set_and_keep_t
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
-        __import__("os").fsync(f.fileno())  # clean pages: the kernel may reclaim them without writing back
-    elsewhere = tmp_path.parent / f"{tmp_path.name}-other.bin"
+        os.fsync(f.fileno())  # clean pages: the kernel may reclaim them without writing back
+    elsewhere = tmp_path / "below" / "other.bin"  # in a directory under it: not the directory's own file
+    elsewhere.parent.mkdir()
     elsewhere.write_bytes(data[: 4 << 20])
     with open(path, "rb") as f, open(elsewhere, "rb") as g:
         mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
@@ -47,7 +49,7 @@ def test_read_pages_of_a_file_in_the_directory_leave_the_resident_set_and_keep_t
             assert int(view[::4096].sum()) >= 0 and int(other_view[::4096].sum()) >= 0  # read every page
         after, other_after = _rss_kb(start), _rss_kb(other_start)
         assert after < (16 << 10) // 4, f"{after} kB of the 16 MB file still resident"
-        assert other_after >= (4 << 10) * 3 // 4, "a file outside the directory was paged out"
+        assert other_after >= (4 << 10) * 3 // 4, "a file below the directory was paged out"
         assert view.tobytes() == data  # read again from the file
         del view, other_view
         mapped.close()

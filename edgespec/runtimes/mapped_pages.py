@@ -29,13 +29,13 @@ ENABLED = True  # benchmarks/scripts/load_rss.py turns it off to measure the dif
 
 
 def _mappings(directory: str) -> list[tuple[int, int]]:
-    """(start, end) of this process's mappings of files in `directory`."""
-    prefix = directory.rstrip("/") + "/"
+    """(start, end) of this process's mappings of files in `directory` itself, not below it: a model.onnx in the
+    working directory must not page out the shared libraries of a virtualenv under it."""
     out = []
     with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
         for line in maps:
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and parts[5].startswith(prefix):
+            parts = line.rstrip("\n").split(maxsplit=5)
+            if len(parts) == 6 and os.path.dirname(parts[5]) == directory:
                 start, end = parts[0].split("-")
                 out.append((int(start, 16), int(end, 16)))
     return out
