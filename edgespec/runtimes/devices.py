@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import EdgespecError, MissingDependencyError
 from ..sysinfo import cpu_vendor
-from .mapped_pages import released_while_reading
+from .huge_pages import create_session
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,9 @@ class OrtRunner:
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
             options.add_provider_for_devices(qnn_devices(), qnn_options())
             providers = None
-        with released_while_reading(Path(path).parent):  # as runtimes/ort.py: read pages leave the resident set
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        # as runtimes/ort.py: read pages leave the resident set, prepacked weights move to huge pages
+        self.session, self.huge_pages = create_session(
+            lambda: ort.InferenceSession(str(path), options, providers=providers), Path(path).parent)
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

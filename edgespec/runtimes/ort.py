@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..errors import ContextOverflowError, EdgespecError
 from ..models.contract import check_skip, skippable_layers
 from .base import BufferCache
-from .mapped_pages import released_while_reading
+from .huge_pages import create_session
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,11 @@ class OrtBackend(BufferCache):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # the pages of the weights file onnxruntime has read (and prepacked) leave the resident set as it goes
+        # the weights file's pages leave the resident set as onnxruntime reads them; what it prepacked moves
+        # to huge pages in the background (before the KV buffers below exist: they are not the session's)
         export_dir = Path(model_path_or_bytes).parent if isinstance(model_path_or_bytes, (str, Path)) else None
-        with released_while_reading(export_dir):
-            self.session = ort.InferenceSession(model_path_or_bytes, options, providers=providers_for(device))
+        self.session, self.huge_pages = create_session(
+            lambda: ort.InferenceSession(model_path_or_bytes, options, providers=providers_for(device)), export_dir)
         self.weights_bytes = _weights_bytes(model_path_or_bytes)
         shape = (1, config.num_kv_heads, max_len, config.head_dim)
         # The numpy arrays own the memory; the OrtValues view it (and do not keep it alive).
@@ -92,6 +93,16 @@ class OrtBackend(BufferCache):
                 value = ort.OrtValue.ortvalue_from_numpy(self.kv[2 * i + j])
                 self.binding.bind_ortvalue_input(f"past_{kind}.{i}", value)
                 self.binding.bind_ortvalue_output(f"present_{kind}.{i}", value)
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait until the weights are in huge pages (or that has stopped)."""
+        if self.huge_pages is not None:
+            self.huge_pages.wait(timeout)
+
+    def close(self) -> None:
+        """Stop moving pages (the session itself goes with this object)."""
+        if self.huge_pages is not None:
+            self.huge_pages.stop()
 
     def supports_plan(self) -> bool:
         """Exports built with layer plans (an If per skippable layer) take a layer mask; inlined ones do not."""
