@@ -292,6 +292,13 @@ class Model:
         if tail and stats.stop_reason != "stop":
             yield TokenEvent(-1, tail)
 
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait for the backend's background work on its weights (onnxruntime: moving them into huge pages,
+        runtimes/huge_pages.py) to end: benchmarks time the steady state, not the first seconds."""
+        for model in (self, self._draft_model):
+            if model is not None and hasattr(model.backend, "settle"):
+                model.backend.settle(timeout)
+
     def close(self) -> None:
         """Release the backend (memory included) now, not at garbage collection."""
         if self._active is not None:

@@ -17,6 +17,7 @@ def run_cost_curves(model: str, threads: int, backends=("ort", "llamacpp"), size
     with Progress(len(backends), "cost curves", unit="backends") as bar:
         for kind in backends:
             loaded = api.load(model, backend=kind, threads=threads, context=1024)
+            loaded.settle()
             try:
                 prompt = loaded.tokenizer.encode(PROMPT)
                 curves[kind] = {"backend": loaded.backend_name, **cost_curve(loaded.backend, prompt, sizes, reps)}
