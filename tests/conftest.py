@@ -17,6 +17,14 @@ def smollm2_gguf():
 
 
 @pytest.fixture(scope="session")
+def smollm2_export(smollm2_gguf):
+    """The default export of smollm2-135m's GGUF (made on first use, then cached), as a directory."""
+    import edgespec
+
+    return edgespec.load("smollm2-135m").source
+
+
+@pytest.fixture(scope="session")
 def qwen05_gguf():
     return _pulled("qwen2.5-coder-0.5b")
 

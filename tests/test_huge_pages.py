@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import mmap
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from edgespec.runtimes import huge_pages
+
+from .process_util import run_json
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_COLLAPSE is Linux's")
 
@@ -100,17 +100,8 @@ print(json.dumps({"collapsed": collapsed, "huge": huge, "grown": grown, "logits"
 
 
 @pytest.mark.realmodel
-def test_the_default_exports_prepacked_weights_move_to_huge_pages_and_compute_the_same(smollm2_gguf):
-    import edgespec
-
-    export = edgespec.load("smollm2-135m").source
-
-    def child(enabled: str) -> dict:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(export), enabled], capture_output=True, text=True,
-                             check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    moved, kept = child("1"), child("0")
+def test_the_default_exports_prepacked_weights_move_to_huge_pages_and_compute_the_same(smollm2_export):
+    moved, kept = run_json(CHILD, smollm2_export, 1), run_json(CHILD, smollm2_export, 0)
     assert moved["logits"] == kept["logits"]
     if moved["collapsed"] == 0:
         pytest.skip("this kernel has no MADV_COLLAPSE (Linux 6.1+) or transparent huge pages are off")

@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from edgespec.runtimes.mapped_pages import released_while_reading
+
+from .process_util import run_json
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_PAGEOUT is Linux's")
 
@@ -76,17 +76,8 @@ print(json.dumps({"peak_mb": peak, "logits": logits[-1, :64].tolist()}))
 
 
 @pytest.mark.realmodel
-def test_a_session_of_the_default_export_peaks_lower_with_the_pages_released_and_computes_the_same(smollm2_gguf):
-    import edgespec
-
-    export = edgespec.load("smollm2-135m").source
-
-    def child(enabled: str) -> dict:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(export), enabled], capture_output=True, text=True,
-                             check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    released, kept = child("1"), child("0")
+def test_a_session_of_the_default_export_peaks_lower_with_the_pages_released_and_computes_the_same(smollm2_export):
+    released, kept = run_json(CHILD, smollm2_export, 1), run_json(CHILD, smollm2_export, 0)
     assert released["logits"] == kept["logits"]
     # measured 184-191 MB vs 209 MB on a 2-core Xeon (the block scales alone are ~17 MB of the file)
     assert released["peak_mb"] < kept["peak_mb"] - 8, (released["peak_mb"], kept["peak_mb"])
