@@ -34,7 +34,19 @@ from .mapped_pages import released_while_reading
 log = logging.getLogger(__name__)
 
 MADV_COLLAPSE = 25  # linux/mman.h, since 6.1
-HUGE = 2 << 20
+PMD_SIZE = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
+
+
+def _huge_page_size() -> int:
+    """The kernel's transparent huge page: 2 MB on x86-64 and on arm64 with 4 KB pages, 32 MB with 16 KB pages."""
+    try:
+        with open(PMD_SIZE, encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 2 << 20
+
+
+HUGE = _huge_page_size()
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 ENABLED = os.environ.get("EDGESPEC_HUGE_PAGES", "1") != "0"  # off: to measure the difference, or to rule it out
 NICE = 19  # of the copying thread (Linux: a thread's own nice value)
