@@ -68,6 +68,27 @@ def test_logits_past_the_backends_buffer_come_from_onnxruntime_and_returned_logi
     assert np.abs(np.concatenate(rows) - expected[9:]).max() <= TOL  # each pass's rows kept, not the last pass's
 
 
+def test_one_token_passes_reuse_bound_inputs_and_equal_the_general_path_bit_for_bit(pair):
+    """A one-token pass writes its inputs in place (OrtBackend._forward_one); the same pass through the general
+    path (a [[True]] tree mask) gives the same logits, whatever wider passes rebound in between."""
+    decoder, ref, _ = pair
+    tokens = tokens_for(ref.config, 12)
+    expected = ref.forward(tokens)
+    decoder.forward(tokens[:5])
+    for i in range(5, 11):
+        bound = decoder.forward(tokens[i:i + 1])
+        decoder.rollback(1)
+        general = decoder.forward(tokens[i:i + 1], tree_mask=[[True]])
+        np.testing.assert_array_equal(bound, general)
+        assert np.abs(bound[0] - expected[i]).max() <= TOL
+        if i % 2:  # a wider pass between two one-token passes
+            decoder.forward(tokens[i + 1:i + 3], logits_for=[1])
+            decoder.rollback(2)
+    assert decoder.cache_len == 11
+    again = decoder.forward(tokens[11:12], positions=[11])
+    assert np.abs(again[0] - expected[11]).max() <= TOL
+
+
 def test_rollback_is_bit_identical(pair):
     decoder, ref, _ = pair
     tokens = tokens_for(ref.config, 16)

@@ -93,6 +93,20 @@ class OrtBackend(BufferCache):
                 value = ort.OrtValue.ortvalue_from_numpy(self.kv[2 * i + j])
                 self.binding.bind_ortvalue_input(f"past_{kind}.{i}", value)
                 self.binding.bind_ortvalue_output(f"present_{kind}.{i}", value)
+        # A one-token pass (every plain decoding step) keeps its inputs bound and writes only their values:
+        # building and binding six feeds took ~0.1 ms of a 6.5 ms step on smollm2. Its attention bias is a
+        # prefix of a zero row (nothing is masked), bound by address.
+        self._one = {"input_ids": np.zeros((1, 1), np.int64), "position_ids": np.zeros((1, 1), np.int64),
+                     "seqlens_k": np.zeros(1, np.int32), "total_sequence_length": np.zeros((), np.int32),
+                     "logits_index": np.zeros(1, np.int64)}
+        if self.has_layer_mask:
+            self._one["layer_mask"] = self.all_layers
+        if self.has_extra_embeds:
+            self._one["extra_embeds"] = self._no_extra
+        self._one_values = {name: ort.OrtValue.ortvalue_from_numpy(a) for name, a in self._one.items()}
+        self._one_logits = ort.OrtValue.ortvalue_from_numpy(self._logits[:1])
+        self._zero_bias = np.zeros(max_len, np.float32)
+        self._one_bound = False  # whether the binding holds the values above (a wider pass rebinds them)
 
     def settle(self, timeout: float | None = None) -> None:
         """Wait until the weights are in huge pages (or that has stopped)."""
@@ -120,6 +134,9 @@ class OrtBackend(BufferCache):
         extra_embeds: [E, d] rows after the tokens (T counts them); needs an export with that input.
         """
         tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        if (tokens.shape[1] == 1 and extra_embeds is None and plan is None and tree_mask is None
+                and (logits_for is None or list(logits_for) == [0])):
+            return self._forward_one(int(tokens[0, 0]), self.cache_len if positions is None else int(positions[0]))
         E = 0 if extra_embeds is None else len(extra_embeds)
         T, P = tokens.shape[1] + E, self.cache_len
         if P + T > self.max_len:
@@ -152,6 +169,7 @@ class OrtBackend(BufferCache):
                                 "export it again")
         for name, value in feeds.items():
             self.binding.bind_cpu_input(name, value)
+        self._one_bound = False
         out = self._logits[:len(rows)] if len(rows) <= LOGITS_BUFFER_ROWS else None  # else onnxruntime allocates
         if out is None:
             self.binding.bind_output("logits")
@@ -160,6 +178,24 @@ class OrtBackend(BufferCache):
         self.session.run_with_iobinding(self.binding)
         self._last_start, self.cache_len = P, P + T
         return self.binding.get_outputs()[0].numpy() if out is None else out.copy()  # the buffer is reused
+
+    def _forward_one(self, token: int, position: int) -> np.ndarray:
+        """forward([token]) with the bound one-token inputs: logits [1, vocab]."""
+        P = self.cache_len
+        if P + 1 > self.max_len:
+            raise ContextOverflowError(f"{P} cached + 1 new token exceed the context of {self.max_len} tokens")
+        one = self._one
+        one["input_ids"][0, 0], one["position_ids"][0, 0] = token, position
+        one["seqlens_k"][0], one["total_sequence_length"][()] = P, P + 1
+        if not self._one_bound:
+            for name, value in self._one_values.items():
+                self.binding.bind_ortvalue_input(name, value)
+            self.binding.bind_ortvalue_output("logits", self._one_logits)
+            self._one_bound = True
+        self.binding.bind_input("attention_bias", "cpu", 0, np.float32, [1, 1, 1, P + 1], self._zero_bias.ctypes.data)
+        self.session.run_with_iobinding(self.binding)
+        self._last_start, self.cache_len = P, P + 1
+        return self._logits[:1].copy()  # the buffer is reused
 
     def _move_rows(self, start: int, indices: np.ndarray) -> None:
         for buffer in self.kv:  # fancy indexing copies first, so overlapping moves are safe
