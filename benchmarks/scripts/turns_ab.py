@@ -54,7 +54,9 @@ elif kind == "forward":
         return (time.perf_counter() - start) / steps
 elif kind == "genai":
     import onnxruntime_genai as og
-    model = og.Model(target)
+    config = og.Config(target)  # 2 threads, as every engine here (the builder's config names none)
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": 2}}}}))
+    model = og.Model(config)
     def block():
         params = og.GeneratorParams(model)
         params.set_search_options(max_length=prompt_len + steps + 1, do_sample=False)
