@@ -83,7 +83,7 @@ def cmd_bench(args) -> int:
             check_spec(mode)
         report = run_bench(args.model, tokens=args.tokens, threads=args.threads, reps=args.reps,
                            prompts_file=args.prompts, ortgenai_model=args.ortgenai, peers_python=args.peers_python,
-                           backends=backends, modes=modes, budget=args.draft_budget)
+                           backends=backends, modes=modes, budget=args.draft_budget, turns=args.turns)
         table = markdown(report)
         if args.plot:
             from .bench.report import plot

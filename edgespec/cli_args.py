@@ -115,6 +115,10 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, ppd, "
                                                  "s3d, auto, draft:MODEL (default: off)")
     p.add_argument("--draft-budget", type=draft_budget, default=8, help="max draft tokens per verify pass")
+    p.add_argument("--turns", choices=("all", "family"), default="all",
+                   help="all: every engine loaded at once, taking turns prompt by prompt (ratios between any two "
+                        "compare runs seconds apart); family: one engine and its speculative variants at a time "
+                        "(less memory) (default: all)")
     p.add_argument("--cost-curve", action="store_true",
                    help="measure the verify cost curve c(T) on each backend instead of decoding")
     p.set_defaults(func=commands["bench"])

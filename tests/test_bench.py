@@ -123,3 +123,16 @@ def test_the_genai_peer_is_checked_before_any_run(tmp_path):
     (tmp_path / "genai_config.json").write_text("{}")
     with pytest.raises(EdgespecError, match="--peers-python '/no/such/python' cannot run"):
         run_bench("no-such-model", ortgenai_model=str(tmp_path), peers_python="/no/such/python")
+
+
+def test_engines_take_turns_all_at_once_or_one_family_at_a_time():
+    from edgespec.bench.runner import turn_groups
+
+    engines = ("edgespec-ort", "edgespec-ort+auto", "edgespec-static", "llama.cpp", "llama.cpp+lookup",
+               "onnxruntime-genai", "onnxruntime-genai+ngram")
+    assert turn_groups(engines, "all") == [list(engines)]
+    assert turn_groups(engines, "family") == [["edgespec-ort", "edgespec-ort+auto", "edgespec-static"],
+                                              ["llama.cpp", "llama.cpp+lookup"],
+                                              ["onnxruntime-genai", "onnxruntime-genai+ngram"]]
+    with pytest.raises(EdgespecError, match="--turns 'pairs': expected one of all, family"):
+        turn_groups(engines, "pairs")

@@ -2,10 +2,11 @@
 
 Same prompts (chat-templated token ids), same threads, same number of new
 tokens; engines run in their own processes (so each one's peak RSS is its own).
-An engine and its plain counterpart (edgespec-ort, edgespec-ort+ngram, edgespec-ort+auto;
-llama.cpp and llama.cpp+lookup; ...) are loaded side by side and take turns prompt by prompt,
-in an order that rotates, so a speedup over plain compares runs made seconds apart on this
-noisy machine; every repetition starts fresh processes. Reported per engine: prefill and decode
+Every engine is loaded side by side and they take turns prompt by prompt, in an order that rotates, so
+a ratio between any two engines (a speedup over plain, ours against a peer) compares runs made seconds
+apart on this noisy machine; every repetition starts fresh processes. `turns="family"` loads one family
+at a time (an engine and its speculative variants: edgespec-ort, edgespec-ort+auto; llama.cpp and
+llama.cpp+lookup; ...) where memory is short: then ratios across families compare different minutes. Reported per engine: prefill and decode
 tok/s (medians), peak RSS, and the effective weight bandwidth (bytes of weights
 read per decoded token / time per token) beside the memory bandwidth this
 machine measures for a large copy, the physical limit of plain decoding.
@@ -177,14 +178,16 @@ def exports_by_mode(ref: hub.ModelRef, modes) -> dict[str, Path]:
 
 def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, prompts_file: str | None = None,
               ortgenai_model: str | None = None, peers_python: str | None = None, backends=("ort",),
-              modes=("off",), budget: int = 8) -> dict:
+              modes=("off",), budget: int = 8, turns: str = "all") -> dict:
     """ortgenai_model: a model dir onnxruntime-genai's builder made from the same weights, run with
-    peers_python (a Python that has onnxruntime-genai; the [peers] extra) — see benchmarks/plain-decode.md."""
+    peers_python (a Python that has onnxruntime-genai; the [peers] extra) — see benchmarks/plain-decode.md.
+    turns: "all" (every engine loaded at once, taking turns) or "family" (see turn_groups)."""
     ours = {engine_name(b, m): {"backend": b, "spec_mode": m} for b in backends for m in modes}
     mode_exports: dict[str, Path] = {}
     speculating = any(m != "off" for m in modes)  # then the peers' own n-gram / prompt-lookup speculation too
     genai = (("onnxruntime-genai",) + (("onnxruntime-genai+ngram",) if speculating else ())) if ortgenai_model else ()
     engines = tuple(ours) + ("llama.cpp",) + (("llama.cpp+lookup",) if speculating else ()) + genai
+    groups = turn_groups(engines, turns)
     if ortgenai_model:
         _check_genai_peer(ortgenai_model, peers_python or sys.executable)
     ref = hub.resolve_model(model)
@@ -208,12 +211,9 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
         spec["static_export"] = str(cached_export(ref, fmt="npu"))
 
     runs: dict[str, list] = {e: [] for e in engines}
-    families: dict[str, list] = {}  # an engine and its speculative variants take turns prompt by prompt
-    for engine in engines:
-        families.setdefault(_family(engine), []).append(engine)
     with Progress(reps * len(engines) * len(prompts), "bench", unit="runs") as bar:
         for rep in range(reps):
-            for group in families.values():
+            for group in groups:
                 specs = {engine: {**spec, **ours.get(engine, {}), "engine": engine} for engine in group}
                 python = {engine: peers_python if engine.startswith("onnxruntime-genai") and peers_python
                           else sys.executable for engine in group}
@@ -223,6 +223,7 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     bandwidth = memory_bandwidth()
     weights = _weights_per_token(export_dir, gguf, ortgenai_model, spec.get("static_export"))
     report = {"model": ref.name, "export": str(export_dir), "gguf": str(gguf), "tokens": tokens, "reps": reps,
+              "turns": turns,
               "machine": machine_info(threads), "versions": peer_versions(),
               "memory_bandwidth_gb_s": round(bandwidth, 2), "engines": {}, "prompts": rows,
               "command": "edgespec " + " ".join(sys.argv[1:]) if sys.argv and "edgespec" in sys.argv[0] else None}
@@ -266,6 +267,21 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
             report["decode_ratio"][f"{engine} / {other}"] = ratio
             report["identical_outputs"][f"{engine} vs {other}"] = f"{same}/{len(prompts)}"
     return report
+
+
+TURNS = ("all", "family")
+
+
+def turn_groups(engines, turns: str) -> list[list[str]]:
+    """The engines loaded side by side, taking turns: all of them, or one family at a time."""
+    if turns == "all":
+        return [list(engines)]
+    if turns != "family":
+        raise EdgespecError(f"--turns {turns!r}: expected one of {', '.join(TURNS)}")
+    families: dict[str, list] = {}
+    for engine in engines:
+        families.setdefault(_family(engine), []).append(engine)
+    return list(families.values())
 
 
 def _family(engine: str) -> str:
@@ -351,7 +367,8 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     kind = "plain and speculative decoding" if any("+" in e for e in report["engines"]) else "plain decoding"
     lines = [f"### {report['model']}: {kind}, {report['tokens']} new tokens, {m['threads']} threads, "
-             f"median of {report['reps']} interleaved runs",
+             f"median of {report['reps']} interleaved runs"
+             + (", one engine family at a time" if report.get("turns") == "family" else ", every engine taking turns"),
              "",
              f"Machine: {m['cpu']}, {m['cores']} cores, AVX-512 {'yes' if m['avx512'] else 'no'}, VNNI "
              f"{'yes' if m['avx512_vnni'] else 'no'}; memory bandwidth (copy) {report['memory_bandwidth_gb_s']} GB/s. "
