@@ -6,10 +6,10 @@ Every engine is loaded side by side and they take turns prompt by prompt, in an 
 a ratio between any two engines (a speedup over plain, ours against a peer) compares runs made seconds
 apart on this noisy machine; every repetition starts fresh processes. `turns="family"` loads one family
 at a time (an engine and its speculative variants: edgespec-ort, edgespec-ort+auto; llama.cpp and
-llama.cpp+lookup; ...) where memory is short: then ratios across families compare different minutes. Reported per engine: prefill and decode
-tok/s (medians), peak RSS, and the effective weight bandwidth (bytes of weights
-read per decoded token / time per token) beside the memory bandwidth this
-machine measures for a large copy, the physical limit of plain decoding.
+llama.cpp+lookup; ...) where memory is short: then ratios across families compare different minutes.
+Reported per engine: prefill and decode tok/s (medians), peak RSS, and the effective weight bandwidth
+(bytes of weights read per decoded token / time per token) beside the memory bandwidth this machine
+measures for a large copy, the physical limit of plain decoding.
 """
 
 from __future__ import annotations
