@@ -117,7 +117,8 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--draft-budget", type=draft_budget, default=8, help="max draft tokens per verify pass")
     p.add_argument("--turns", choices=("all", "family"), default="all",
                    help="all: every engine loaded at once, taking turns prompt by prompt (ratios between any two "
-                        "compare runs seconds apart); family: one engine and its speculative variants at a time "
+                        "compare runs seconds apart; every engine in memory at once: ~10 GB on qwen 1.5b with both "
+                        "peers and --spec off,auto); family: one engine and its speculative variants at a time "
                         "(less memory) (default: all)")
     p.add_argument("--cost-curve", action="store_true",
                    help="measure the verify cost curve c(T) on each backend instead of decoding")
