@@ -134,13 +134,13 @@ class OrtBackend(BufferCache):
         extra_embeds: [E, d] rows after the tokens (T counts them); needs an export with that input.
         """
         tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
-        if (tokens.shape[1] == 1 and extra_embeds is None and plan is None and tree_mask is None
-                and (logits_for is None or list(logits_for) == [0])):
-            return self._forward_one(int(tokens[0, 0]), self.cache_len if positions is None else int(positions[0]))
         E = 0 if extra_embeds is None else len(extra_embeds)
         T, P = tokens.shape[1] + E, self.cache_len
         if P + T > self.max_len:
             raise ContextOverflowError(f"{P} cached + {T} new tokens exceed the context of {self.max_len} tokens")
+        if (T == 1 and not E and plan is None and tree_mask is None
+                and (logits_for is None or list(logits_for) == [0])):
+            return self._forward_one(int(tokens[0, 0]), P if positions is None else int(positions[0]))
         positions = P + np.arange(T) if positions is None else np.asarray(positions)
         new_mask = np.tri(T, dtype=bool) if tree_mask is None else np.asarray(tree_mask, dtype=bool)
         bias = np.zeros((1, 1, T, P + T), np.float32)
@@ -180,10 +180,8 @@ class OrtBackend(BufferCache):
         return self.binding.get_outputs()[0].numpy() if out is None else out.copy()  # the buffer is reused
 
     def _forward_one(self, token: int, position: int) -> np.ndarray:
-        """forward([token]) with the bound one-token inputs: logits [1, vocab]."""
+        """forward([token]) with the bound one-token inputs (forward has checked the context): logits [1, vocab]."""
         P = self.cache_len
-        if P + 1 > self.max_len:
-            raise ContextOverflowError(f"{P} cached + 1 new token exceed the context of {self.max_len} tokens")
         one = self._one
         one["input_ids"][0, 0], one["position_ids"][0, 0] = token, position
         one["seqlens_k"][0], one["total_sequence_length"][()] = P, P + 1
