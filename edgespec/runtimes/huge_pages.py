@@ -68,12 +68,12 @@ def anonymous_ranges() -> Ranges:
 
 
 def huge_ranges(ranges: Ranges) -> list[int]:
-    """Start addresses of the 2 MB-aligned ranges that lie wholly inside one of `ranges`."""
+    """Start addresses of the HUGE-aligned ranges (one huge page each) that lie wholly inside one of `ranges`."""
     return [address for lo, hi in ranges for address in range(-(-lo // HUGE) * HUGE, hi - HUGE + 1, HUGE)]
 
 
 def _all_ours(pagemap, address: int) -> bool:
-    """Every 4 KB page of [address, address + 2 MB) is present and mapped only here (bits 63 and 56)."""
+    """Every base page of [address, address + HUGE) is present and mapped only here (bits 63 and 56)."""
     pagemap.seek(address // PAGE * 8)
     entries = pagemap.read(HUGE // PAGE * 8)
     if len(entries) != HUGE // PAGE * 8:
