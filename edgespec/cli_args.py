@@ -13,6 +13,7 @@ from . import hub, manage
 from .export.targets import TARGETS
 from ._version import __version__
 from .arg_types import count, draft_budget, int_at_least, positive_tokens, threads
+from .bench import TURNS
 from .serve import add_arguments as add_serve_arguments
 
 DEFAULTS = f"""defaults of chat and generate (override with the flags; see `edgespec chat -h`):
@@ -115,7 +116,7 @@ def build_parser(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--spec", default="off", help="decoding modes, comma-separated: off, ngram, layerskip, ppd, "
                                                  "s3d, auto, draft:MODEL (default: off)")
     p.add_argument("--draft-budget", type=draft_budget, default=8, help="max draft tokens per verify pass")
-    p.add_argument("--turns", choices=("all", "family"), default="all",
+    p.add_argument("--turns", choices=TURNS, default="all",
                    help="all: every engine loaded at once, taking turns prompt by prompt (ratios between any two "
                         "compare runs seconds apart; every engine in memory at once: ~10 GB on qwen 1.5b with both "
                         "peers and --spec off,auto); family: one engine and its speculative variants at a time "

@@ -66,3 +66,18 @@ def test_generate_through_the_api(static):
     text = "".join(e.text for e in static.generate("The capital of France is", max_tokens=8))
     assert "Paris" in text
     assert static.backend.memory()["kv_allocated"] == static.backend.kv.nbytes
+
+
+def test_settle_opens_every_bucket_and_waits_for_its_pages_and_close_stops_them(smollm2_static, static):
+    """bench calls settle() before timing: no session may open (or copy pages) inside a timed pass."""
+    model = load(str(smollm2_static), threads=2)
+    backend = model.backend
+    assert backend.runners == {}  # opened on first use
+    model.settle()
+    assert sorted(backend.runners) == backend.buckets
+    pages = [r.huge_pages for r in backend.runners.values() if r.huge_pages is not None]
+    assert all(p.wait(0) for p in pages)  # settled: no copy still running
+    ids = static.chat_prompt([{"role": "user", "content": PROMPTS[0]}])
+    assert greedy(model, ids, n=8) == greedy(static, ids, n=8)  # settling changes nothing computed
+    model.close()
+    assert all(p._stop.is_set() for p in pages)

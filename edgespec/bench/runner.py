@@ -36,6 +36,7 @@ from ..progress import Progress
 from ..speculative.drafters.select import check_spec
 from ..sysinfo import machine_info, memory_bandwidth
 from ..tokenizer import Tokenizer, chat_ids
+from . import TURNS
 from .report import by_category, category_markdown
 
 log = logging.getLogger(__name__)
@@ -268,8 +269,6 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
             report["identical_outputs"][f"{engine} vs {other}"] = f"{same}/{len(prompts)}"
     return report
 
-
-TURNS = ("all", "family")
 
 
 def turn_groups(engines, turns: str) -> list[list[str]]:

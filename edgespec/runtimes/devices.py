@@ -59,6 +59,15 @@ class OrtRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
 
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait until this session's weights are in huge pages (or that has stopped)."""
+        if self.huge_pages is not None:
+            self.huge_pages.wait(timeout)
+
+    def close(self) -> None:
+        if self.huge_pages is not None:
+            self.huge_pages.stop()
+
     def assignment(self) -> dict[str, list[str]]:
         """Execution provider -> op types of the nodes it was given (onnxruntime's own record)."""
         out: dict[str, list[str]] = {}
@@ -128,6 +137,12 @@ class OpenVinoRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.request.infer(feeds)
         return {name: np.asarray(results[output]) for name, output in zip(self.outputs, self.compiled.outputs)}
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Nothing runs in the background: OpenVINO keeps its compiled model in its own memory."""
+
+    def close(self) -> None:
+        """The compiled model goes with this object."""
 
     def assignment(self) -> dict[str, list[str]]:
         """The whole graph is one compiled model on one OpenVINO device."""
