@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import EdgespecError, MissingDependencyError
 from ..sysinfo import cpu_vendor
-from .huge_pages import create_session
+from .huge_pages import SettlesPages, create_session
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def open_runner(path: Path, device: str, threads: int = 0):
     return OpenVinoRunner(path, threads) if device == "openvino" else OrtRunner(path, device, threads)
 
 
-class OrtRunner:
+class OrtRunner(SettlesPages):
     def __init__(self, path: Path, device: str, threads: int):
         import onnxruntime as ort
 
@@ -58,15 +58,6 @@ class OrtRunner:
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
-
-    def settle(self, timeout: float | None = None) -> None:
-        """Wait until this session's weights are in huge pages (or that has stopped)."""
-        if self.huge_pages is not None:
-            self.huge_pages.wait(timeout)
-
-    def close(self) -> None:
-        if self.huge_pages is not None:
-            self.huge_pages.stop()
 
     def assignment(self) -> dict[str, list[str]]:
         """Execution provider -> op types of the nodes it was given (onnxruntime's own record)."""

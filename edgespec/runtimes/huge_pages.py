@@ -138,6 +138,22 @@ def collapse_resident() -> Collapse | None:
     return Collapse(starts) if starts else None
 
 
+class SettlesPages:
+    """settle() / close() for an owner of a session made by create_session, its Collapse in `huge_pages`."""
+
+    huge_pages: Collapse | None = None
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait until the session's weights are in huge pages (or that has stopped)."""
+        if self.huge_pages is not None:
+            self.huge_pages.wait(timeout)
+
+    def close(self) -> None:
+        """Stop moving pages (the session itself goes with its owner)."""
+        if self.huge_pages is not None:
+            self.huge_pages.stop()
+
+
 def create_session(create, directory):
     """`create()` (an onnxruntime session) with the weights file's pages released while it reads them
     (mapped_pages.py), then the process's resident anonymous memory (the prepacked weights) moved into huge

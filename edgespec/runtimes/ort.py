@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..errors import ContextOverflowError, EdgespecError
 from ..models.contract import check_skip, skippable_layers
 from .base import BufferCache
-from .huge_pages import create_session
+from .huge_pages import SettlesPages, create_session
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def providers_for(device: str) -> list[str]:
     return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
 
 
-class OrtBackend(BufferCache):
+class OrtBackend(SettlesPages, BufferCache):
     name = "ort"
 
     def __init__(self, model_path_or_bytes, config: ModelConfig, max_len: int, threads: int = 0,
@@ -107,16 +107,6 @@ class OrtBackend(BufferCache):
         self._one_logits = ort.OrtValue.ortvalue_from_numpy(self._logits[:1])
         self._zero_bias = np.zeros(max_len, np.float32)
         self._one_bound = False  # whether the binding holds the values above (a wider pass rebinds them)
-
-    def settle(self, timeout: float | None = None) -> None:
-        """Wait until the weights are in huge pages (or that has stopped)."""
-        if self.huge_pages is not None:
-            self.huge_pages.wait(timeout)
-
-    def close(self) -> None:
-        """Stop moving pages (the session itself goes with this object)."""
-        if self.huge_pages is not None:
-            self.huge_pages.stop()
 
     def supports_plan(self) -> bool:
         """Exports built with layer plans (an If per skippable layer) take a layer mask; inlined ones do not."""
