@@ -1,7 +1,8 @@
 """A small progress reporter for long work (pull, export, calibration, bench).
 
 On a terminal it redraws one line on stderr; elsewhere (CI logs) it logs a
-line every 10% so logs stay short but show that work is moving.
+line every 10%, and at least once a minute while work moves, so logs stay short
+but show that work is moving (a 10% step of a long bench can take many minutes).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 import time
 
 log = logging.getLogger(__name__)
+LOG_EVERY = 60.0  # seconds: the longest a log stays silent while updates come
 
 
 def _human(n: float, unit: str) -> str:
@@ -37,6 +39,7 @@ class Progress:
         self._start = time.monotonic()
         self._last_draw = 0.0
         self._next_tenth = 1  # the next 10% step to log (counted in tenths: 0.1 + 0.1 + 0.1 > 0.3 skipped 30%)
+        self._last_log = self._start
 
     def __enter__(self) -> "Progress":
         if self.enabled and not self.tty:
@@ -71,12 +74,13 @@ class Progress:
         now = time.monotonic()
         if self.tty and (now - self._last_draw > 0.1 or fraction >= 1.0):
             self._draw(now)
-        elif not self.tty and (tenths := round(10 * fraction, 9)) >= self._next_tenth:  # with the time left, too
+        elif not self.tty and ((tenths := round(10 * fraction, 9)) >= self._next_tenth
+                               or now - self._last_log >= LOG_EVERY):  # with the time left, too
             elapsed = max(now - self._start, 1e-9)
             left = self._left(elapsed)
             log.info("%s: %3.0f%% after %s%s", self.desc, 100 * fraction, _duration(elapsed),
                      "" if left is None or fraction >= 1.0 else f", about {_duration(left)} left")
-            self._next_tenth = int(tenths) + 1
+            self._next_tenth, self._last_log = int(tenths) + 1, now
 
     def __exit__(self, *exc) -> None:
         if self.enabled and self.tty:

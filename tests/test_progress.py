@@ -32,3 +32,9 @@ def test_a_prior_estimate_is_used_until_it_runs_out(monkeypatch, caplog):
     lines = _lines(monkeypatch, caplog, total=10, steps=2, seconds_per_step=6, estimate=100)
     assert lines[0] == "bench: 10 runs (about 100 s)"
     assert lines[1] == "bench:  10% after 6 s, about 1 min 34 s left"  # the estimate's, not the rate's 54 s
+
+
+def test_a_slow_job_logs_at_least_once_a_minute_between_its_tenths(monkeypatch, caplog):
+    lines = _lines(monkeypatch, caplog, total=100, steps=4, seconds_per_step=40)  # 10% would take 400 s
+    assert lines[1:] == ["bench:   2% after 1 min 20 s, about 65 min 20 s left",
+                         "bench:   4% after 2 min 40 s, about 64 min 00 s left"]
