@@ -16,9 +16,11 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 SHAPES = ((896, 4864), (4864, 896), (896, 151936 // 4))  # (K, N)
-# (bits, accuracy_level, block_size, zero points): level 4 = int8 activations (the export's), 1 = fp32, 2 = fp16
+# (bits, accuracy_level, block_size, zero points): level 4 = int8 activations (the export's), 1 = fp32, 2 = fp16;
+# zero points packed in the weight's bits (True), none (False) or "float" (fp32, one per block: what a Q4_1 /
+# Q4_K block's offset `m` would need exactly, as -m / scale)
 CONFIGS = ((4, 4, 32, True), (4, 4, 32, False), (8, 4, 32, True), (4, 4, 128, True), (4, 1, 32, True),
-           (4, 2, 32, True))
+           (4, 2, 32, True), (4, 4, 32, "float"))
 ROWS = (1, 2, 4, 8)
 
 
@@ -27,7 +29,9 @@ def session(K: int, N: int, bits: int, level: int, block: int, zero_points: bool
     blocks = K // block
     weights = [numpy_helper.from_array(rng.integers(0, 256, (N, blocks, block * bits // 8), dtype=np.uint8), "B"),
                numpy_helper.from_array((rng.random(N * blocks, dtype=np.float32) + 0.5) * 0.01, "S")]
-    if zero_points:
+    if zero_points == "float":
+        weights.append(numpy_helper.from_array(rng.random(N * blocks, dtype=np.float32) * 15, "Z"))
+    elif zero_points:
         weights.append(numpy_helper.from_array(
             rng.integers(0, 256, (N, (blocks * bits + 7) // 8), dtype=np.uint8), "Z"))
     node = helper.make_node("MatMulNBits", ["A", "B", "S", "Z"][:len(weights) + 1], ["Y"], domain="com.microsoft",
@@ -62,8 +66,8 @@ def main() -> None:
             sess = session(K, N, bits, level, block, zero_points, threads)
             times = {m: milliseconds(sess, m, K, 60 if N > 20000 else 200) for m in ROWS}
             cells = "  ".join(f"M={m} {t:.3f} ({t / times[1]:.2f})" for m, t in times.items())
-            print(f"K={K} N={N} bits={bits} level={level} block={block} zp={'yes' if zero_points else 'no'}: {cells}",
-                  flush=True)
+            zp = {True: "yes", False: "no"}.get(zero_points, zero_points)
+            print(f"K={K} N={N} bits={bits} level={level} block={block} zp={zp}: {cells}", flush=True)
 
 
 if __name__ == "__main__":
