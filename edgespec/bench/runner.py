@@ -270,7 +270,6 @@ def run_bench(model: str, tokens: int = 128, threads: int = 2, reps: int = 3, pr
     return report
 
 
-
 def turn_groups(engines, turns: str) -> list[list[str]]:
     """The engines loaded side by side, taking turns: all of them, or one family at a time."""
     if turns == "all":

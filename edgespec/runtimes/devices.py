@@ -107,7 +107,7 @@ def qnn_devices() -> list:
     return devices[:1]
 
 
-class OpenVinoRunner:
+class OpenVinoRunner(SettlesPages):  # no huge-page copy: settle/close do nothing
     def __init__(self, path: Path, threads: int):
         try:
             import openvino as ov
@@ -128,12 +128,6 @@ class OpenVinoRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.request.infer(feeds)
         return {name: np.asarray(results[output]) for name, output in zip(self.outputs, self.compiled.outputs)}
-
-    def settle(self, timeout: float | None = None) -> None:
-        """Nothing runs in the background: OpenVINO keeps its compiled model in its own memory."""
-
-    def close(self) -> None:
-        """The compiled model goes with this object."""
 
     def assignment(self) -> dict[str, list[str]]:
         """The whole graph is one compiled model on one OpenVINO device."""
